@@ -1,0 +1,302 @@
+//! Command-line interface: argument definitions and one function per command.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use datafusion::arrow::array::RecordBatch;
+
+use crate::config::{Overrides, Project};
+use crate::error::{Error, Result};
+use crate::ledger::{RUNS_TABLE, Status};
+use crate::runner::{JobOutcome, Workspace, execute};
+use crate::session::Engine;
+use crate::storage::Stores;
+
+/// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
+#[derive(Debug, Parser)]
+#[command(name = "retention", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes; each has an environment variable too (flag wins).
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Project directory (holds retention.toml, jobs/ and sql/).
+    #[arg(short = 'C', long, global = true, env = "RETENTION_PROJECT_DIR", default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Raw data root URL or path (overrides storage.raw).
+    #[arg(long, global = true, env = "RETENTION_RAW")]
+    pub raw: Option<String>,
+    /// Curated data root URL or path (overrides storage.curated).
+    #[arg(long, global = true, env = "RETENTION_CURATED")]
+    pub curated: Option<String>,
+    /// Query memory limit, e.g. 4GiB (overrides engine.memory_limit).
+    #[arg(long, global = true, env = "RETENTION_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// DataFusion target partitions (overrides engine.target_partitions).
+    #[arg(long, global = true, env = "RETENTION_TARGET_PARTITIONS")]
+    pub target_partitions: Option<usize>,
+    /// Log format on stderr; filter with RUST_LOG (default `info`).
+    #[arg(long, global = true, env = "RETENTION_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run jobs in dependency order and publish their curated tables.
+    #[command(after_help = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run")]
+    Run {
+        /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG.
+        selectors: Vec<String>,
+        /// Run every job.
+        #[arg(long)]
+        all: bool,
+        /// Jobs run at once (overrides engine.jobs).
+        #[arg(long, short = 'j', env = "RETENTION_JOBS")]
+        jobs: Option<usize>,
+        /// Print the plan and exit without reading or writing data.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check every spec, contract and SQL without reading data; reports all problems at once.
+    #[command(after_help = "Examples:\n  retention validate\n  retention -C examples/online_retail validate")]
+    Validate,
+    /// Show the jobs a selection would run, in order, with their inputs.
+    #[command(visible_alias = "list", after_help = "Examples:\n  retention plan\n  retention plan +customer_summary\n  retention plan --dot | dot -Tsvg > dag.svg")]
+    Plan {
+        /// Job selectors (as for `run`); none means all jobs.
+        selectors: Vec<String>,
+        /// Print the graph in Graphviz DOT.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Print DataFusion's logical and physical plan of a job.
+    #[command(after_help = "Examples:\n  retention explain daily_orders")]
+    Explain {
+        /// Job name.
+        job: String,
+    },
+    /// Show the run ledger (newest first).
+    #[command(after_help = "Examples:\n  retention runs\n  retention runs --job daily_orders --limit 5")]
+    Runs {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Run ad-hoc SQL over sources, curated tables and `_runs`.
+    #[command(after_help = "Examples:\n  retention query \"select * from daily_orders limit 5\"\n  retention query --format csv \"select count(*) from orders\"")]
+    Query {
+        /// The SQL text.
+        sql: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Delete data files no longer referenced by versions inside the history window.
+    #[command(after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24")]
+    Vacuum {
+        /// Tables (default: every job's table and _runs).
+        tables: Vec<String>,
+        /// Keep files replaced within this many hours (default: history.deleted_file_retention_hours).
+        #[arg(long)]
+        retention_hours: Option<u32>,
+        /// List what would be deleted without deleting.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl GlobalArgs {
+    fn overrides(&self, jobs: Option<usize>) -> Overrides {
+        Overrides {
+            raw: self.raw.clone(),
+            curated: self.curated.clone(),
+            memory_limit: self.memory_limit.clone(),
+            target_partitions: self.target_partitions,
+            jobs,
+        }
+    }
+}
+
+/// Exit code for an error: 2 for problems in the project's files, 1 for failures while running.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Toml { .. } | Error::Config { .. } | Error::Sql { .. } | Error::UnknownTable { .. } | Error::Cycle { .. } | Error::Selector { .. } => 2,
+        Error::Many(v) if v.iter().all(|e| exit_code(e) == 2) => 2,
+        _ => 1,
+    }
+}
+
+/// Run a parsed command line with the given stores (tests inject theirs).
+pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
+    let jobs_override = match &cli.command {
+        Command::Run { jobs, .. } => *jobs,
+        _ => None,
+    };
+    let project = Project::load(&cli.global.project_dir, &cli.global.overrides(jobs_override))?;
+    tracing::debug!(raw = %project.raw, curated = %project.curated, "project loaded");
+    let engine = Engine::new(project, stores)?;
+    let ws = Arc::new(Workspace::load(engine)?);
+    match cli.command {
+        Command::Run { selectors, all, jobs: _, dry_run } => {
+            let selected = ws.graph.select(&selectors, all)?;
+            let plan = ws.plan(&selected, "manual")?;
+            if dry_run {
+                print!("run {} would run {} job(s):\n{}", plan.run_id, plan.jobs.len(), plan.render());
+                return Ok(());
+            }
+            let outcomes = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
+            print_summary(&plan.run_id, &outcomes);
+            let failed = outcomes.iter().filter(|o| o.status != Status::Succeeded).count();
+            if failed > 0 {
+                return Err(Error::RunFailed { failed, total: outcomes.len() });
+            }
+            Ok(())
+        }
+        Command::Validate => {
+            let outputs = ws.validate().await?;
+            println!(
+                "ok: {} source(s), {} job(s) planned against their contracts",
+                ws.sources.len(),
+                outputs.len()
+            );
+            Ok(())
+        }
+        Command::Plan { selectors, dot } => {
+            let selected = ws.graph.select(&selectors, selectors.is_empty())?;
+            if dot {
+                print!("{}", ws.graph.to_dot(&selected));
+            } else {
+                let plan = ws.plan(&selected, "manual")?;
+                print!("{}", plan.render());
+            }
+            Ok(())
+        }
+        Command::Explain { job } => {
+            let node = ws.graph.node(&job).ok_or(Error::Selector { selector: job.clone() })?;
+            let ctx = ws.query_session().await?;
+            let df = crate::session::plan_job(&ctx, &node.spec).await?;
+            let batches = df.explain(false, false)?.collect().await?;
+            print_batches(&batches, OutputFormat::Table)
+        }
+        Command::Runs { job, limit, format } => {
+            let ctx = ws.query_session().await?;
+            if ctx.table_exist(RUNS_TABLE)? {
+                let mut df = ctx.table(RUNS_TABLE).await?;
+                if let Some(j) = job {
+                    df = df.filter(datafusion::prelude::col("job").eq(datafusion::prelude::lit(j)))?;
+                }
+                let df = df
+                    .sort(vec![
+                        datafusion::prelude::col("started_at").sort(false, true),
+                        datafusion::prelude::col("job").sort(true, true),
+                    ])?
+                    .limit(0, Some(limit))?;
+                print_batches(&df.collect().await?, format)
+            } else {
+                println!("no runs recorded yet");
+                Ok(())
+            }
+        }
+        Command::Query { sql, format } => {
+            let ctx = ws.query_session().await?;
+            let df = ctx.sql(&sql).await?;
+            print_batches(&df.collect().await?, format)
+        }
+        Command::Vacuum { tables, retention_hours, dry_run } => {
+            let names: Vec<String> = if tables.is_empty() {
+                let mut v: Vec<String> = ws.graph.nodes.iter().map(|n| n.spec.table.clone()).collect();
+                v.push(RUNS_TABLE.into());
+                v
+            } else {
+                tables
+            };
+            let hours = retention_hours.unwrap_or(ws.engine.project.deleted_file_retention_hours);
+            for name in names {
+                let url = ws.table_url(&name)?;
+                let Some(table) = crate::curated::open(&ws.engine.stores, &url).await? else {
+                    println!("{name}: not published, nothing to vacuum");
+                    continue;
+                };
+                let (_, metrics) = table
+                    .vacuum()
+                    .with_retention_period(chrono::Duration::hours(i64::from(hours)))
+                    .with_enforce_retention_duration(false)
+                    .with_dry_run(dry_run)
+                    .await
+                    .map_err(|e| Error::Storage { location: url.to_string(), message: crate::storage::redact(&e.to_string()) })?;
+                println!(
+                    "{name}: {} {} file(s)",
+                    if dry_run { "would delete" } else { "deleted" },
+                    metrics.files_deleted.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(run_id: &str, outcomes: &[JobOutcome]) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["job", "status", "rows", "seconds", "version", "error"]);
+    for o in outcomes {
+        t.add_row(vec![
+            o.job.clone(),
+            o.status.to_string(),
+            o.rows_written.to_string(),
+            format!("{:.2}", o.seconds),
+            o.output_version.map(|v| v.to_string()).unwrap_or_default(),
+            o.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("run {run_id}\n{t}");
+}
+
+/// Print batches as a table, CSV or JSON (one array of objects) on stdout.
+pub fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
+    use datafusion::arrow;
+    let err = |e: arrow::error::ArrowError| Error::DataFusion(e.to_string());
+    match format {
+        OutputFormat::Table => {
+            println!("{}", arrow::util::pretty::pretty_format_batches(batches).map_err(err)?);
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
+            for b in batches {
+                w.write(b).map_err(err)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(std::io::stdout());
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs).map_err(err)?;
+            w.finish().map_err(err)?;
+            println!();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Curated Delta Lake tables: opening them on the project's stores, reading them through
+//! DataFusion, and publishing a job's result atomically (one Delta commit) with `overwrite` or
+//! `overwrite_partitions`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{Expr, LogicalPlan, col, lit};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::spec::WriteMode;
+use crate::storage::{Stores, redact};
+
+/// Location of curated table `name` under the curated root.
+pub fn table_url(curated_root: &Url, name: &str) -> Result<Url> {
+    curated_root.join(&format!("{name}/")).map_err(|e| Error::Storage {
+        location: curated_root.to_string(),
+        message: format!("cannot place table `{name}`: {e}"),
+    })
+}
+
+/// An unloaded handle on the table at `url`, served by the project's store for that bucket.
+pub fn handle(stores: &Stores, url: &Url) -> Result<DeltaTable> {
+    crate::storage::register_delta_handlers();
+    let (store, _) = stores.store_for(url)?;
+    DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| delta_err(url, e))?
+        .with_storage_backend(store, url.clone())
+        .build()
+        .map_err(|e| delta_err(url, e))
+}
+
+fn delta_err(url: &Url, e: DeltaTableError) -> Error {
+    Error::Storage { location: url.to_string(), message: redact(&e.to_string()) }
+}
+
+/// Open the latest version of the table at `url`; `None` when no table has been published there.
+pub async fn open(stores: &Stores, url: &Url) -> Result<Option<DeltaTable>> {
+    let mut table = handle(stores, url)?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(delta_err(url, e)),
+    }
+}
+
+/// Open a specific version (time travel).
+pub async fn open_version(stores: &Stores, url: &Url, version: i64) -> Result<DeltaTable> {
+    let mut table = handle(stores, url)?;
+    table.load_version(version.max(0) as u64).await.map_err(|e| delta_err(url, e))?;
+    Ok(table)
+}
+
+/// A DataFusion provider reading the table's loaded version.
+pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    let url = table.table_url().clone();
+    table.table_provider().await.map_err(|e| Error::Storage { location: url.to_string(), message: redact(&e.to_string()) })
+}
+
+/// Parquet settings for curated files: zstd, page statistics.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// What a publish should do.
+pub struct Publish<'a> {
+    /// Table name (for messages and the Delta metadata).
+    pub table: &'a str,
+    pub url: &'a Url,
+    pub mode: WriteMode,
+    pub partition_by: &'a [String],
+    /// For `overwrite_partitions`: the partition values this run produced, one row per partition.
+    pub partitions: Vec<Vec<datafusion::common::ScalarValue>>,
+    pub description: &'a str,
+    /// Table properties set when the table is created (retention of history).
+    pub configuration: HashMap<String, Option<String>>,
+    /// Stored with the commit (run id, job).
+    pub commit_metadata: HashMap<String, serde_json::Value>,
+}
+
+/// Publish `plan`'s rows to the table in one Delta commit; returns the new version.
+/// A failure at any point leaves the previous version as the table's latest.
+pub async fn publish(
+    stores: &Stores,
+    session: Arc<dyn datafusion::catalog::Session>,
+    plan: LogicalPlan,
+    p: Publish<'_>,
+) -> Result<i64> {
+    let fail = |message: String| Error::Publish {
+        table: p.table.to_string(),
+        location: p.url.to_string(),
+        message: redact(&message),
+    };
+    let table = match open(stores, p.url).await? {
+        Some(t) => t,
+        None => handle(stores, p.url)?,
+    };
+    let current = table.version().map(|v| v as i64);
+    let exists = current.is_some();
+    let mut write = table
+        .write(vec![])
+        .with_input_plan(plan)
+        .with_session_state(session)
+        .with_writer_properties(writer_properties())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_commit_properties(
+            CommitProperties::default()
+                .with_metadata(p.commit_metadata.clone())
+                .with_max_retries(0),
+        );
+    if !p.partition_by.is_empty() {
+        write = write.with_partition_columns(p.partition_by.to_vec());
+    }
+    if !exists {
+        write = write
+            .with_table_name(p.table)
+            .with_description(p.description)
+            .with_configuration(p.configuration.clone());
+    }
+    match p.mode {
+        WriteMode::Overwrite => {
+            // Full replace; the schema may change with the SQL.
+            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        }
+        WriteMode::OverwritePartitions => {
+            if exists {
+                match partition_predicate(p.partition_by, &p.partitions) {
+                    Some(pred) => write = write.with_replace_where(pred),
+                    None => {
+                        // Nothing produced: nothing to replace. Keep the table as it is.
+                        return current.ok_or_else(|| fail("table has no version".into()));
+                    }
+                }
+            }
+        }
+    }
+    let written = write.await.map_err(|e| fail(e.to_string()))?;
+    written.version().map(|v| v as i64).ok_or_else(|| fail("commit returned no version".into()))
+}
+
+/// `(p1 = v AND p2 = w) OR ...` over the produced partitions; `None` when there are none.
+pub fn partition_predicate(columns: &[String], partitions: &[Vec<datafusion::common::ScalarValue>]) -> Option<Expr> {
+    partitions
+        .iter()
+        .map(|values| {
+            columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| if v.is_null() { col(c.as_str()).is_null() } else { col(c.as_str()).eq(lit(v.clone())) })
+                .reduce(Expr::and)
+                .expect("at least one partition column")
+        })
+        .reduce(Expr::or)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::common::ScalarValue;
+
+    #[test]
+    fn predicate_covers_each_partition() {
+        let cols = vec!["month".to_string(), "region".to_string()];
+        let parts = vec![
+            vec![ScalarValue::from("2026-01"), ScalarValue::from("eu")],
+            vec![ScalarValue::from("2026-02"), ScalarValue::Utf8(None)],
+        ];
+        let e = partition_predicate(&cols, &parts).unwrap().to_string();
+        assert_eq!(
+            e,
+            "month = Utf8(\"2026-01\") AND region = Utf8(\"eu\") OR month = Utf8(\"2026-02\") AND region IS NULL"
+        );
+        assert!(partition_predicate(&cols, &[]).is_none());
+    }
+
+    #[test]
+    fn table_urls_nest_under_root() {
+        let root = Url::parse("s3://bucket/curated/").unwrap();
+        assert_eq!(table_url(&root, "orders").unwrap().as_str(), "s3://bucket/curated/orders/");
+    }
+}

@@ -1,0 +1,15 @@
+//! retention: batch pipeline from marketplace raw data to curated trust, recovery and retention tables.
+
+pub mod cli;
+pub mod config;
+pub mod curated;
+pub mod dag;
+pub mod error;
+pub mod ledger;
+pub mod runner;
+pub mod session;
+pub mod sources;
+pub mod spec;
+pub mod storage;
+
+pub use error::{Error, Result};

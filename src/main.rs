@@ -1,0 +1,27 @@
+//! The `retention` binary: parse arguments, set up logging, run the command, map errors to exit codes.
+
+use clap::Parser;
+use retention::cli::{self, Cli, LogFormat};
+use retention::storage::Stores;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(cli::run(cli, Stores::default())) {
+        eprintln!("error: {e}");
+        std::process::exit(cli::exit_code(&e));
+    }
+}

@@ -1,0 +1,141 @@
+//! DataFusion sessions for a project: one shared runtime (object stores, memory pool) and a fresh
+//! session per job; planning a job's SQL with bound parameters and SQL positions in errors.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+
+use crate::config::Project;
+use crate::error::{Error, Result};
+use crate::spec::JobSpec;
+use crate::storage::Stores;
+
+/// Shared engine state: project settings, stores and the DataFusion runtime.
+#[derive(Clone)]
+pub struct Engine {
+    pub project: Project,
+    pub stores: Stores,
+    pub runtime: Arc<RuntimeEnv>,
+}
+
+impl Engine {
+    /// Build the runtime for `project` over `stores` (which tests may have pre-filled).
+    pub fn new(project: Project, stores: Stores) -> Result<Engine> {
+        let mut builder = RuntimeEnvBuilder::new();
+        if let Some(limit) = project.memory_limit {
+            builder = builder.with_memory_limit(limit, 1.0);
+        }
+        let runtime = builder.build_arc()?;
+        stores.register_with(&runtime, &[&project.raw, &project.curated])?;
+        Ok(Engine { project, stores, runtime })
+    }
+
+    /// Session settings: the project's `[datafusion]` table applied through `ConfigOptions::set`.
+    pub fn config(&self) -> Result<SessionConfig> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if let Some(n) = self.project.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        let options = config.options_mut();
+        options.sql_parser.collect_spans = true;
+        for (k, v) in &self.project.datafusion {
+            options.set(k, v).map_err(|e| Error::Config {
+                path: self.project.root.join(crate::config::PROJECT_FILE),
+                key: k.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// A new session sharing the runtime, with `tables` registered by name.
+    pub fn session(&self, tables: &[(String, Arc<dyn TableProvider>)]) -> Result<SessionContext> {
+        let state = SessionStateBuilder::new()
+            .with_config(self.config()?)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for (name, provider) in tables {
+            ctx.register_table(name.as_str(), provider.clone())?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Plan a job's SQL in `ctx` with its parameters bound; errors carry file:line:column.
+pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame> {
+    let sql_err = |e: DataFusionError| {
+        let (line, column) = error_position(&e).unwrap_or((0, 0));
+        Error::Sql {
+            job: spec.name.clone(),
+            path: spec.sql_path.clone(),
+            line,
+            column,
+            message: crate::storage::redact(&strip_context(&e)),
+        }
+    };
+    let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
+    let params: Vec<(String, datafusion::common::ScalarValue)> = spec.params.clone();
+    let df = df.with_param_values(ParamValues::from(params)).map_err(sql_err)?;
+    check_output_schema(spec, df.schema().inner())?;
+    Ok(df)
+}
+
+/// Output columns must be unique (case-insensitively, as Delta requires) and include `partition_by`.
+pub fn check_output_schema(spec: &JobSpec, schema: &SchemaRef) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for f in schema.fields() {
+        let lower = f.name().to_ascii_lowercase();
+        if seen.contains(&lower) {
+            problems.push(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{}: output has duplicate column name `{}`; alias one of them",
+                    spec.sql_path.display(),
+                    f.name()
+                ),
+            });
+        }
+        seen.push(lower);
+    }
+    for p in &spec.partition_by {
+        if schema.field_with_name(p).is_err() {
+            problems.push(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{}: output.partition_by names `{p}`, which the SQL's output does not have (columns: {})",
+                    spec.spec_path.display(),
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Error::from_many(problems)
+}
+
+/// Line and column of a SQL error, from DataFusion's diagnostic or the parser's message.
+pub fn error_position(e: &DataFusionError) -> Option<(usize, usize)> {
+    if let Some(span) = e.diagnostic().and_then(|d| d.span)
+        && span.start.line > 0
+    {
+        return Some((span.start.line as usize, span.start.column as usize));
+    }
+    crate::dag::parser_position(&e.to_string())
+}
+
+/// The innermost message, without DataFusion's context wrappers.
+fn strip_context(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::Diagnostic(_, inner) => strip_context(inner),
+        DataFusionError::Context(_, inner) => strip_context(inner),
+        other => other.to_string(),
+    }
+}
