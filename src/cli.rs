@@ -9,6 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::config::{Overrides, Project};
 use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, generate};
 use crate::ledger::{RUNS_TABLE, Status};
 use crate::runner::{JobOutcome, Workspace, execute};
 use crate::session::Engine;
@@ -115,6 +116,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
     },
+    /// Write a deterministic synthetic marketplace as raw Parquet sources.
+    #[command(after_help = "Examples:\n  retention generate\n  retention generate --customers 100000 --months 24 --seed 7\n  retention generate --out s3://bucket/raw")]
+    Generate {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 24)]
+        months: u32,
+        /// First day of the data (YYYY-MM-DD).
+        #[arg(long, default_value = "2024-11-01")]
+        start: chrono::NaiveDate,
+        /// Where to write (default: the project's raw root).
+        #[arg(long)]
+        out: Option<String>,
+    },
+    /// Generate data if the raw root is empty, run every job, and say where the tables are.
+    #[command(after_help = "Examples:\n  retention demo")]
+    Demo,
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24")]
     Vacuum {
@@ -159,8 +179,49 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     let project = Project::load(&cli.global.project_dir, &cli.global.overrides(jobs_override))?;
     tracing::debug!(raw = %project.raw, curated = %project.curated, "project loaded");
     let engine = Engine::new(project, stores)?;
+    if let Command::Generate { seed, customers, months, start, out } = &cli.command {
+        let root = match out {
+            Some(o) => crate::config::parse_location(&engine.project.root, o)
+                .map_err(|message| Error::Config { path: "--out".into(), key: "out".into(), message })?,
+            None => engine.project.raw.clone(),
+        };
+        let opts = GenerateOptions { seed: *seed, customers: *customers, months: *months, start: *start };
+        let clock = std::time::Instant::now();
+        let g = generate(&engine.stores, &root, &opts).await?;
+        for (table, rows) in &g.tables {
+            println!("{table}: {rows} rows");
+        }
+        println!("written to {root} in {:.1}s", clock.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let ws = Arc::new(Workspace::load(engine)?);
     match cli.command {
+        Command::Generate { .. } => unreachable!("handled above"),
+        Command::Demo => {
+            let raw = &ws.engine.project.raw;
+            let (store, path) = ws.engine.stores.store_for(raw)?;
+            let empty = {
+                use futures::StreamExt;
+                store.list(Some(&path)).next().await.is_none()
+            };
+            if empty {
+                println!("no raw data under {raw}: generating the default data set");
+                generate(&ws.engine.stores, raw, &GenerateOptions::default()).await?;
+            }
+            let selected = ws.graph.select(&[], true)?;
+            let plan = ws.plan(&selected, "demo")?;
+            let outcomes = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
+            print_summary(&plan.run_id, &outcomes);
+            let failed = outcomes.iter().filter(|o| o.status != Status::Succeeded).count();
+            if failed > 0 {
+                return Err(Error::RunFailed { failed, total: outcomes.len() });
+            }
+            println!("curated tables under {}:", ws.engine.project.curated);
+            for o in &outcomes {
+                println!("  {} (Delta version {})", ws.table_url(&o.job)?, o.output_version.unwrap_or_default());
+            }
+            Ok(())
+        }
         Command::Run { selectors, all, jobs: _, dry_run } => {
             let selected = ws.graph.select(&selectors, all)?;
             let plan = ws.plan(&selected, "manual")?;

@@ -30,6 +30,14 @@ pub fn table_url(curated_root: &Url, name: &str) -> Result<Url> {
 pub fn handle(stores: &Stores, url: &Url) -> Result<DeltaTable> {
     crate::storage::register_delta_handlers();
     let (store, _) = stores.store_for(url)?;
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        std::fs::create_dir_all(&path).map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: format!("cannot create directory: {e}"),
+        })?;
+    }
     DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| delta_err(url, e))?
         .with_storage_backend(store, url.clone())
@@ -43,11 +51,27 @@ fn delta_err(url: &Url, e: DeltaTableError) -> Error {
 
 /// Open the latest version of the table at `url`; `None` when no table has been published there.
 pub async fn open(stores: &Stores, url: &Url) -> Result<Option<DeltaTable>> {
+    if !has_log(stores, url).await? {
+        return Ok(None);
+    }
     let mut table = handle(stores, url)?;
     match table.load().await {
         Ok(()) => Ok(Some(table)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
         Err(e) => Err(delta_err(url, e)),
+    }
+}
+
+/// Whether a Delta log exists at `url` (any object under `_delta_log/`).
+pub async fn has_log(stores: &Stores, url: &Url) -> Result<bool> {
+    use futures::StreamExt;
+    let (store, path) = stores.store_for(url)?;
+    let log = path.clone().join("_delta_log");
+    match store.list(Some(&log)).next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(Error::Storage { location: url.to_string(), message: redact(&e.to_string()) }),
     }
 }
 

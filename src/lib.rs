@@ -5,6 +5,7 @@ pub mod config;
 pub mod curated;
 pub mod dag;
 pub mod error;
+pub mod generate;
 pub mod ledger;
 pub mod runner;
 pub mod session;

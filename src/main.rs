@@ -5,9 +5,12 @@ use retention::cli::{self, Cli, LogFormat};
 use retention::storage::Stores;
 use tracing_subscriber::EnvFilter;
 
+/// Our own info logs; only warnings from libraries (the Delta kernel logs expected misses as errors).
+const DEFAULT_LOG_FILTER: &str = "warn,retention=info,buoyant_kernel=off";
+
 fn main() {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.global.log_format {
         LogFormat::Json => builder.json().init(),

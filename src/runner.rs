@@ -15,7 +15,10 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -581,9 +584,66 @@ impl TableProvider for PreparedPlan {
                         alias: schema.field(i).name().clone(),
                     })
                     .collect();
-                Ok(Arc::new(ProjectionExec::try_new(exprs, self.plan.clone())?))
+                Ok(Arc::new(ProjectionExec::try_new(exprs, Arc::new(SealedPlan { inner: self.plan.clone() }))?))
             }
-            _ => Ok(self.plan.clone()),
+            _ => Ok(Arc::new(SealedPlan { inner: self.plan.clone() })),
         }
+    }
+}
+
+/// Shows an already-optimized plan to an outer plan as a leaf, so the outer plan's optimizer
+/// cannot rebuild (and so detach the metrics of) the nodes inside it.
+#[derive(Debug)]
+struct SealedPlan {
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for SealedPlan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "SealedPlan: {}", self.inner.name())
+    }
+}
+
+impl ExecutionPlan for SealedPlan {
+    fn name(&self) -> &'static str {
+        "SealedPlan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
     }
 }

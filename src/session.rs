@@ -44,6 +44,10 @@ impl Engine {
         }
         let options = config.options_mut();
         options.sql_parser.collect_spans = true;
+        // As delta-rs does: hash-join IN-list pushdown can panic on dictionary-encoded keys
+        // (Hive partition columns). Overridable through [datafusion].
+        options.optimizer.hash_join_inlist_pushdown_max_size = 0;
+        options.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
         for (k, v) in &self.project.datafusion {
             options.set(k, v).map_err(|e| Error::Config {
                 path: self.project.root.join(crate::config::PROJECT_FILE),
@@ -60,6 +64,8 @@ impl Engine {
             .with_config(self.config()?)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            // Delta's planner: its writer plans custom nodes through the session we pass it.
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .build();
         let ctx = SessionContext::new_with_state(state);
         for (name, provider) in tables {
