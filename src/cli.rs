@@ -10,7 +10,7 @@ use datafusion::arrow::array::RecordBatch;
 use crate::config::{Overrides, Project};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate};
-use crate::ledger::{RUNS_TABLE, Status};
+use crate::ledger::RUNS_TABLE;
 use crate::runner::{JobOutcome, Workspace, execute};
 use crate::session::Engine;
 use crate::storage::Stores;
@@ -64,7 +64,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run jobs in dependency order and publish their curated tables.
-    #[command(after_help = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run")]
+    #[command(after_help = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day")]
     Run {
         /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG.
         selectors: Vec<String>,
@@ -77,6 +77,9 @@ pub enum Command {
         /// Print the plan and exit without reading or writing data.
         #[arg(long)]
         dry_run: bool,
+        /// Override a job parameter for this run (backfills): NAME=VALUE, repeatable.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
     /// Check every spec, contract and SQL without reading data; reports all problems at once.
     #[command(after_help = "Examples:\n  retention validate\n  retention -C examples/online_retail validate")]
@@ -194,7 +197,14 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         println!("written to {root} in {:.1}s", clock.elapsed().as_secs_f64());
         return Ok(());
     }
-    let ws = Arc::new(Workspace::load(engine)?);
+    let mut ws = Workspace::load(engine)?;
+    if let Command::Run { selectors, all, params, .. } = &cli.command
+        && !params.is_empty()
+    {
+        let selected = ws.graph.select(selectors, *all)?;
+        ws.override_params(&selected, params)?;
+    }
+    let ws = Arc::new(ws);
     match cli.command {
         Command::Generate { .. } => unreachable!("handled above"),
         Command::Demo => {
@@ -210,32 +220,25 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             }
             let selected = ws.graph.select(&[], true)?;
             let plan = ws.plan(&selected, "demo")?;
-            let outcomes = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
-            print_summary(&plan.run_id, &outcomes);
-            let failed = outcomes.iter().filter(|o| o.status != Status::Succeeded).count();
-            if failed > 0 {
-                return Err(Error::RunFailed { failed, total: outcomes.len() });
-            }
+            let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
+            print_summary(&plan.run_id, &report.outcomes);
+            let outcomes = report.into_result()?.outcomes;
             println!("curated tables under {}:", ws.engine.project.curated);
             for o in &outcomes {
                 println!("  {} (Delta version {})", ws.table_url(&o.job)?, o.output_version.unwrap_or_default());
             }
             Ok(())
         }
-        Command::Run { selectors, all, jobs: _, dry_run } => {
+        Command::Run { selectors, all, dry_run, .. } => {
             let selected = ws.graph.select(&selectors, all)?;
             let plan = ws.plan(&selected, "manual")?;
             if dry_run {
                 print!("run {} would run {} job(s):\n{}", plan.run_id, plan.jobs.len(), plan.render());
                 return Ok(());
             }
-            let outcomes = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
-            print_summary(&plan.run_id, &outcomes);
-            let failed = outcomes.iter().filter(|o| o.status != Status::Succeeded).count();
-            if failed > 0 {
-                return Err(Error::RunFailed { failed, total: outcomes.len() });
-            }
-            Ok(())
+            let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
+            print_summary(&plan.run_id, &report.outcomes);
+            report.into_result().map(|_| ())
         }
         Command::Validate => {
             let outputs = ws.validate().await?;

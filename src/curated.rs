@@ -120,14 +120,26 @@ pub async fn publish(
     plan: LogicalPlan,
     p: Publish<'_>,
 ) -> Result<i64> {
+    let table = match open(stores, p.url).await? {
+        Some(t) => t,
+        None => handle(stores, p.url)?,
+    };
+    publish_to(table, session, plan, p).await
+}
+
+/// Publish onto an already-loaded `table`. Delta's conflict check runs against the version
+/// `table` was loaded at: if someone else committed since, the write fails cleanly and both their
+/// commit and the previous versions stay intact.
+pub async fn publish_to(
+    table: DeltaTable,
+    session: Arc<dyn datafusion::catalog::Session>,
+    plan: LogicalPlan,
+    p: Publish<'_>,
+) -> Result<i64> {
     let fail = |message: String| Error::Publish {
         table: p.table.to_string(),
         location: p.url.to_string(),
         message: redact(&message),
-    };
-    let table = match open(stores, p.url).await? {
-        Some(t) => t,
-        None => handle(stores, p.url)?,
     };
     let current = table.version().map(|v| v as i64);
     let exists = current.is_some();
@@ -139,8 +151,7 @@ pub async fn publish(
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(
             CommitProperties::default()
-                .with_metadata(p.commit_metadata.clone())
-                .with_max_retries(0),
+                .with_metadata(p.commit_metadata.clone()),
         );
     if !p.partition_by.is_empty() {
         write = write.with_partition_columns(p.partition_by.to_vec());

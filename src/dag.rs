@@ -73,7 +73,9 @@ pub fn referenced_tables(spec: &JobSpec) -> Result<Vec<String>> {
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| {
             let m = e.to_string();
-            let (l, c) = parser_position(&m).unwrap_or((0, 0));
+            // The parser gives no position when the text ends too early: point at its end.
+            let (l, c) = parser_position(&m)
+                .unwrap_or_else(|| crate::error::line_col(spec.sql.trim_end(), spec.sql.trim_end().len()));
             sql_err(m, l, c)
         })?;
     if statements.len() != 1 {
@@ -377,7 +379,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("sql/a.sql: job `a` reads unknown table `nowhere`"), "{e}");
-        assert!(e.contains("sql/b.sql:2:"), "{e}");
+        assert!(e.contains("sql/b.sql:2:13: job `b`"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,40 @@ impl Workspace {
         Ok(Workspace { engine, sources, graph })
     }
 
+    /// Override job parameters from the command line (`--param name=value`) for the selected
+    /// jobs. The value is parsed as the type the spec gives the parameter.
+    pub fn override_params(&mut self, selected: &[String], params: &[String]) -> Result<()> {
+        let mut problems = Vec::new();
+        for p in params {
+            let Some((name, text)) = p.split_once('=') else {
+                problems.push(Error::Config { path: "--param".into(), key: p.clone(), message: "expected NAME=VALUE".into() });
+                continue;
+            };
+            let mut used = false;
+            for node in self.graph.nodes.iter_mut().filter(|n| selected.contains(&n.spec.name)) {
+                for (k, v) in node.spec.params.iter_mut().filter(|(k, _)| k == name) {
+                    match ScalarValue::try_from_string(text.to_string(), &v.data_type()) {
+                        Ok(parsed) => *v = parsed,
+                        Err(e) => problems.push(Error::Config {
+                            path: "--param".into(),
+                            key: k.clone(),
+                            message: format!("`{text}` is not a valid {} for job `{}`: {e}", v.data_type(), node.spec.name),
+                        }),
+                    }
+                    used = true;
+                }
+            }
+            if !used {
+                problems.push(Error::Config {
+                    path: "--param".into(),
+                    key: name.to_string(),
+                    message: "no selected job declares this parameter in its [params]".into(),
+                });
+            }
+        }
+        Error::from_many(problems)
+    }
+
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.sources.iter().find(|s| s.name == name)
     }
@@ -231,6 +265,34 @@ impl RunPlan {
     }
 }
 
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// One outcome per planned job, in plan order.
+    pub outcomes: Vec<JobOutcome>,
+    /// Set when the run ledger could not be written (the jobs' outcomes stand).
+    pub ledger_error: Option<String>,
+}
+
+impl RunReport {
+    /// Jobs that did not succeed.
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.status != Status::Succeeded).count()
+    }
+
+    /// `Ok` when every job succeeded and the ledger was written.
+    pub fn into_result(self) -> Result<RunReport> {
+        let failed = self.failed();
+        if failed > 0 {
+            return Err(Error::RunFailed { failed, total: self.outcomes.len() });
+        }
+        if let Some(e) = &self.ledger_error {
+            return Err(Error::Publish { table: ledger::RUNS_TABLE.into(), location: String::new(), message: e.clone() });
+        }
+        Ok(self)
+    }
+}
+
 /// Result of one job in a run.
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
@@ -246,7 +308,7 @@ pub struct JobOutcome {
 
 /// Execute a plan: jobs in dependency order, at most `concurrency` at once; a failed job skips
 /// its downstream. Every job gets a ledger row. Returns the outcomes in plan order.
-pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> Result<Vec<JobOutcome>> {
+pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> Result<RunReport> {
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
         let needed_sources: Vec<String> = {
@@ -386,8 +448,17 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 None => break,
             }
         }
-        ledger::append(&ws.engine.stores, &ws.engine.project.curated, &records).await?;
-        Ok(plan.jobs.iter().filter_map(|j| outcomes.remove(&j.name)).collect())
+        let ledger_error = match ledger::append(&ws.engine.stores, &ws.engine.project.curated, &records).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "run ledger not written");
+                Some(e.to_string())
+            }
+        };
+        Ok(RunReport {
+            outcomes: plan.jobs.iter().filter_map(|j| outcomes.remove(&j.name)).collect(),
+            ledger_error,
+        })
     }
     .instrument(span)
     .await
