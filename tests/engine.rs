@@ -424,6 +424,66 @@ async fn suite_failed_job_skips_downstream_and_keeps_tables(backend: Backend) {
     assert!(err.contains("orders/dt=2026-03-01/part-0.parquet") && err.contains("not readable Parquet"), "{err}");
 }
 
+async fn suite_racing_writers_never_share_a_version(backend: Backend) {
+    let Some(fx) = Fixture::new(backend) else { return };
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "customer_value"]).await.unwrap();
+    let url = curated::table_url(&fx.curated, "customer_value").unwrap();
+    let ws = Arc::new(fx.workspace().await);
+    let writers = 4;
+    // Every writer loads version 0 first, then all commit at once.
+    let mut stale = Vec::new();
+    for _ in 0..writers {
+        stale.push(curated::open(&fx.stores, &url).await.unwrap().unwrap());
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, table) in stale.into_iter().enumerate() {
+        let ws = ws.clone();
+        let url = url.clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            let ctx = ws.engine.session(&[]).unwrap();
+            let plan = ctx
+                .sql(&format!("SELECT CAST({i} AS BIGINT) AS customer_id, 'w' AS acquisition_channel, CAST(1 AS BIGINT) AS orders, CAST(1 AS DECIMAL(18,2)) AS net_revenue"))
+                .await
+                .unwrap()
+                .into_unoptimized_plan();
+            barrier.wait().await;
+            let publish = curated::Publish {
+                table: "customer_value",
+                url: &url,
+                mode: retention::spec::WriteMode::Overwrite,
+                partition_by: &[],
+                partitions: vec![],
+                description: "",
+                configuration: Default::default(),
+                commit_metadata: Default::default(),
+            };
+            (i, curated::publish_to(table, Arc::new(ctx.state()), plan, publish).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (i, result) = r.unwrap();
+        match result {
+            Ok(v) => winners.push((v, i)),
+            Err(e) => assert!(e.to_string().contains("publish failed"), "{e}"),
+        }
+    }
+    winners.sort();
+    // Every successful writer got its own version, in sequence after 0, holding its own row.
+    assert!(!winners.is_empty());
+    assert_eq!(fx.version("customer_value").await, Some(winners.len() as u64));
+    for (k, (v, i)) in winners.iter().enumerate() {
+        assert_eq!(*v, k as i64 + 1);
+        assert_eq!(
+            rows_at_version(&fx, "customer_value", *v as u64).await,
+            format!("customer_id|acquisition_channel|orders|net_revenue\n{i}|w|1|1.00")
+        );
+    }
+}
+
 macro_rules! shared_suite {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -435,6 +495,14 @@ macro_rules! shared_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn overwrite_partitions_replaces_only_produced_months() {
                 suite_overwrite_partitions_replaces_only_produced_months($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_commit_fails_cleanly_and_keeps_both_versions() {
+                suite_concurrent_commit_fails_cleanly_and_keeps_both_versions($backend).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_writers_never_share_a_version() {
+                suite_racing_writers_never_share_a_version($backend).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn failed_job_skips_downstream_and_keeps_tables() {
@@ -628,9 +696,10 @@ async fn store_that_refuses_writes() {
     assert_eq!(readable.snapshot().await, before);
 }
 
-#[tokio::test]
-async fn concurrent_commit_fails_cleanly_and_keeps_both_versions() {
-    let (fx, _) = published().await;
+async fn suite_concurrent_commit_fails_cleanly_and_keeps_both_versions(backend: Backend) {
+    let Some(fx) = Fixture::new(backend) else { return };
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
     // Someone loads the table at version 0 and starts a write...
     let stale = curated::open(&fx.stores, &url).await.unwrap().unwrap();
@@ -664,7 +733,7 @@ async fn concurrent_commit_fails_cleanly_and_keeps_both_versions() {
     .await
     .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("table `customer_value` at memory:///"), "{msg}");
+    assert!(msg.starts_with(&format!("table `customer_value` at {url}: publish failed")), "{msg}");
     assert!(msg.to_lowercase().contains("conflict") || msg.to_lowercase().contains("concurrent"), "{msg}");
     // The run's version 1 is still the latest, and version 0 still reads back.
     assert_eq!(fx.version("customer_value").await, Some(1));
@@ -787,3 +856,110 @@ impl ObjectStore for RefusingStore {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Crash test: SIGKILL the real binary at random points of a run, many times.
+// ---------------------------------------------------------------------------------------------
+
+const CURATED_TABLES: [&str; 3] = ["daily_revenue", "customer_value", "channel_value"];
+
+/// The second data set: changes every table's rows, within the same months.
+async fn write_changed_data(fx: &Fixture) {
+    fx.put_raw(
+        "orders/dt=2026-01-05/part-0.parquet",
+        parquet(&orders_batch(&[(1, 1, 1100, 100, "completed"), (2, 2, 2050, 0, "completed"), (9, 3, 500, 0, "completed")])),
+    )
+    .await;
+    fx.put_raw(
+        "orders/dt=2026-02-02/part-0.parquet",
+        parquet(&orders_batch(&[(4, 3, 10000, 1000, "completed"), (5, 1, 775, 75, "cancelled")])),
+    )
+    .await;
+}
+
+fn run_binary(fx: &Fixture) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retention"));
+    cmd.args(["-C", &fx.dir().display().to_string(), "--raw", fx.raw.as_str(), "--curated", fx.curated.as_str(), "run", "--all"])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// Each curated table's version and rows.
+async fn table_states(fx: &Fixture) -> Vec<(Option<u64>, String)> {
+    let mut out = Vec::new();
+    for t in CURATED_TABLES {
+        let v = fx.version(t).await;
+        let rows = if v.is_some() { fx.rows(&format!("select * from {t}")).await } else { String::new() };
+        out.push((v, rows));
+    }
+    out
+}
+
+async fn rows_at_version(fx: &Fixture, table: &str, version: u64) -> String {
+    let url = curated::table_url(&fx.curated, table).unwrap();
+    let t = curated::open_version(&fx.stores, &url, version as i64).await.unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("t", curated::provider(&t).await.unwrap()).unwrap();
+    render(&ctx.sql("select * from t").await.unwrap().collect().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_never_exposes_partial_tables() {
+    use rand::{Rng, SeedableRng};
+    // Expected contents of each data set, from uninterrupted runs in a reference lake.
+    let reference = Fixture::new(Backend::Local).unwrap();
+    reference.write_hand_data().await;
+    assert!(run_binary(&reference).status().unwrap().success());
+    let expected_old: Vec<String> = table_states(&reference).await.into_iter().map(|s| s.1).collect();
+    write_changed_data(&reference).await;
+    let clock = std::time::Instant::now();
+    assert!(run_binary(&reference).status().unwrap().success());
+    let run_ms = clock.elapsed().as_millis() as u64;
+    let expected_new: Vec<String> = table_states(&reference).await.into_iter().map(|s| s.1).collect();
+    assert_ne!(expected_old, expected_new);
+
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    assert!(run_binary(&fx).status().unwrap().success());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261124);
+    let kills = 40;
+    let mut completed_tables = 0;
+    for i in 0..kills {
+        // Alternate the data so every kill sits between two different contents.
+        let expected_now = if i % 2 == 0 {
+            write_changed_data(&fx).await;
+            &expected_new
+        } else {
+            fx.write_hand_data().await;
+            &expected_old
+        };
+        let before = table_states(&fx).await;
+        let delay = rng.random_range(0..run_ms.max(50) * 5 / 4);
+        let mut child = run_binary(&fx).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        let after = table_states(&fx).await;
+        for (k, t) in CURATED_TABLES.iter().enumerate() {
+            let (v_before, rows_before) = &before[k];
+            let (v_after, rows_after) = &after[k];
+            // The previous version still reads back exactly.
+            assert_eq!(&rows_at_version(&fx, t, v_before.unwrap()).await, rows_before, "kill {i} after {delay} ms: {t} v{v_before:?} changed");
+            // The latest version is either the old rows or the complete new rows.
+            if v_after == v_before {
+                assert_eq!(rows_after, rows_before, "kill {i}: {t} changed without a new version");
+            } else {
+                completed_tables += 1;
+                assert_eq!(rows_after, &expected_now[k], "kill {i} after {delay} ms: {t} v{v_after:?} is not the complete new result");
+            }
+        }
+    }
+    // The rerun publishes exactly what an uninterrupted run does.
+    write_changed_data(&fx).await;
+    assert!(run_binary(&fx).status().unwrap().success());
+    let final_rows: Vec<String> = table_states(&fx).await.into_iter().map(|s| s.1).collect();
+    assert_eq!(final_rows, expected_new);
+    println!("{kills} kills over a {run_ms} ms run; {completed_tables} table publishes completed before a kill");
+}
