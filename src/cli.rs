@@ -43,6 +43,12 @@ pub struct GlobalArgs {
     /// DataFusion target partitions (overrides engine.target_partitions).
     #[arg(long, global = true, env = "RETENTION_TARGET_PARTITIONS")]
     pub target_partitions: Option<usize>,
+    /// Days of Delta log kept for time travel (overrides history.log_retention_days).
+    #[arg(long, global = true, env = "RETENTION_LOG_RETENTION_DAYS")]
+    pub log_retention_days: Option<u32>,
+    /// Hours replaced files are kept before vacuum (overrides history.deleted_file_retention_hours).
+    #[arg(long, global = true, env = "RETENTION_DELETED_FILE_RETENTION_HOURS")]
+    pub deleted_file_retention_hours: Option<u32>,
     /// Log format on stderr; filter with RUST_LOG (default `info`).
     #[arg(long, global = true, env = "RETENTION_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -160,6 +166,8 @@ impl GlobalArgs {
             memory_limit: self.memory_limit.clone(),
             target_partitions: self.target_partitions,
             jobs,
+            log_retention_days: self.log_retention_days,
+            deleted_file_retention_hours: self.deleted_file_retention_hours,
         }
     }
 }
@@ -224,8 +232,8 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             print_summary(&plan.run_id, &report.outcomes);
             let outcomes = report.into_result()?.outcomes;
             println!("curated tables under {}:", ws.engine.project.curated);
-            for o in &outcomes {
-                println!("  {} (Delta version {})", ws.table_url(&o.job)?, o.output_version.unwrap_or_default());
+            for (job, o) in plan.jobs.iter().zip(&outcomes) {
+                println!("  {:<24} {} (Delta version {})", job.table, job.url, o.output_version.unwrap_or_default());
             }
             Ok(())
         }

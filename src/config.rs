@@ -69,6 +69,8 @@ pub struct Overrides {
     pub memory_limit: Option<String>,
     pub target_partitions: Option<usize>,
     pub jobs: Option<usize>,
+    pub log_retention_days: Option<u32>,
+    pub deleted_file_retention_hours: Option<u32>,
 }
 
 /// The validated project: everything after this trusts these values.
@@ -198,8 +200,11 @@ impl Project {
             memory_limit,
             target_partitions,
             jobs,
-            log_retention_days: raw.history.log_retention_days.unwrap_or(30),
-            deleted_file_retention_hours: raw.history.deleted_file_retention_hours.unwrap_or(168),
+            log_retention_days: overrides.log_retention_days.or(raw.history.log_retention_days).unwrap_or(30),
+            deleted_file_retention_hours: overrides
+                .deleted_file_retention_hours
+                .or(raw.history.deleted_file_retention_hours)
+                .unwrap_or(168),
             datafusion,
         })
     }

@@ -38,7 +38,8 @@ impl Engine {
 
     /// Session settings: the project's `[datafusion]` table applied through `ConfigOptions::set`.
     pub fn config(&self) -> Result<SessionConfig> {
-        let mut config = SessionConfig::new().with_information_schema(true);
+        // DATAFUSION_* environment variables first (DataFusion's own mapping), then the file.
+        let mut config = SessionConfig::from_env()?.with_information_schema(true);
         if let Some(n) = self.project.target_partitions {
             config = config.with_target_partitions(n);
         }
@@ -49,6 +50,10 @@ impl Engine {
         options.optimizer.hash_join_inlist_pushdown_max_size = 0;
         options.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
         for (k, v) in &self.project.datafusion {
+            // A DATAFUSION_* environment variable for the same key wins over the file.
+            if std::env::var_os(k.to_ascii_uppercase().replace('.', "_")).is_some() {
+                continue;
+            }
             options.set(k, v).map_err(|e| Error::Config {
                 path: self.project.root.join(crate::config::PROJECT_FILE),
                 key: k.clone(),

@@ -287,9 +287,8 @@ impl Source {
                     .map(|c| Field::new(&c.name, c.data_type.clone(), true))
                     .collect();
                 let schema = Arc::new(Schema::new(data));
-                // Check each header names the contracted columns in order.
                 for f in &files {
-                    self.check_csv_header(store.as_ref(), f).await?;
+                    self.check_csv_file(store.as_ref(), f).await?;
                 }
                 schema
             }
@@ -373,41 +372,95 @@ impl Source {
         Ok(())
     }
 
-    async fn check_csv_header(
+    /// Check a CSV file against the contract: the header names the columns in order, and every
+    /// value parses as its column's type (the first bad value is named with its line).
+    async fn check_csv_file(
         &self,
         store: &dyn object_store::ObjectStore,
         meta: &object_store::ObjectMeta,
     ) -> Result<()> {
         let err = |message: String| Error::Contract { table: self.name.clone(), message };
-        let head_len = meta.size.min(64 * 1024);
         let bytes = store
-            .get_range(&meta.location, 0..head_len)
+            .get(&meta.location)
+            .await
+            .map_err(|e| err(format!("cannot read {}: {}", meta.location, crate::storage::redact(&e.to_string()))))?
+            .bytes()
             .await
             .map_err(|e| err(format!("cannot read {}: {}", meta.location, crate::storage::redact(&e.to_string()))))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let header = text.lines().next().unwrap_or("");
-        let names: Vec<&str> = header.split(',').map(|h| h.trim().trim_matches('"')).collect();
-        for (i, c) in self.columns.iter().enumerate() {
-            match names.get(i) {
-                Some(n) if *n == c.name => {}
-                Some(n) => {
-                    return Err(err(format!(
-                        "column `{}`: expected it as CSV column {} but the header has `{n}` in file {} (line 1)",
-                        c.name,
-                        i + 1,
-                        meta.location
-                    )));
-                }
-                None => {
-                    return Err(err(format!(
-                        "column `{}`: expected {} but the column is missing in file {} (line 1)",
-                        c.name, c.declared, meta.location
-                    )));
-                }
+        check_csv_text(&self.name, &self.columns, &bytes, &meta.location.to_string())
+    }
+}
+
+/// The CSV contract check on a file's bytes; `file` names it in messages.
+pub fn check_csv_text(table: &str, columns: &[Column], bytes: &[u8], file: &str) -> Result<()> {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::compute::{CastOptions, cast_with_options};
+    let err = |message: String| Error::Contract { table: table.to_string(), message };
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| err(format!("file {file} (line 1): not readable CSV: {e}")))?
+        .clone();
+    for (i, c) in columns.iter().enumerate() {
+        match header.get(i).map(str::trim) {
+            Some(n) if n == c.name => {}
+            Some(n) => {
+                return Err(err(format!(
+                    "column `{}`: expected it as CSV column {} but the header has `{n}` in file {file} (line 1)",
+                    c.name,
+                    i + 1
+                )));
+            }
+            None => {
+                return Err(err(format!(
+                    "column `{}`: expected {} but the column is missing in file {file} (line 1)",
+                    c.name, c.declared
+                )));
             }
         }
-        Ok(())
     }
+    let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len()];
+    let mut lines: Vec<u64> = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            err(format!("file {file} (line {line}): not readable CSV: {e}"))
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        lines.push(line);
+        for (i, c) in columns.iter().enumerate() {
+            let v = record.get(i).unwrap_or("");
+            if v.is_empty() {
+                if !c.nullable {
+                    return Err(err(format!(
+                        "column `{}`: expected {} but found an empty value in file {file} (line {line})",
+                        c.name, c.declared
+                    )));
+                }
+                values[i].push(None);
+            } else {
+                values[i].push(Some(v.to_string()));
+            }
+        }
+    }
+    let safe = CastOptions { safe: true, ..Default::default() };
+    for (i, c) in columns.iter().enumerate() {
+        if matches!(c.data_type, DataType::Utf8) {
+            continue;
+        }
+        let text = StringArray::from(values[i].clone());
+        let parsed = cast_with_options(&text, &c.data_type, &safe).map_err(|e| err(e.to_string()))?;
+        if let Some(row) = (0..text.len()).find(|&r| text.is_valid(r) && parsed.is_null(r)) {
+            return Err(err(format!(
+                "column `{}`: expected {} but found `{}` in file {file} (line {})",
+                c.name,
+                c.declared,
+                text.value(row),
+                lines[row]
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ impl Fixture {
         let project = Project::from_raw(self.dir(), Path::new("-"), Default::default(), &over).unwrap();
         let engine = Engine::new(project, self.stores.clone()).unwrap();
         let mut tables = Vec::new();
-        for t in ["daily_revenue", "customer_value", "channel_value", "_runs"] {
+        for t in ["daily_revenue", "customer_value", "channel_value", "fx_summary", "_runs"] {
             let url = curated::table_url(&self.curated, t).unwrap();
             if let Some(table) = curated::open(&self.stores, &url).await.unwrap() {
                 tables.push((t.to_string(), curated::provider(&table).await.unwrap()));
@@ -962,4 +962,124 @@ async fn sigkill_at_random_points_never_exposes_partial_tables() {
     let final_rows: Vec<String> = table_states(&fx).await.into_iter().map(|s| s.1).collect();
     assert_eq!(final_rows, expected_new);
     println!("{kills} kills over a {run_ms} ms run; {completed_tables} table publishes completed before a kill");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent readers and credentials.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn python_deltalake_reads_what_query_returns() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        println!("skipped: needs python3 with the deltalake and pyarrow packages (.ci/run installs them)");
+        return;
+    }
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    fx.cmd(&["run", "customer_value"]).await.unwrap(); // a second version: readers must pick the latest
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/read_delta.py");
+    for t in CURATED_TABLES {
+        let url = curated::table_url(&fx.curated, t).unwrap();
+        let out = std::process::Command::new("python3").arg(&script).arg(url.to_file_path().unwrap()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let python = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(python, fx.rows(&format!("select * from {t}")).await, "{t}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_never_appear_in_errors_or_logs() {
+    let Ok(_) = std::env::var("RETENTION_TEST_S3_BUCKET") else {
+        println!("skipped: needs the S3 test server (.ci/run starts moto)");
+        return;
+    };
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    let secret = "Sup3rS3cretValueForTheTest";
+    for level in ["info", "trace"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_retention"))
+            .args(["-C", &fx.dir().display().to_string(), "--raw", "s3://no-such-bucket-for-retention/raw/"])
+            .args(["--curated", "s3://no-such-bucket-for-retention/curated/", "--log-format", "json", "run", "--all"])
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_SESSION_TOKEN", "SessionTok3nForTheTest")
+            .env("RUST_LOG", level)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(all.contains("no-such-bucket-for-retention"), "the error should name the location: {all}");
+        assert!(!all.contains(secret) && !all.contains("SessionTok3nForTheTest"), "secret leaked at RUST_LOG={level}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV sources and table properties.
+// ---------------------------------------------------------------------------------------------
+
+const FX_SOURCE: &str = r#"
+[[source]]
+name = "fx_rates"
+format = "csv"
+columns = [
+  { name = "month", type = "string", nullable = false },
+  { name = "currency", type = "string", nullable = false },
+  { name = "rate_to_reporting", type = "decimal(18,8)", nullable = false },
+]
+"#;
+
+#[tokio::test]
+async fn csv_source_reads_exact_decimals_and_checks_its_header() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    write(fx.dir(), "jobs/sources.toml", &format!("{SOURCES}{FX_SOURCE}"));
+    write(fx.dir(), "jobs/fx_summary.toml", "description = \"FX per currency\"\n");
+    write(
+        fx.dir(),
+        "sql/fx_summary.sql",
+        "SELECT currency, count(*) AS months, sum(rate_to_reporting) AS rate_sum FROM fx_rates GROUP BY currency",
+    );
+    fx.put_raw(
+        "fx_rates/2026.csv",
+        b"month,currency,rate_to_reporting\n2026-01,EUR,1.08123456\n2026-02,EUR,1.09000001\n2026-01,GBP,1.27000000\n".to_vec(),
+    )
+    .await;
+    fx.cmd(&["run", "fx_summary"]).await.unwrap();
+    let url = curated::table_url(&fx.curated, "fx_summary").unwrap();
+    assert_eq!(
+        rows_at_version(&fx, "fx_summary", 0).await,
+        "currency|months|rate_sum\nEUR|2|2.17123457\nGBP|1|1.27000000"
+    );
+    // History is kept for time travel as the project file says (defaults: 30 days, 168 hours).
+    let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let config = table.snapshot().unwrap().metadata().configuration().clone();
+    assert_eq!(config.get("delta.logRetentionDuration").map(String::as_str), Some("interval 30 days"));
+    assert_eq!(config.get("delta.deletedFileRetentionDuration").map(String::as_str), Some("interval 168 hours"));
+
+    // A file whose header lost a column breaks the contract, named with file and line.
+    fx.put_raw("fx_rates/2027.csv", b"month,rate_to_reporting\n2027-01,1.1\n".to_vec()).await;
+    let err = fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
+    assert_eq!(err.to_string(), "1 of 1 job(s) failed");
+    let msg = fx.rows("select error from _runs where status = 'failed'").await;
+    assert!(
+        msg.contains("source `fx_rates`: column `currency`: expected it as CSV column 2 but the header has `rate_to_reporting` in file")
+            && msg.contains("fx_rates/2027.csv (line 1)"),
+        "{msg}"
+    );
+    assert_eq!(curated::open(&fx.stores, &url).await.unwrap().unwrap().version(), Some(0));
+
+    // A non-numeric amount in a row: the error names the value and the line; nothing published.
+    fx.delete_raw("fx_rates/2027.csv").await;
+    fx.put_raw("fx_rates/2027.csv", b"month,currency,rate_to_reporting\n2027-01,EUR,1.1\n2027-02,EUR,n/a\n".to_vec()).await;
+    fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
+    let msg = fx.rows("select error from _runs where status = 'failed' and error like '%n/a%'").await;
+    assert!(
+        msg.contains("source `fx_rates`: column `rate_to_reporting`: expected decimal(18,8) but found `n/a` in file")
+            && msg.contains("fx_rates/2027.csv (line 3)"),
+        "{msg}"
+    );
+    assert_eq!(curated::open(&fx.stores, &url).await.unwrap().unwrap().version(), Some(0));
 }
