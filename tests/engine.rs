@@ -180,6 +180,13 @@ struct Fixture {
     curated: Url,
 }
 
+/// Skip a test that needs something this machine lacks; under CI (which provides everything)
+/// a skip is a failure.
+fn skip(reason: &str) {
+    assert!(std::env::var_os("CI").is_none(), "CI must provide this: {reason}");
+    println!("skipped: {reason}");
+}
+
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Fixture {
@@ -207,7 +214,7 @@ impl Fixture {
             }
             Backend::S3 => {
                 let Ok(bucket) = std::env::var("RETENTION_TEST_S3_BUCKET") else {
-                    println!("skipped: S3 backend needs RETENTION_TEST_S3_BUCKET and AWS_ENDPOINT (.ci/run starts moto)");
+                    skip("S3 backend needs RETENTION_TEST_S3_BUCKET and AWS_ENDPOINT (.ci/run starts moto)");
                     return None;
                 };
                 (None, format!("s3://{bucket}/{unique}/raw/"), format!("s3://{bucket}/{unique}/curated/"))
@@ -976,7 +983,7 @@ async fn python_deltalake_reads_what_query_returns() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        println!("skipped: needs python3 with the deltalake and pyarrow packages (.ci/run installs them)");
+        skip("needs python3 with the deltalake and pyarrow packages (.ci/run installs them)");
         return;
     }
     let fx = Fixture::new(Backend::Local).unwrap();
@@ -996,7 +1003,7 @@ async fn python_deltalake_reads_what_query_returns() {
 #[tokio::test]
 async fn credentials_never_appear_in_errors_or_logs() {
     let Ok(_) = std::env::var("RETENTION_TEST_S3_BUCKET") else {
-        println!("skipped: needs the S3 test server (.ci/run starts moto)");
+        skip("needs the S3 test server (.ci/run starts moto)");
         return;
     };
     let fx = Fixture::new(Backend::Memory).unwrap();
