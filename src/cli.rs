@@ -269,7 +269,9 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         }
         Command::Explain { job } => {
             let node = ws.graph.node(&job).ok_or(Error::Selector { selector: job.clone() })?;
-            let ctx = ws.query_session().await?;
+            // Jobs not published yet are planned from their validated output schemas.
+            let schemas = ws.validate().await?;
+            let ctx = ws.query_session_with(&schemas).await?;
             let df = crate::session::plan_job(&ctx, &node.spec).await?;
             let batches = df.explain(false, false)?.collect().await?;
             print_batches(&batches, OutputFormat::Table)

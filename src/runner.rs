@@ -187,6 +187,14 @@ impl Workspace {
     /// A session with every source (that passes its contract), every published curated table
     /// and the run ledger registered: for ad-hoc queries and `explain`.
     pub async fn query_session(&self) -> Result<datafusion::prelude::SessionContext> {
+        self.query_session_with(&BTreeMap::new()).await
+    }
+
+    /// As `query_session`, with schema-only stand-ins for job tables not published yet.
+    pub async fn query_session_with(
+        &self,
+        unpublished: &BTreeMap<String, SchemaRef>,
+    ) -> Result<datafusion::prelude::SessionContext> {
         let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
         let names: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
         for (name, provider) in self.source_providers(names).await {
@@ -200,6 +208,14 @@ impl Workspace {
         for table in curated_tables {
             if let Some(t) = curated::open(&self.engine.stores, &self.table_url(&table)?).await? {
                 tables.push((table, curated::provider(&t).await?));
+            } else if let Some(schema) = self
+                .graph
+                .nodes
+                .iter()
+                .find(|n| n.spec.table == table)
+                .and_then(|n| unpublished.get(&n.spec.name))
+            {
+                tables.push((table, Arc::new(EmptyTable::new(schema.clone()))));
             }
         }
         self.engine.session(&tables)

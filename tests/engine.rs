@@ -784,8 +784,14 @@ async fn plan_lists_order_inputs_and_dot() {
 
 #[tokio::test]
 async fn explain_and_query_and_vacuum() {
-    let (fx, _) = published().await;
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    // Explain works before anything is published (upstream planned from its schema).
     fx.cmd(&["explain", "channel_value"]).await.unwrap();
+    fx.cmd(&["runs"]).await.unwrap();
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    fx.cmd(&["explain", "channel_value"]).await.unwrap();
+    fx.cmd(&["runs", "--job", "channel_value", "--format", "json"]).await.unwrap();
     fx.cmd(&["query", "--format", "csv", "select * from channel_value"]).await.unwrap();
     fx.cmd(&["run", "--all"]).await.unwrap();
     // Version 0's files are replaced by version 1; vacuum with no retention removes them.
@@ -1089,4 +1095,26 @@ async fn csv_source_reads_exact_decimals_and_checks_its_header() {
         "{msg}"
     );
     assert_eq!(curated::open(&fx.stores, &url).await.unwrap().unwrap().version(), Some(0));
+}
+
+#[tokio::test]
+async fn curated_files_are_zstd_parquet_with_statistics() {
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use futures::TryStreamExt;
+    let (fx, _) = published().await;
+    let url = curated::table_url(&fx.curated, "customer_value").unwrap();
+    let (store, path) = fx.stores.store_for(&url).unwrap();
+    let files: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
+    let data: Vec<_> = files.iter().filter(|m| m.location.as_ref().ends_with(".parquet")).collect();
+    assert!(!data.is_empty());
+    for meta in data {
+        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let rg = reader.metadata().row_group(0);
+        for c in rg.columns() {
+            assert!(matches!(c.compression(), Compression::ZSTD(_)), "{:?}", c.compression());
+            assert!(c.statistics().is_some(), "column {} has no statistics", c.column_path());
+        }
+    }
 }
