@@ -29,7 +29,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Project directory (holds retention.toml, jobs/ and sql/).
-    #[arg(short = 'C', long, global = true, env = "RETENTION_PROJECT_DIR", default_value = ".")]
+    #[arg(
+        short = 'C',
+        long,
+        global = true,
+        env = "RETENTION_PROJECT_DIR",
+        default_value = "."
+    )]
     pub project_dir: PathBuf,
     /// Raw data root URL or path (overrides storage.raw).
     #[arg(long, global = true, env = "RETENTION_RAW")]
@@ -50,7 +56,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "RETENTION_DELETED_FILE_RETENTION_HOURS")]
     pub deleted_file_retention_hours: Option<u32>,
     /// Log format on stderr; filter with RUST_LOG (default `info`).
-    #[arg(long, global = true, env = "RETENTION_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "RETENTION_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -70,7 +82,9 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run jobs in dependency order and publish their curated tables.
-    #[command(after_help = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day")]
+    #[command(
+        after_help = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day"
+    )]
     Run {
         /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG.
         selectors: Vec<String>,
@@ -88,10 +102,15 @@ pub enum Command {
         params: Vec<String>,
     },
     /// Check every spec, contract and SQL without reading data; reports all problems at once.
-    #[command(after_help = "Examples:\n  retention validate\n  retention -C examples/online_retail validate")]
+    #[command(
+        after_help = "Examples:\n  retention validate\n  retention -C examples/online_retail validate"
+    )]
     Validate,
     /// Show the jobs a selection would run, in order, with their inputs.
-    #[command(visible_alias = "list", after_help = "Examples:\n  retention plan\n  retention plan +customer_summary\n  retention plan --dot | dot -Tsvg > dag.svg")]
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  retention plan\n  retention plan +customer_summary\n  retention plan --dot | dot -Tsvg > dag.svg"
+    )]
     Plan {
         /// Job selectors (as for `run`); none means all jobs.
         selectors: Vec<String>,
@@ -106,7 +125,9 @@ pub enum Command {
         job: String,
     },
     /// Show the run ledger (newest first).
-    #[command(after_help = "Examples:\n  retention runs\n  retention runs --job daily_orders --limit 5")]
+    #[command(
+        after_help = "Examples:\n  retention runs\n  retention runs --job daily_orders --limit 5"
+    )]
     Runs {
         /// Only this job.
         #[arg(long)]
@@ -118,7 +139,9 @@ pub enum Command {
         format: OutputFormat,
     },
     /// Run ad-hoc SQL over sources, curated tables and `_runs`.
-    #[command(after_help = "Examples:\n  retention query \"select * from daily_orders limit 5\"\n  retention query --format csv \"select count(*) from orders\"")]
+    #[command(
+        after_help = "Examples:\n  retention query \"select * from daily_orders limit 5\"\n  retention query --format csv \"select count(*) from orders\""
+    )]
     Query {
         /// The SQL text.
         sql: String,
@@ -126,7 +149,9 @@ pub enum Command {
         format: OutputFormat,
     },
     /// Write a deterministic synthetic marketplace as raw Parquet sources.
-    #[command(after_help = "Examples:\n  retention generate\n  retention generate --customers 100000 --months 24 --seed 7\n  retention generate --out s3://bucket/raw")]
+    #[command(
+        after_help = "Examples:\n  retention generate\n  retention generate --customers 100000 --months 24 --seed 7\n  retention generate --out s3://bucket/raw"
+    )]
     Generate {
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -145,7 +170,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  retention demo")]
     Demo,
     /// Delete data files no longer referenced by versions inside the history window.
-    #[command(after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24")]
+    #[command(
+        after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24"
+    )]
     Vacuum {
         /// Tables (default: every job's table and _runs).
         tables: Vec<String>,
@@ -175,7 +202,12 @@ impl GlobalArgs {
 /// Exit code for an error: 2 for problems in the project's files, 1 for failures while running.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Toml { .. } | Error::Config { .. } | Error::Sql { .. } | Error::UnknownTable { .. } | Error::Cycle { .. } | Error::Selector { .. } => 2,
+        Error::Toml { .. }
+        | Error::Config { .. }
+        | Error::Sql { .. }
+        | Error::UnknownTable { .. }
+        | Error::Cycle { .. }
+        | Error::Selector { .. } => 2,
         Error::Many(v) if v.iter().all(|e| exit_code(e) == 2) => 2,
         _ => 1,
     }
@@ -187,16 +219,38 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::Run { jobs, .. } => *jobs,
         _ => None,
     };
-    let project = Project::load(&cli.global.project_dir, &cli.global.overrides(jobs_override))?;
+    let project = Project::load(
+        &cli.global.project_dir,
+        &cli.global.overrides(jobs_override),
+    )?;
     tracing::debug!(raw = %project.raw, curated = %project.curated, "project loaded");
     let engine = Engine::new(project, stores)?;
-    if let Command::Generate { seed, customers, months, start, out } = &cli.command {
+    if let Command::Generate {
+        seed,
+        customers,
+        months,
+        start,
+        out,
+    } = &cli.command
+    {
         let root = match out {
-            Some(o) => crate::config::parse_location(&engine.project.root, o)
-                .map_err(|message| Error::Config { path: "--out".into(), key: "out".into(), message })?,
+            Some(o) => {
+                crate::config::parse_location(&engine.project.root, o).map_err(|message| {
+                    Error::Config {
+                        path: "--out".into(),
+                        key: "out".into(),
+                        message,
+                    }
+                })?
+            }
             None => engine.project.raw.clone(),
         };
-        let opts = GenerateOptions { seed: *seed, customers: *customers, months: *months, start: *start };
+        let opts = GenerateOptions {
+            seed: *seed,
+            customers: *customers,
+            months: *months,
+            start: *start,
+        };
         let clock = std::time::Instant::now();
         let g = generate(&engine.stores, &root, &opts).await?;
         for (table, rows) in &g.tables {
@@ -206,7 +260,12 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         return Ok(());
     }
     let mut ws = Workspace::load(engine)?;
-    if let Command::Run { selectors, all, params, .. } = &cli.command
+    if let Command::Run {
+        selectors,
+        all,
+        params,
+        ..
+    } = &cli.command
         && !params.is_empty()
     {
         let selected = ws.graph.select(selectors, *all)?;
@@ -233,15 +292,30 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let outcomes = report.into_result()?.outcomes;
             println!("curated tables under {}:", ws.engine.project.curated);
             for (job, o) in plan.jobs.iter().zip(&outcomes) {
-                println!("  {:<24} {} (Delta version {})", job.table, job.url, o.output_version.unwrap_or_default());
+                println!(
+                    "  {:<24} {} (Delta version {})",
+                    job.table,
+                    job.url,
+                    o.output_version.unwrap_or_default()
+                );
             }
             Ok(())
         }
-        Command::Run { selectors, all, dry_run, .. } => {
+        Command::Run {
+            selectors,
+            all,
+            dry_run,
+            ..
+        } => {
             let selected = ws.graph.select(&selectors, all)?;
             let plan = ws.plan(&selected, "manual")?;
             if dry_run {
-                print!("run {} would run {} job(s):\n{}", plan.run_id, plan.jobs.len(), plan.render());
+                print!(
+                    "run {} would run {} job(s):\n{}",
+                    plan.run_id,
+                    plan.jobs.len(),
+                    plan.render()
+                );
                 return Ok(());
             }
             let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
@@ -268,7 +342,9 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             Ok(())
         }
         Command::Explain { job } => {
-            let node = ws.graph.node(&job).ok_or(Error::Selector { selector: job.clone() })?;
+            let node = ws.graph.node(&job).ok_or(Error::Selector {
+                selector: job.clone(),
+            })?;
             // Jobs not published yet are planned from their validated output schemas.
             let schemas = ws.validate().await?;
             let ctx = ws.query_session_with(&schemas).await?;
@@ -281,7 +357,8 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             if ctx.table_exist(RUNS_TABLE)? {
                 let mut df = ctx.table(RUNS_TABLE).await?;
                 if let Some(j) = job {
-                    df = df.filter(datafusion::prelude::col("job").eq(datafusion::prelude::lit(j)))?;
+                    df =
+                        df.filter(datafusion::prelude::col("job").eq(datafusion::prelude::lit(j)))?;
                 }
                 let df = df
                     .sort(vec![
@@ -300,9 +377,18 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let df = ctx.sql(&sql).await?;
             print_batches(&df.collect().await?, format)
         }
-        Command::Vacuum { tables, retention_hours, dry_run } => {
+        Command::Vacuum {
+            tables,
+            retention_hours,
+            dry_run,
+        } => {
             let names: Vec<String> = if tables.is_empty() {
-                let mut v: Vec<String> = ws.graph.nodes.iter().map(|n| n.spec.table.clone()).collect();
+                let mut v: Vec<String> = ws
+                    .graph
+                    .nodes
+                    .iter()
+                    .map(|n| n.spec.table.clone())
+                    .collect();
                 v.push(RUNS_TABLE.into());
                 v
             } else {
@@ -321,7 +407,10 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
                     .with_enforce_retention_duration(false)
                     .with_dry_run(dry_run)
                     .await
-                    .map_err(|e| Error::Storage { location: url.to_string(), message: crate::storage::redact(&e.to_string()) })?;
+                    .map_err(|e| Error::Storage {
+                        location: url.to_string(),
+                        message: crate::storage::redact(&e.to_string()),
+                    })?;
                 println!(
                     "{name}: {} {} file(s)",
                     if dry_run { "would delete" } else { "deleted" },
@@ -356,10 +445,15 @@ pub fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()
     let err = |e: arrow::error::ArrowError| Error::DataFusion(e.to_string());
     match format {
         OutputFormat::Table => {
-            println!("{}", arrow::util::pretty::pretty_format_batches(batches).map_err(err)?);
+            println!(
+                "{}",
+                arrow::util::pretty::pretty_format_batches(batches).map_err(err)?
+            );
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(std::io::stdout());
             for b in batches {
                 w.write(b).map_err(err)?;
             }

@@ -119,20 +119,37 @@ impl Project {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let mut problems = Vec::new();
         let mut location = |key: &str, over: &Option<String>, file: &Option<String>, default| {
-            let text = over.clone().or_else(|| file.clone()).unwrap_or_else(|| String::from(default));
-            parse_location(&root, &text).map_err(|message| Error::Config {
-                path: path.to_path_buf(),
-                key: key.into(),
-                message,
-            })
-            .map_err(|e| problems.push(e))
-            .ok()
+            let text = over
+                .clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| String::from(default));
+            parse_location(&root, &text)
+                .map_err(|message| Error::Config {
+                    path: path.to_path_buf(),
+                    key: key.into(),
+                    message,
+                })
+                .map_err(|e| problems.push(e))
+                .ok()
         };
-        let raw_url = location("storage.raw", &overrides.raw, &raw.storage.raw, "./lake/raw");
-        let curated_url =
-            location("storage.curated", &overrides.curated, &raw.storage.curated, "./lake/curated");
+        let raw_url = location(
+            "storage.raw",
+            &overrides.raw,
+            &raw.storage.raw,
+            "./lake/raw",
+        );
+        let curated_url = location(
+            "storage.curated",
+            &overrides.curated,
+            &raw.storage.curated,
+            "./lake/curated",
+        );
 
-        let memory_limit = match overrides.memory_limit.as_ref().or(raw.engine.memory_limit.as_ref()) {
+        let memory_limit = match overrides
+            .memory_limit
+            .as_ref()
+            .or(raw.engine.memory_limit.as_ref())
+        {
             None => None,
             Some(text) => match parse_bytes(text) {
                 Ok(n) => Some(n),
@@ -174,12 +191,19 @@ impl Project {
                     problems.push(Error::Config {
                         path: path.to_path_buf(),
                         key: format!("datafusion.{key}"),
-                        message: format!("expected a string, number or boolean, found {}", other.type_str()),
+                        message: format!(
+                            "expected a string, number or boolean, found {}",
+                            other.type_str()
+                        ),
                     });
                     continue;
                 }
             };
-            let full = if key.starts_with("datafusion.") { key } else { format!("datafusion.{key}") };
+            let full = if key.starts_with("datafusion.") {
+                key
+            } else {
+                format!("datafusion.{key}")
+            };
             // Check the key now so a typo fails at load, not mid-run.
             let mut probe = datafusion::config::ConfigOptions::new();
             if let Err(e) = probe.set(&full, &text) {
@@ -200,7 +224,10 @@ impl Project {
             memory_limit,
             target_partitions,
             jobs,
-            log_retention_days: overrides.log_retention_days.or(raw.history.log_retention_days).unwrap_or(30),
+            log_retention_days: overrides
+                .log_retention_days
+                .or(raw.history.log_retention_days)
+                .unwrap_or(30),
             deleted_file_retention_hours: overrides
                 .deleted_file_retention_hours
                 .or(raw.history.deleted_file_retention_hours)
@@ -234,7 +261,9 @@ pub fn parse_location(root: &Path, text: &str) -> std::result::Result<Url, Strin
                 SCHEMES.join(", ")
             ));
         }
-        if matches!(url.scheme(), "s3" | "s3a" | "gs" | "az" | "abfss") && url.host_str().unwrap_or("").is_empty() {
+        if matches!(url.scheme(), "s3" | "s3a" | "gs" | "az" | "abfss")
+            && url.host_str().unwrap_or("").is_empty()
+        {
             return Err(format!("`{text}`: a bucket or container name is required"));
         }
         url
@@ -242,7 +271,8 @@ pub fn parse_location(root: &Path, text: &str) -> std::result::Result<Url, Strin
         let path = root.join(text);
         let path = std::path::absolute(&path).map_err(|e| format!("`{text}`: {e}"))?;
         let path = normalize(&path);
-        Url::from_directory_path(&path).map_err(|_| format!("`{text}` is not a usable local path"))?
+        Url::from_directory_path(&path)
+            .map_err(|_| format!("`{text}` is not a usable local path"))?
     };
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -269,7 +299,9 @@ fn normalize(path: &Path) -> PathBuf {
 /// Parse `"4GiB"`, `"512MiB"`, `"1000000"` into bytes.
 pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: f64 = num
         .parse()
@@ -280,7 +312,11 @@ pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
         "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" | "tib" => 1024.0_f64.powi(4),
-        other => return Err(format!("`{text}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     Ok((num * mult) as usize)
 }
@@ -290,8 +326,14 @@ mod tests {
     use super::*;
 
     fn load(text: &str, over: &Overrides) -> Result<Project> {
-        let raw: RawProject = toml::from_str(text).map_err(|e| Error::toml(Path::new("retention.toml"), text, e))?;
-        Project::from_raw(Path::new("/proj"), Path::new("/proj/retention.toml"), raw, over)
+        let raw: RawProject =
+            toml::from_str(text).map_err(|e| Error::toml(Path::new("retention.toml"), text, e))?;
+        Project::from_raw(
+            Path::new("/proj"),
+            Path::new("/proj/retention.toml"),
+            raw,
+            over,
+        )
     }
 
     #[test]
@@ -305,8 +347,16 @@ mod tests {
 
     #[test]
     fn overrides_win_over_file() {
-        let over = Overrides { raw: Some("s3://bucket/raw".into()), jobs: Some(5), ..Default::default() };
-        let p = load("[storage]\nraw = \"memory:///x\"\n[engine]\njobs = 3\n", &over).unwrap();
+        let over = Overrides {
+            raw: Some("s3://bucket/raw".into()),
+            jobs: Some(5),
+            ..Default::default()
+        };
+        let p = load(
+            "[storage]\nraw = \"memory:///x\"\n[engine]\njobs = 3\n",
+            &over,
+        )
+        .unwrap();
         assert_eq!(p.raw.as_str(), "s3://bucket/raw/");
         assert_eq!(p.jobs, 5);
     }
@@ -320,7 +370,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("4 problem(s)"), "{err}");
-        assert!(err.contains("storage.raw: `ftp://x/y`: unsupported scheme `ftp`"), "{err}");
+        assert!(
+            err.contains("storage.raw: `ftp://x/y`: unsupported scheme `ftp`"),
+            "{err}"
+        );
         assert!(err.contains("storage.curated: missing value"), "{err}");
         assert!(err.contains("engine.memory_limit"), "{err}");
         assert!(err.contains("datafusion.execution.no_such_key"), "{err}");
@@ -328,8 +381,13 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line() {
-        let err = load("[storage]\nraww = \"x\"\n", &Overrides::default()).unwrap_err().to_string();
-        assert!(err.starts_with("retention.toml:2:1: unknown field `raww`"), "{err}");
+        let err = load("[storage]\nraww = \"x\"\n", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("retention.toml:2:1: unknown field `raww`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,10 +20,12 @@ use crate::storage::{Stores, redact};
 
 /// Location of curated table `name` under the curated root.
 pub fn table_url(curated_root: &Url, name: &str) -> Result<Url> {
-    curated_root.join(&format!("{name}/")).map_err(|e| Error::Storage {
-        location: curated_root.to_string(),
-        message: format!("cannot place table `{name}`: {e}"),
-    })
+    curated_root
+        .join(&format!("{name}/"))
+        .map_err(|e| Error::Storage {
+            location: curated_root.to_string(),
+            message: format!("cannot place table `{name}`: {e}"),
+        })
 }
 
 /// An unloaded handle on the table at `url`, served by the project's store for that bucket.
@@ -46,7 +48,10 @@ pub fn handle(stores: &Stores, url: &Url) -> Result<DeltaTable> {
 }
 
 fn delta_err(url: &Url, e: DeltaTableError) -> Error {
-    Error::Storage { location: url.to_string(), message: redact(&e.to_string()) }
+    Error::Storage {
+        location: url.to_string(),
+        message: redact(&e.to_string()),
+    }
 }
 
 /// Open the latest version of the table at `url`; `None` when no table has been published there.
@@ -71,27 +76,38 @@ pub async fn has_log(stores: &Stores, url: &Url) -> Result<bool> {
         None => Ok(false),
         Some(Ok(_)) => Ok(true),
         Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
-        Some(Err(e)) => Err(Error::Storage { location: url.to_string(), message: redact(&e.to_string()) }),
+        Some(Err(e)) => Err(Error::Storage {
+            location: url.to_string(),
+            message: redact(&e.to_string()),
+        }),
     }
 }
 
 /// Open a specific version (time travel).
 pub async fn open_version(stores: &Stores, url: &Url, version: i64) -> Result<DeltaTable> {
     let mut table = handle(stores, url)?;
-    table.load_version(version.max(0) as u64).await.map_err(|e| delta_err(url, e))?;
+    table
+        .load_version(version.max(0) as u64)
+        .await
+        .map_err(|e| delta_err(url, e))?;
     Ok(table)
 }
 
 /// A DataFusion provider reading the table's loaded version.
 pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
     let url = table.table_url().clone();
-    table.table_provider().await.map_err(|e| Error::Storage { location: url.to_string(), message: redact(&e.to_string()) })
+    table.table_provider().await.map_err(|e| Error::Storage {
+        location: url.to_string(),
+        message: redact(&e.to_string()),
+    })
 }
 
 /// Parquet settings for curated files: zstd, page statistics.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .build()
 }
@@ -150,8 +166,7 @@ pub async fn publish_to(
         .with_writer_properties(writer_properties())
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(
-            CommitProperties::default()
-                .with_metadata(p.commit_metadata.clone()),
+            CommitProperties::default().with_metadata(p.commit_metadata.clone()),
         );
     if !p.partition_by.is_empty() {
         write = write.with_partition_columns(p.partition_by.to_vec());
@@ -180,18 +195,30 @@ pub async fn publish_to(
         }
     }
     let written = write.await.map_err(|e| fail(e.to_string()))?;
-    written.version().map(|v| v as i64).ok_or_else(|| fail("commit returned no version".into()))
+    written
+        .version()
+        .map(|v| v as i64)
+        .ok_or_else(|| fail("commit returned no version".into()))
 }
 
 /// `(p1 = v AND p2 = w) OR ...` over the produced partitions; `None` when there are none.
-pub fn partition_predicate(columns: &[String], partitions: &[Vec<datafusion::common::ScalarValue>]) -> Option<Expr> {
+pub fn partition_predicate(
+    columns: &[String],
+    partitions: &[Vec<datafusion::common::ScalarValue>],
+) -> Option<Expr> {
     partitions
         .iter()
         .map(|values| {
             columns
                 .iter()
                 .zip(values)
-                .map(|(c, v)| if v.is_null() { col(c.as_str()).is_null() } else { col(c.as_str()).eq(lit(v.clone())) })
+                .map(|(c, v)| {
+                    if v.is_null() {
+                        col(c.as_str()).is_null()
+                    } else {
+                        col(c.as_str()).eq(lit(v.clone()))
+                    }
+                })
                 .reduce(Expr::and)
                 .expect("at least one partition column")
         })
@@ -221,6 +248,9 @@ mod tests {
     #[test]
     fn table_urls_nest_under_root() {
         let root = Url::parse("s3://bucket/curated/").unwrap();
-        assert_eq!(table_url(&root, "orders").unwrap().as_str(), "s3://bucket/curated/orders/");
+        assert_eq!(
+            table_url(&root, "orders").unwrap().as_str(),
+            "s3://bucket/curated/orders/"
+        );
     }
 }

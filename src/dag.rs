@@ -74,19 +74,24 @@ pub fn referenced_tables(spec: &JobSpec) -> Result<Vec<String>> {
         .map_err(|e| {
             let m = e.to_string();
             // The parser gives no position when the text ends too early: point at its end.
-            let (l, c) = parser_position(&m)
-                .unwrap_or_else(|| crate::error::line_col(spec.sql.trim_end(), spec.sql.trim_end().len()));
+            let (l, c) = parser_position(&m).unwrap_or_else(|| {
+                crate::error::line_col(spec.sql.trim_end(), spec.sql.trim_end().len())
+            });
             sql_err(m, l, c)
         })?;
     if statements.len() != 1 {
         return Err(sql_err(
-            format!("expected exactly one SELECT statement, found {}", statements.len()),
+            format!(
+                "expected exactly one SELECT statement, found {}",
+                statements.len()
+            ),
             1,
             1,
         ));
     }
     let statement = statements.pop_front().expect("one statement");
-    let (tables, _ctes) = resolve_table_references(&statement, true).map_err(|e| sql_err(e.to_string(), 0, 0))?;
+    let (tables, _ctes) =
+        resolve_table_references(&statement, true).map_err(|e| sql_err(e.to_string(), 0, 0))?;
     let mut names: Vec<String> = tables.iter().map(|t| t.table().to_string()).collect();
     names.sort();
     names.dedup();
@@ -96,14 +101,20 @@ pub fn referenced_tables(spec: &JobSpec) -> Result<Vec<String>> {
 impl Graph {
     /// Build the graph: resolve every job's inputs and order jobs; all problems reported at once.
     pub fn build(specs: Vec<JobSpec>, sources: &[Source]) -> Result<Graph> {
-        let by_table: BTreeMap<&str, &str> = specs.iter().map(|s| (s.table.as_str(), s.name.as_str())).collect();
+        let by_table: BTreeMap<&str, &str> = specs
+            .iter()
+            .map(|s| (s.table.as_str(), s.name.as_str()))
+            .collect();
         let mut problems = Vec::new();
         for s in &specs {
             if sources.iter().any(|src| src.name == s.table) {
                 problems.push(Error::Config {
                     path: s.spec_path.clone(),
                     key: "output.table".into(),
-                    message: format!("job `{}` publishes `{}`, which is also a source name", s.name, s.table),
+                    message: format!(
+                        "job `{}` publishes `{}`, which is also a source name",
+                        s.name, s.table
+                    ),
                 });
             }
         }
@@ -119,7 +130,10 @@ impl Graph {
             let mut inputs = Vec::new();
             for t in tables {
                 if let Some(job) = by_table.get(t.as_str()) {
-                    inputs.push(Input::Job { job: job.to_string(), table: t });
+                    inputs.push(Input::Job {
+                        job: job.to_string(),
+                        table: t,
+                    });
                 } else if sources.iter().any(|s| s.name == t) {
                     inputs.push(Input::Source(t));
                 } else if SYSTEM_TABLES.contains(&t.as_str()) {
@@ -132,7 +146,10 @@ impl Graph {
                     });
                 }
             }
-            nodes.push(Node { spec: spec.clone(), inputs });
+            nodes.push(Node {
+                spec: spec.clone(),
+                inputs,
+            });
         }
         Error::from_many(problems)?;
         let nodes = topo_order(nodes)?;
@@ -158,7 +175,11 @@ impl Graph {
     pub fn downstream_of(&self, job: &str) -> Vec<&str> {
         self.nodes
             .iter()
-            .filter(|n| n.inputs.iter().any(|i| matches!(i, Input::Job { job: j, .. } if j == job)))
+            .filter(|n| {
+                n.inputs
+                    .iter()
+                    .any(|i| matches!(i, Input::Job { job: j, .. } if j == job))
+            })
             .map(|n| n.spec.name.as_str())
             .collect()
     }
@@ -167,7 +188,11 @@ impl Graph {
         self.nodes.iter().find(|n| n.spec.name == job)
     }
 
-    fn closure<'a>(&'a self, start: &'a str, step: impl Fn(&'a str) -> Vec<&'a str>) -> BTreeSet<&'a str> {
+    fn closure<'a>(
+        &'a self,
+        start: &'a str,
+        step: impl Fn(&'a str) -> Vec<&'a str>,
+    ) -> BTreeSet<&'a str> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![start];
         while let Some(j) = stack.pop() {
@@ -215,7 +240,9 @@ impl Graph {
                 }
             };
             if !matched {
-                problems.push(Error::Selector { selector: sel.clone() });
+                problems.push(Error::Selector {
+                    selector: sel.clone(),
+                });
             }
         }
         Error::from_many(problems)?;
@@ -231,11 +258,17 @@ impl Graph {
     pub fn to_dot(&self, selected: &[String]) -> String {
         let mut out = String::from("digraph retention {\n  rankdir=LR;\n  node [shape=box];\n");
         let mut sources = BTreeSet::new();
-        for n in self.nodes.iter().filter(|n| selected.contains(&n.spec.name)) {
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| selected.contains(&n.spec.name))
+        {
             out.push_str(&format!("  \"{}\";\n", n.spec.name));
             for i in &n.inputs {
                 match i {
-                    Input::Job { job, .. } => out.push_str(&format!("  \"{job}\" -> \"{}\";\n", n.spec.name)),
+                    Input::Job { job, .. } => {
+                        out.push_str(&format!("  \"{job}\" -> \"{}\";\n", n.spec.name))
+                    }
                     Input::Source(t) | Input::System(t) => {
                         sources.insert(t.clone());
                         out.push_str(&format!("  \"source:{t}\" -> \"{}\";\n", n.spec.name));
@@ -244,7 +277,9 @@ impl Graph {
             }
         }
         for s in sources {
-            out.push_str(&format!("  \"source:{s}\" [shape=cylinder, label=\"{s}\"];\n"));
+            out.push_str(&format!(
+                "  \"source:{s}\" [shape=cylinder, label=\"{s}\"];\n"
+            ));
         }
         out.push_str("}\n");
         out
@@ -269,14 +304,20 @@ fn topo_order(nodes: Vec<Node>) -> Result<Vec<Node>> {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut ordered = Vec::new();
     while !remaining.is_empty() {
-        let ready = remaining.iter().position(|n| deps(n).iter().all(|d| done.contains(d)));
+        let ready = remaining
+            .iter()
+            .position(|n| deps(n).iter().all(|d| done.contains(d)));
         match ready {
             Some(i) => {
                 let n = remaining.remove(i);
                 done.insert(n.spec.name.clone());
                 ordered.push(n);
             }
-            None => return Err(Error::Cycle { cycle: find_cycle(&remaining, &deps) }),
+            None => {
+                return Err(Error::Cycle {
+                    cycle: find_cycle(&remaining, &deps),
+                });
+            }
         }
     }
     Ok(ordered)
@@ -284,8 +325,10 @@ fn topo_order(nodes: Vec<Node>) -> Result<Vec<Node>> {
 
 /// Walk from a blocked job along unfinished dependencies until a job repeats.
 fn find_cycle(remaining: &[Node], deps: &dyn Fn(&Node) -> BTreeSet<String>) -> Vec<String> {
-    let blocked: BTreeMap<&str, BTreeSet<String>> =
-        remaining.iter().map(|n| (n.spec.name.as_str(), deps(n))).collect();
+    let blocked: BTreeMap<&str, BTreeSet<String>> = remaining
+        .iter()
+        .map(|n| (n.spec.name.as_str(), deps(n)))
+        .collect();
     let mut path: Vec<String> = vec![remaining[0].spec.name.clone()];
     loop {
         let last = path.last().expect("non-empty").clone();
@@ -355,37 +398,65 @@ mod tests {
         assert_eq!(order, vec!["enriched", "other", "summary", "report"]);
         assert_eq!(
             g.node("summary").unwrap().inputs,
-            vec![Input::Job { job: "enriched".into(), table: "enriched".into() }, Input::Source("refunds".into())]
+            vec![
+                Input::Job {
+                    job: "enriched".into(),
+                    table: "enriched".into()
+                },
+                Input::Source("refunds".into())
+            ]
         );
     }
 
     #[test]
     fn selectors() {
         let g = graph();
-        assert_eq!(g.select(&["+summary".into()], false).unwrap(), vec!["enriched", "summary"]);
-        assert_eq!(g.select(&["enriched+".into()], false).unwrap(), vec!["enriched", "summary", "report"]);
-        assert_eq!(g.select(&["tag:mart".into()], false).unwrap(), vec!["summary", "report"]);
+        assert_eq!(
+            g.select(&["+summary".into()], false).unwrap(),
+            vec!["enriched", "summary"]
+        );
+        assert_eq!(
+            g.select(&["enriched+".into()], false).unwrap(),
+            vec!["enriched", "summary", "report"]
+        );
+        assert_eq!(
+            g.select(&["tag:mart".into()], false).unwrap(),
+            vec!["summary", "report"]
+        );
         assert_eq!(g.select(&[], true).unwrap().len(), 4);
-        let e = g.select(&["nope".into(), "tag:none".into()], false).unwrap_err().to_string();
+        let e = g
+            .select(&["nope".into(), "tag:none".into()], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`nope`") && e.contains("`tag:none`"), "{e}");
     }
 
     #[test]
     fn unknown_table_and_syntax_error() {
         let e = Graph::build(
-            vec![spec("a", "select * from nowhere", &[]), spec("b", "select * from\norders where", &[])],
+            vec![
+                spec("a", "select * from nowhere", &[]),
+                spec("b", "select * from\norders where", &[]),
+            ],
             &sources(),
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sql/a.sql: job `a` reads unknown table `nowhere`"), "{e}");
+        assert!(
+            e.contains("sql/a.sql: job `a` reads unknown table `nowhere`"),
+            "{e}"
+        );
         assert!(e.contains("sql/b.sql:2:13: job `b`"), "{e}");
     }
 
     #[test]
     fn cycle_is_named() {
         let e = Graph::build(
-            vec![spec("a", "select * from c", &[]), spec("b", "select * from a", &[]), spec("c", "select * from b", &[])],
+            vec![
+                spec("a", "select * from c", &[]),
+                spec("b", "select * from a", &[]),
+                spec("c", "select * from b", &[]),
+            ],
             &sources(),
         )
         .unwrap_err()

@@ -44,7 +44,9 @@ pub enum Error {
     },
 
     /// A job reads a table that is neither a source nor another job's output.
-    #[error("{path}: job `{job}` reads unknown table `{table}` (not a source in jobs/sources.toml and not a job's output)")]
+    #[error(
+        "{path}: job `{job}` reads unknown table `{table}` (not a source in jobs/sources.toml and not a job's output)"
+    )]
     UnknownTable {
         job: String,
         path: PathBuf,
@@ -138,7 +140,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -157,11 +164,18 @@ mod tests {
     #[test]
     fn many_collapses() {
         assert!(Error::from_many(vec![]).is_ok());
-        let one = Error::from_many(vec![Error::Selector { selector: "x".into() }]).unwrap_err();
+        let one = Error::from_many(vec![Error::Selector {
+            selector: "x".into(),
+        }])
+        .unwrap_err();
         assert!(matches!(one, Error::Selector { .. }));
         let two = Error::from_many(vec![
-            Error::Selector { selector: "x".into() },
-            Error::Selector { selector: "y".into() },
+            Error::Selector {
+                selector: "x".into(),
+            },
+            Error::Selector {
+                selector: "y".into(),
+            },
         ])
         .unwrap_err();
         assert_eq!(

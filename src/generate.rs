@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
-use datafusion::arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use url::Url;
@@ -91,16 +93,28 @@ pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u
 }
 
 /// Put one object; the store's own put is atomic, so a reader never sees half a file.
-pub async fn put(store: &Arc<dyn ObjectStore>, path: &StorePath, bytes: Vec<u8>, location: &Url) -> Result<()> {
-    store.put(path, PutPayload::from(bytes)).await.map_err(|e| Error::Storage {
-        location: location.to_string(),
-        message: crate::storage::redact(&e.to_string()),
-    })?;
+pub async fn put(
+    store: &Arc<dyn ObjectStore>,
+    path: &StorePath,
+    bytes: Vec<u8>,
+    location: &Url,
+) -> Result<()> {
+    store
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| Error::Storage {
+            location: location.to_string(),
+            message: crate::storage::redact(&e.to_string()),
+        })?;
     Ok(())
 }
 
 /// Generate the marketplace under `raw_root`.
-pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -> Result<Generated> {
+pub async fn generate(
+    stores: &Stores,
+    raw_root: &Url,
+    opts: &GenerateOptions,
+) -> Result<Generated> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (store, root_path) = stores.store_for(raw_root)?;
     let start = Utc.from_utc_datetime(&opts.start.and_hms_opt(0, 0, 0).expect("midnight"));
@@ -113,7 +127,18 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     let mut regions = Vec::new();
     let mut channels = Vec::new();
     // orders bucketed by day: (order_id, customer, ts, region, category, gmv, discount, fee, voucher, status)
-    type Row = (i64, i64, i64, &'static str, &'static str, i128, i128, i128, Option<i64>, &'static str);
+    type Row = (
+        i64,
+        i64,
+        i64,
+        &'static str,
+        &'static str,
+        i128,
+        i128,
+        i128,
+        Option<i64>,
+        &'static str,
+    );
     let mut by_day: BTreeMap<NaiveDate, Vec<Row>> = BTreeMap::new();
     let mut next_order = 1i64;
     for c in 0..opts.customers {
@@ -134,9 +159,17 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
             // heavy-tailed basket: lognormal-ish via exp of a uniform sum
             let u: f64 = (0..3).map(|_| rng.random::<f64>()).sum::<f64>() / 3.0;
             let gmv_cents = (1500.0 * (u * 3.0).exp()) as i128;
-            let discount = if rng.random_bool(0.2) { gmv_cents / 10 } else { 0 };
+            let discount = if rng.random_bool(0.2) {
+                gmv_cents / 10
+            } else {
+                0
+            };
             let fee = if gmv_cents > 5000 { 0 } else { 399 };
-            let status = if rng.random_bool(0.03) { "cancelled" } else { "completed" };
+            let status = if rng.random_bool(0.03) {
+                "cancelled"
+            } else {
+                "completed"
+            };
             by_day.entry(t.date_naive()).or_default().push((
                 next_order,
                 customer_id,
@@ -170,9 +203,16 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         ],
     )
     .map_err(|e| Error::DataFusion(e.to_string()))?;
-    out.tables.insert("customers".into(), customers.num_rows() as u64);
+    out.tables
+        .insert("customers".into(), customers.num_rows() as u64);
     let path = root_path.clone().join("customers").join("part-0.parquet");
-    put(&store, &path, parquet_bytes(customers_schema(), &[customers])?, raw_root).await?;
+    put(
+        &store,
+        &path,
+        parquet_bytes(customers_schema(), &[customers])?,
+        raw_root,
+    )
+    .await?;
 
     let mut orders_total = 0u64;
     for (day, rows) in by_day {
@@ -186,23 +226,48 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         let batch = RecordBatch::try_new(
             orders_schema(),
             vec![
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-                Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()).with_timezone("UTC")),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )) as ArrayRef,
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                )),
                 money(&|r| r.5),
                 money(&|r| r.6),
                 money(&|r| r.7),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.8).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.9).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.8).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.9).collect::<Vec<_>>(),
+                )),
             ],
         )
         .map_err(|e| Error::DataFusion(e.to_string()))?;
         orders_total += batch.num_rows() as u64;
         let dir = format!("dt={:04}-{:02}-{:02}", day.year(), day.month(), day.day());
-        let path = root_path.clone().join("orders").join(dir.as_str()).join("part-0.parquet");
-        put(&store, &path, parquet_bytes(orders_schema(), &[batch])?, raw_root).await?;
+        let path = root_path
+            .clone()
+            .join("orders")
+            .join(dir.as_str())
+            .join("part-0.parquet");
+        put(
+            &store,
+            &path,
+            parquet_bytes(orders_schema(), &[batch])?,
+            raw_root,
+        )
+        .await?;
     }
     out.tables.insert("orders".into(), orders_total);
     Ok(out)
@@ -214,7 +279,11 @@ mod tests {
 
     #[tokio::test]
     async fn same_seed_same_bytes() {
-        let opts = GenerateOptions { customers: 50, months: 2, ..Default::default() };
+        let opts = GenerateOptions {
+            customers: 50,
+            months: 2,
+            ..Default::default()
+        };
         let root = Url::parse("memory:///raw/").unwrap();
         let a = Stores::default();
         let b = Stores::default();

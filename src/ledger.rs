@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::protocol::SaveMode;
 
@@ -79,8 +81,13 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
     };
     let ts = |f: &dyn Fn(&RunRecord) -> DateTime<Utc>| -> ArrayRef {
         Arc::new(
-            TimestampMicrosecondArray::from(records.iter().map(|r| f(r).timestamp_micros()).collect::<Vec<_>>())
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(
+                records
+                    .iter()
+                    .map(|r| f(r).timestamp_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
         )
     };
     let ints = |f: &dyn Fn(&RunRecord) -> i64| -> ArrayRef {
@@ -97,8 +104,12 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
         ints(&|r| r.rows_written),
         ints(&|r| r.bytes_read),
         strings(&|r| r.input_versions.clone()),
-        Arc::new(Int64Array::from(records.iter().map(|r| r.output_version).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(records.iter().map(|r| r.error.clone()).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            records.iter().map(|r| r.output_version).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            records.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
+        )),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| Error::DataFusion(e.to_string()))
 }
@@ -135,7 +146,9 @@ mod tests {
 
     #[test]
     fn batch_matches_schema() {
-        let t = DateTime::parse_from_rfc3339("2026-11-24T06:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-24T06:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let r = RunRecord {
             run_id: "r1".into(),
             job: "j".into(),

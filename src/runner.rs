@@ -11,15 +11,17 @@ use chrono::Utc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType};
-use datafusion::physical_expr::expressions::Column as ColumnExpr;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableType};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions};
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
+};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use url::Url;
@@ -48,12 +50,20 @@ impl Workspace {
         let (sources, specs) = match (sources, specs) {
             (Ok(s), Ok(j)) => (s, j),
             (a, b) => {
-                let errs = [a.err(), b.err()].into_iter().flatten().flat_map(flatten).collect();
+                let errs = [a.err(), b.err()]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(flatten)
+                    .collect();
                 return Err(Error::Many(errs));
             }
         };
         let graph = Graph::build(specs, &sources)?;
-        Ok(Workspace { engine, sources, graph })
+        Ok(Workspace {
+            engine,
+            sources,
+            graph,
+        })
     }
 
     /// Override job parameters from the command line (`--param name=value`) for the selected
@@ -62,18 +72,31 @@ impl Workspace {
         let mut problems = Vec::new();
         for p in params {
             let Some((name, text)) = p.split_once('=') else {
-                problems.push(Error::Config { path: "--param".into(), key: p.clone(), message: "expected NAME=VALUE".into() });
+                problems.push(Error::Config {
+                    path: "--param".into(),
+                    key: p.clone(),
+                    message: "expected NAME=VALUE".into(),
+                });
                 continue;
             };
             let mut used = false;
-            for node in self.graph.nodes.iter_mut().filter(|n| selected.contains(&n.spec.name)) {
+            for node in self
+                .graph
+                .nodes
+                .iter_mut()
+                .filter(|n| selected.contains(&n.spec.name))
+            {
                 for (k, v) in node.spec.params.iter_mut().filter(|(k, _)| k == name) {
                     match ScalarValue::try_from_string(text.to_string(), &v.data_type()) {
                         Ok(parsed) => *v = parsed,
                         Err(e) => problems.push(Error::Config {
                             path: "--param".into(),
                             key: k.clone(),
-                            message: format!("`{text}` is not a valid {} for job `{}`: {e}", v.data_type(), node.spec.name),
+                            message: format!(
+                                "`{text}` is not a valid {} for job `{}`: {e}",
+                                v.data_type(),
+                                node.spec.name
+                            ),
                         }),
                     }
                     used = true;
@@ -109,7 +132,9 @@ impl Workspace {
             let mut upstream_broken = false;
             for input in &node.inputs {
                 let provider: Arc<dyn TableProvider> = match input {
-                    Input::Source(s) => self.source(s).expect("graph checked sources").schema_only(),
+                    Input::Source(s) => {
+                        self.source(s).expect("graph checked sources").schema_only()
+                    }
                     Input::System(_) => Arc::new(EmptyTable::new(ledger::schema())),
                     Input::Job { job, .. } => match outputs.get(job) {
                         Some(schema) => Arc::new(EmptyTable::new(schema.clone())),
@@ -174,7 +199,9 @@ impl Workspace {
         let state = ctx.state();
         let mut out = HashMap::new();
         for name in names {
-            let Some(source) = self.source(&name) else { continue };
+            let Some(source) = self.source(&name) else {
+                continue;
+            };
             let r = source.register(&state).await.map_err(|e| e.to_string());
             if let Err(e) = &r {
                 tracing::error!(source = %name, error = %e, "source failed its contract");
@@ -203,7 +230,12 @@ impl Workspace {
                 Err(e) => tracing::warn!(source = %name, error = %e, "source not queryable"),
             }
         }
-        let mut curated_tables: Vec<String> = self.graph.nodes.iter().map(|n| n.spec.table.clone()).collect();
+        let mut curated_tables: Vec<String> = self
+            .graph
+            .nodes
+            .iter()
+            .map(|n| n.spec.table.clone())
+            .collect();
         curated_tables.push(ledger::RUNS_TABLE.to_string());
         for table in curated_tables {
             if let Some(t) = curated::open(&self.engine.stores, &self.table_url(&table)?).await? {
@@ -231,7 +263,11 @@ fn flatten(e: Error) -> Vec<Error> {
 
 /// A fresh run id: UTC time plus a random suffix, sortable.
 pub fn new_run_id() -> String {
-    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// What a run will do: jobs in dependency order with their inputs.
@@ -293,17 +329,27 @@ pub struct RunReport {
 impl RunReport {
     /// Jobs that did not succeed.
     pub fn failed(&self) -> usize {
-        self.outcomes.iter().filter(|o| o.status != Status::Succeeded).count()
+        self.outcomes
+            .iter()
+            .filter(|o| o.status != Status::Succeeded)
+            .count()
     }
 
     /// `Ok` when every job succeeded and the ledger was written.
     pub fn into_result(self) -> Result<RunReport> {
         let failed = self.failed();
         if failed > 0 {
-            return Err(Error::RunFailed { failed, total: self.outcomes.len() });
+            return Err(Error::RunFailed {
+                failed,
+                total: self.outcomes.len(),
+            });
         }
         if let Some(e) = &self.ledger_error {
-            return Err(Error::Publish { table: ledger::RUNS_TABLE.into(), location: String::new(), message: e.clone() });
+            return Err(Error::Publish {
+                table: ledger::RUNS_TABLE.into(),
+                location: String::new(),
+                message: e.clone(),
+            });
         }
         Ok(self)
     }
@@ -352,14 +398,24 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
             let mut i = 0;
             while i < pending.len() {
                 let job = pending[i];
-                let ups: Vec<Option<Status>> =
-                    job.upstream_in_run.iter().map(|u| outcomes.get(u).map(|o| o.status)).collect();
-                if ups.iter().any(|s| matches!(s, Some(Status::Failed | Status::Skipped))) {
+                let ups: Vec<Option<Status>> = job
+                    .upstream_in_run
+                    .iter()
+                    .map(|u| outcomes.get(u).map(|o| o.status))
+                    .collect();
+                if ups
+                    .iter()
+                    .any(|s| matches!(s, Some(Status::Failed | Status::Skipped)))
+                {
                     let now = Utc::now();
                     let failed_up: Vec<&str> = job
                         .upstream_in_run
                         .iter()
-                        .filter(|u| outcomes.get(*u).is_some_and(|o| o.status != Status::Succeeded))
+                        .filter(|u| {
+                            outcomes
+                                .get(*u)
+                                .is_some_and(|o| o.status != Status::Succeeded)
+                        })
                         .map(String::as_str)
                         .collect();
                     let msg = format!("skipped: upstream {} did not succeed", failed_up.join(", "));
@@ -379,7 +435,8 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                     pending.remove(i);
                     continue;
                 }
-                if running.len() < concurrency && ups.iter().all(|s| *s == Some(Status::Succeeded)) {
+                if running.len() < concurrency && ups.iter().all(|s| *s == Some(Status::Succeeded))
+                {
                     let job = pending.remove(i).clone();
                     let ws = ws.clone();
                     let sources = sources.clone();
@@ -395,7 +452,12 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                             let finished = Utc::now();
                             let (outcome, inputs) = match result {
                                 Ok(done) => {
-                                    tracing::info!(rows = done.rows_written, version = done.version, seconds, "job published");
+                                    tracing::info!(
+                                        rows = done.rows_written,
+                                        version = done.version,
+                                        seconds,
+                                        "job published"
+                                    );
                                     (
                                         JobOutcome {
                                             job: job.name.clone(),
@@ -459,20 +521,28 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                     outcomes.insert(outcome.job.clone(), outcome);
                 }
                 Some(Err(join)) => {
-                    return Err(Error::Job { job: "?".into(), message: format!("job task panicked: {join}") });
+                    return Err(Error::Job {
+                        job: "?".into(),
+                        message: format!("job task panicked: {join}"),
+                    });
                 }
                 None => break,
             }
         }
-        let ledger_error = match ledger::append(&ws.engine.stores, &ws.engine.project.curated, &records).await {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "run ledger not written");
-                Some(e.to_string())
-            }
-        };
+        let ledger_error =
+            match ledger::append(&ws.engine.stores, &ws.engine.project.curated, &records).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "run ledger not written");
+                    Some(e.to_string())
+                }
+            };
         Ok(RunReport {
-            outcomes: plan.jobs.iter().filter_map(|j| outcomes.remove(&j.name)).collect(),
+            outcomes: plan
+                .jobs
+                .iter()
+                .filter_map(|j| outcomes.remove(&j.name))
+                .collect(),
             ledger_error,
         })
     }
@@ -480,7 +550,13 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     .await
 }
 
-fn record(plan: &RunPlan, o: &JobOutcome, start: chrono::DateTime<Utc>, end: chrono::DateTime<Utc>, inputs: String) -> RunRecord {
+fn record(
+    plan: &RunPlan,
+    o: &JobOutcome,
+    start: chrono::DateTime<Utc>,
+    end: chrono::DateTime<Utc>,
+    inputs: String,
+) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
         job: o.job.clone(),
@@ -514,7 +590,10 @@ async fn run_job(
 ) -> Result<JobDone> {
     let node = ws.graph.node(&job.name).expect("planned from graph");
     let spec = &node.spec;
-    let job_err = |message: String| Error::Job { job: job.name.clone(), message };
+    let job_err = |message: String| Error::Job {
+        job: job.name.clone(),
+        message,
+    };
     let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
     let mut versions = serde_json::Map::new();
     for input in &job.inputs {
@@ -538,7 +617,10 @@ async fn run_job(
                         _ => format!("input table `{table}` does not exist yet"),
                     }));
                 };
-                versions.insert(table.clone(), t.version().map(|v| v as i64).unwrap_or(-1).into());
+                versions.insert(
+                    table.clone(),
+                    t.version().map(|v| v as i64).unwrap_or(-1).into(),
+                );
                 tables.push((table.clone(), curated::provider(&t).await?));
             }
         }
@@ -547,12 +629,20 @@ async fn run_job(
     let df = plan_job(&ctx, spec).await?;
 
     let partitions = if spec.mode == spec::WriteMode::OverwritePartitions {
-        distinct_partitions(df.clone(), &spec.partition_by).await.map_err(|e| job_err(e.to_string()))?
+        distinct_partitions(df.clone(), &spec.partition_by)
+            .await
+            .map_err(|e| job_err(e.to_string()))?
     } else {
         vec![]
     };
-    let physical = df.clone().create_physical_plan().await.map_err(|e| job_err(e.to_string()))?;
-    let prepared = Arc::new(PreparedPlan { plan: physical.clone() });
+    let physical = df
+        .clone()
+        .create_physical_plan()
+        .await
+        .map_err(|e| job_err(e.to_string()))?;
+    let prepared = Arc::new(PreparedPlan {
+        plan: physical.clone(),
+    });
     let logical = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(prepared), None)
         .and_then(|b| b.build())
         .map_err(|e| job_err(e.to_string()))?;
@@ -565,11 +655,20 @@ async fn run_job(
     );
     configuration.insert(
         "delta.deletedFileRetentionDuration".to_string(),
-        Some(format!("interval {} hours", project.deleted_file_retention_hours)),
+        Some(format!(
+            "interval {} hours",
+            project.deleted_file_retention_hours
+        )),
     );
     let mut commit_metadata = HashMap::new();
-    commit_metadata.insert("retention.run_id".to_string(), serde_json::Value::from(run_id));
-    commit_metadata.insert("retention.job".to_string(), serde_json::Value::from(job.name.as_str()));
+    commit_metadata.insert(
+        "retention.run_id".to_string(),
+        serde_json::Value::from(run_id),
+    );
+    commit_metadata.insert(
+        "retention.job".to_string(),
+        serde_json::Value::from(job.name.as_str()),
+    );
     let version = curated::publish(
         &ws.engine.stores,
         Arc::new(ctx.state()),
@@ -587,7 +686,10 @@ async fn run_job(
     )
     .await?;
     let (rows_read, bytes_read) = leaf_metrics(&physical);
-    let rows_written = physical.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as i64;
+    let rows_written = physical
+        .metrics()
+        .and_then(|m| m.output_rows())
+        .unwrap_or(0) as i64;
     Ok(JobDone {
         rows_read,
         rows_written,
@@ -671,9 +773,16 @@ impl TableProvider for PreparedPlan {
                         alias: schema.field(i).name().clone(),
                     })
                     .collect();
-                Ok(Arc::new(ProjectionExec::try_new(exprs, Arc::new(SealedPlan { inner: self.plan.clone() }))?))
+                Ok(Arc::new(ProjectionExec::try_new(
+                    exprs,
+                    Arc::new(SealedPlan {
+                        inner: self.plan.clone(),
+                    }),
+                )?))
             }
-            _ => Ok(Arc::new(SealedPlan { inner: self.plan.clone() })),
+            _ => Ok(Arc::new(SealedPlan {
+                inner: self.plan.clone(),
+            })),
         }
     }
 }

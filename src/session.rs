@@ -33,7 +33,11 @@ impl Engine {
         }
         let runtime = builder.build_arc()?;
         stores.register_with(&runtime, &[&project.raw, &project.curated])?;
-        Ok(Engine { project, stores, runtime })
+        Ok(Engine {
+            project,
+            stores,
+            runtime,
+        })
     }
 
     /// Session settings: the project's `[datafusion]` table applied through `ConfigOptions::set`.
@@ -48,7 +52,9 @@ impl Engine {
         // As delta-rs does: hash-join IN-list pushdown can panic on dictionary-encoded keys
         // (Hive partition columns). Overridable through [datafusion].
         options.optimizer.hash_join_inlist_pushdown_max_size = 0;
-        options.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
+        options
+            .optimizer
+            .hash_join_inlist_pushdown_max_distinct_values = 0;
         for (k, v) in &self.project.datafusion {
             // A DATAFUSION_* environment variable for the same key wins over the file.
             if std::env::var_os(k.to_ascii_uppercase().replace('.', "_")).is_some() {
@@ -94,7 +100,9 @@ pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame>
     };
     let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
     let params: Vec<(String, datafusion::common::ScalarValue)> = spec.params.clone();
-    let df = df.with_param_values(ParamValues::from(params)).map_err(sql_err)?;
+    let df = df
+        .with_param_values(ParamValues::from(params))
+        .map_err(sql_err)?;
     check_output_schema(spec, df.schema().inner())?;
     Ok(df)
 }

@@ -10,7 +10,9 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::context::SessionState;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -105,7 +107,10 @@ pub fn load(jobs_dir: &Path, raw_root: &Url) -> Result<Vec<Source>> {
     if !path.exists() {
         return Ok(vec![]);
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
     parse(&path, &text, raw_root)
 }
 
@@ -114,10 +119,17 @@ pub fn parse(path: &Path, text: &str, raw_root: &Url) -> Result<Vec<Source>> {
     let raw: RawSources = toml::from_str(text).map_err(|e| Error::toml(path, text, e))?;
     let mut out: Vec<Source> = Vec::new();
     let mut problems = Vec::new();
-    let bad = |key: String, message: String| Error::Config { path: PathBuf::from(path), key, message };
+    let bad = |key: String, message: String| Error::Config {
+        path: PathBuf::from(path),
+        key,
+        message,
+    };
     for s in raw.sources {
         if !is_identifier(&s.name) {
-            problems.push(bad(format!("source `{}`", s.name), "name must be lower_snake_case".into()));
+            problems.push(bad(
+                format!("source `{}`", s.name),
+                "name must be lower_snake_case".into(),
+            ));
             continue;
         }
         if out.iter().any(|o| o.name == s.name) {
@@ -129,7 +141,11 @@ pub fn parse(path: &Path, text: &str, raw_root: &Url) -> Result<Vec<Source>> {
             crate::config::parse_location(Path::new("/"), &loc_text)
         } else {
             raw_root
-                .join(&if loc_text.ends_with('/') { loc_text.clone() } else { format!("{loc_text}/") })
+                .join(&if loc_text.ends_with('/') {
+                    loc_text.clone()
+                } else {
+                    format!("{loc_text}/")
+                })
                 .map_err(|e| format!("`{loc_text}`: {e}"))
         };
         let location = match location {
@@ -196,11 +212,15 @@ pub fn parse_type(text: &str) -> std::result::Result<DataType, String> {
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         d if d.starts_with("decimal(") && d.ends_with(')') => {
             let inner = &d[8..d.len() - 1];
-            let (p, s) = inner.split_once(',').ok_or_else(|| format!("`{text}`: expected decimal(precision,scale)"))?;
+            let (p, s) = inner
+                .split_once(',')
+                .ok_or_else(|| format!("`{text}`: expected decimal(precision,scale)"))?;
             let p: u8 = p.parse().map_err(|_| format!("`{text}`: bad precision"))?;
             let s: i8 = s.parse().map_err(|_| format!("`{text}`: bad scale"))?;
             if p == 0 || p > 38 || s < 0 || s as u8 > p {
-                return Err(format!("`{text}`: precision must be 1..=38 and scale 0..=precision"));
+                return Err(format!(
+                    "`{text}`: precision must be 1..=38 and scale 0..=precision"
+                ));
             }
             DataType::Decimal128(p, s)
         }
@@ -253,14 +273,23 @@ impl Source {
         };
         ListingOptions::new(format)
             .with_file_extension(ext)
-            .with_table_partition_cols(self.partition_columns.iter().map(|p| (p.clone(), DataType::Utf8)).collect())
+            .with_table_partition_cols(
+                self.partition_columns
+                    .iter()
+                    .map(|p| (p.clone(), DataType::Utf8))
+                    .collect(),
+            )
     }
 
     /// Check the files against the contract (every file, naming the first one that breaks it) and
     /// return a provider that reads them.
     pub async fn register(&self, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
-        let err = |message: String| Error::Contract { table: self.name.clone(), message };
-        let table_url = ListingTableUrl::parse(self.location.as_str()).map_err(|e| err(e.to_string()))?;
+        let err = |message: String| Error::Contract {
+            table: self.name.clone(),
+            message,
+        };
+        let table_url =
+            ListingTableUrl::parse(self.location.as_str()).map_err(|e| err(e.to_string()))?;
         let options = self.listing_options();
         let store = state
             .runtime_env()
@@ -272,7 +301,13 @@ impl Source {
             .map_err(|e| err(crate::storage::redact(&e.to_string())))?
             .try_collect()
             .await
-            .map_err(|e| err(format!("cannot list {}: {}", self.location, crate::storage::redact(&e.to_string()))))?;
+            .map_err(|e| {
+                err(format!(
+                    "cannot list {}: {}",
+                    self.location,
+                    crate::storage::redact(&e.to_string())
+                ))
+            })?;
         if files.is_empty() {
             return Err(err(format!(
                 "source files missing: no {} files under {}",
@@ -300,7 +335,9 @@ impl Source {
                         let store = store.clone();
                         async move {
                             let location = meta.location.to_string();
-                            let schema = format.infer_schema(state, &store, std::slice::from_ref(&meta)).await;
+                            let schema = format
+                                .infer_schema(state, &store, std::slice::from_ref(&meta))
+                                .await;
                             (location, meta.size, schema)
                         }
                     })
@@ -379,15 +416,35 @@ impl Source {
         store: &dyn object_store::ObjectStore,
         meta: &object_store::ObjectMeta,
     ) -> Result<()> {
-        let err = |message: String| Error::Contract { table: self.name.clone(), message };
+        let err = |message: String| Error::Contract {
+            table: self.name.clone(),
+            message,
+        };
         let bytes = store
             .get(&meta.location)
             .await
-            .map_err(|e| err(format!("cannot read {}: {}", meta.location, crate::storage::redact(&e.to_string()))))?
+            .map_err(|e| {
+                err(format!(
+                    "cannot read {}: {}",
+                    meta.location,
+                    crate::storage::redact(&e.to_string())
+                ))
+            })?
             .bytes()
             .await
-            .map_err(|e| err(format!("cannot read {}: {}", meta.location, crate::storage::redact(&e.to_string()))))?;
-        check_csv_text(&self.name, &self.columns, &bytes, &meta.location.to_string())
+            .map_err(|e| {
+                err(format!(
+                    "cannot read {}: {}",
+                    meta.location,
+                    crate::storage::redact(&e.to_string())
+                ))
+            })?;
+        check_csv_text(
+            &self.name,
+            &self.columns,
+            &bytes,
+            &meta.location.to_string(),
+        )
     }
 }
 
@@ -395,8 +452,13 @@ impl Source {
 pub fn check_csv_text(table: &str, columns: &[Column], bytes: &[u8], file: &str) -> Result<()> {
     use datafusion::arrow::array::{Array, StringArray};
     use datafusion::arrow::compute::{CastOptions, cast_with_options};
-    let err = |message: String| Error::Contract { table: table.to_string(), message };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
+    let err = |message: String| Error::Contract {
+        table: table.to_string(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
     let header = reader
         .headers()
         .map_err(|e| err(format!("file {file} (line 1): not readable CSV: {e}")))?
@@ -443,13 +505,17 @@ pub fn check_csv_text(table: &str, columns: &[Column], bytes: &[u8], file: &str)
             }
         }
     }
-    let safe = CastOptions { safe: true, ..Default::default() };
+    let safe = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
     for (i, c) in columns.iter().enumerate() {
         if matches!(c.data_type, DataType::Utf8) {
             continue;
         }
         let text = StringArray::from(values[i].clone());
-        let parsed = cast_with_options(&text, &c.data_type, &safe).map_err(|e| err(e.to_string()))?;
+        let parsed =
+            cast_with_options(&text, &c.data_type, &safe).map_err(|e| err(e.to_string()))?;
         if let Some(row) = (0..text.len()).find(|&r| text.is_valid(r) && parsed.is_null(r)) {
             return Err(err(format!(
                 "column `{}`: expected {} but found `{}` in file {file} (line {})",
@@ -506,7 +572,9 @@ columns = [{ name = "x", type = "money" }, { name = "y", type = "decimal(40,2)" 
 name = "a"
 columns = []
 "#;
-        let e = parse(Path::new("jobs/sources.toml"), text, &root()).unwrap_err().to_string();
+        let e = parse(Path::new("jobs/sources.toml"), text, &root())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("column `x`: unknown type `money`"), "{e}");
         assert!(e.contains("decimal(40,2)"), "{e}");
         assert!(e.contains("declared twice"), "{e}");
@@ -523,7 +591,10 @@ columns = []
             &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             &DataType::Timestamp(TimeUnit::Microsecond, None)
         ));
-        assert!(!type_matches(&DataType::Decimal128(18, 2), &DataType::Decimal128(18, 3)));
+        assert!(!type_matches(
+            &DataType::Decimal128(18, 2),
+            &DataType::Decimal128(18, 3)
+        ));
         assert!(!type_matches(&DataType::Int64, &DataType::Int32));
     }
 
@@ -536,7 +607,10 @@ columns = []
         )
         .unwrap();
         let found = Schema::new(vec![Field::new("amount", DataType::Float64, true)]);
-        let e = s[0].check_schema(&found, "raw/t/part-0.parquet").unwrap_err().to_string();
+        let e = s[0]
+            .check_schema(&found, "raw/t/part-0.parquet")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "source `t`: column `amount`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file raw/t/part-0.parquet"

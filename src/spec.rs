@@ -110,7 +110,12 @@ pub fn load_all(project_root: &Path, jobs_dir: &Path) -> Result<Vec<JobSpec>> {
             .filter(|p| p.file_name().is_some_and(|n| n != SOURCES_FILE))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(source) => return Err(Error::ReadFile { path: jobs_dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: jobs_dir.to_path_buf(),
+                source,
+            });
+        }
     };
     paths.sort();
     let mut specs: Vec<JobSpec> = Vec::new();
@@ -126,7 +131,10 @@ pub fn load_all(project_root: &Path, jobs_dir: &Path) -> Result<Vec<JobSpec>> {
             problems.push(Error::Config {
                 path: s.spec_path.clone(),
                 key: "output.table".into(),
-                message: format!("job `{}` publishes table `{}`, which job `{}` publishes too", s.name, s.table, other.name),
+                message: format!(
+                    "job `{}` publishes table `{}`, which job `{}` publishes too",
+                    s.name, s.table, other.name
+                ),
             });
         }
     }
@@ -136,25 +144,45 @@ pub fn load_all(project_root: &Path, jobs_dir: &Path) -> Result<Vec<JobSpec>> {
 
 /// Load and validate one spec file and its SQL.
 pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let raw: RawJobSpec = toml::from_str(&text).map_err(|e| Error::toml(path, &text, e))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-    let bad = |key: &str, message: String| Error::Config { path: path.to_path_buf(), key: key.into(), message };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let bad = |key: &str, message: String| Error::Config {
+        path: path.to_path_buf(),
+        key: key.into(),
+        message,
+    };
     let mut problems = Vec::new();
 
     let name = raw.name.clone().unwrap_or_else(|| stem.clone());
     if name != stem {
-        problems.push(bad("name", format!("`{name}` differs from the file name `{stem}.toml`; they must match")));
+        problems.push(bad(
+            "name",
+            format!("`{name}` differs from the file name `{stem}.toml`; they must match"),
+        ));
     }
     if !is_identifier(&name) {
         problems.push(bad("name", format!("`{name}` must be lower_snake_case")));
     }
     let table = raw.output.table.clone().unwrap_or_else(|| name.clone());
     if !is_identifier(&table) {
-        problems.push(bad("output.table", format!("`{table}` must be lower_snake_case")));
+        problems.push(bad(
+            "output.table",
+            format!("`{table}` must be lower_snake_case"),
+        ));
     }
     if table.starts_with('_') {
-        problems.push(bad("output.table", format!("`{table}`: names starting with `_` are reserved")));
+        problems.push(bad(
+            "output.table",
+            format!("`{table}`: names starting with `_` are reserved"),
+        ));
     }
     if let Some(cron) = &raw.schedule
         && let Err(m) = parse_cron(cron)
@@ -162,7 +190,10 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         problems.push(bad("schedule", m));
     }
     if raw.output.mode == WriteMode::OverwritePartitions && raw.output.partition_by.is_empty() {
-        problems.push(bad("output.mode", "`overwrite_partitions` needs `output.partition_by`".into()));
+        problems.push(bad(
+            "output.mode",
+            "`overwrite_partitions` needs `output.partition_by`".into(),
+        ));
     }
     let mut params = Vec::new();
     for (k, v) in &raw.params {
@@ -173,7 +204,13 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
             toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
             toml::Value::Datetime(d) => ScalarValue::Utf8(Some(d.to_string())),
             other => {
-                problems.push(bad(&format!("params.{k}"), format!("expected a string, number, boolean or date, found {}", other.type_str())));
+                problems.push(bad(
+                    &format!("params.{k}"),
+                    format!(
+                        "expected a string, number, boolean or date, found {}",
+                        other.type_str()
+                    ),
+                ));
                 continue;
             }
         };
@@ -184,7 +221,10 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     let sql = match std::fs::read_to_string(&sql_path) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(bad("sql", format!("cannot read SQL file {}: {e}", sql_path.display())));
+            problems.push(bad(
+                "sql",
+                format!("cannot read SQL file {}: {e}", sql_path.display()),
+            ));
             String::new()
         }
     };
@@ -230,7 +270,10 @@ mod tests {
         assert_eq!((s.name.as_str(), s.table.as_str()), ("daily", "daily"));
         assert_eq!(s.mode, WriteMode::OverwritePartitions);
         assert_eq!(s.sql, "select 1 as x");
-        assert_eq!(s.params, vec![("min_orders".to_string(), ScalarValue::Int64(Some(2)))]);
+        assert_eq!(
+            s.params,
+            vec![("min_orders".to_string(), ScalarValue::Int64(Some(2)))]
+        );
     }
 
     #[test]
@@ -240,10 +283,15 @@ mod tests {
         write(dir.path(), "sql/b.sql", "select 1");
         write(dir.path(), "jobs/a.toml", "descripton = \"typo\"\n");
         write(dir.path(), "jobs/b.toml", "schedule = \"0 6 * * *\"\n");
-        let e = load_all(dir.path(), &dir.path().join("jobs")).unwrap_err().to_string();
+        let e = load_all(dir.path(), &dir.path().join("jobs"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("2 problem(s)"), "{e}");
         assert!(e.contains("a.toml:1:1: unknown field `descripton`"), "{e}");
-        assert!(e.contains("b.toml: schedule: `0 6 * * *` is not a valid schedule"), "{e}");
+        assert!(
+            e.contains("b.toml: schedule: `0 6 * * *` is not a valid schedule"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -253,8 +301,13 @@ mod tests {
         write(dir.path(), "sql/b.sql", "select 1");
         write(dir.path(), "jobs/a.toml", "[output]\ntable = \"t\"\n");
         write(dir.path(), "jobs/b.toml", "[output]\ntable = \"t\"\n");
-        let e = load_all(dir.path(), &dir.path().join("jobs")).unwrap_err().to_string();
-        assert!(e.contains("job `b` publishes table `t`, which job `a` publishes too"), "{e}");
+        let e = load_all(dir.path(), &dir.path().join("jobs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("job `b` publishes table `t`, which job `a` publishes too"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,7 +25,13 @@ pub struct Stores {
 
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<String> = self.by_root.lock().expect("stores lock").keys().cloned().collect();
+        let keys: Vec<String> = self
+            .by_root
+            .lock()
+            .expect("stores lock")
+            .keys()
+            .cloned()
+            .collect();
         f.debug_struct("Stores").field("roots", &keys).finish()
     }
 }
@@ -34,7 +40,10 @@ impl Stores {
     /// Use `store` for every URL under `root` (e.g. `memory://` or `s3://bucket`), instead of
     /// building one from the environment. Tests inject `InMemory` or a failing store this way.
     pub fn inject(&self, root: &Url, store: Arc<dyn ObjectStore>) {
-        self.by_root.lock().expect("stores lock").insert(root_key(root), store);
+        self.by_root
+            .lock()
+            .expect("stores lock")
+            .insert(root_key(root), store);
     }
 
     /// The store serving `url` (built on first use), and the path of `url` inside it.
@@ -127,8 +136,15 @@ pub fn register_delta_handlers() {
 /// Names of environment variables whose values are secrets.
 fn is_secret_var(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    (n.starts_with("AWS_") || n.starts_with("AZURE_") || n.starts_with("GOOGLE_") || n.starts_with("RETENTION_"))
-        && (n.contains("SECRET") || n.contains("TOKEN") || n.contains("KEY") || n.contains("PASSWORD") || n.contains("SAS"))
+    (n.starts_with("AWS_")
+        || n.starts_with("AZURE_")
+        || n.starts_with("GOOGLE_")
+        || n.starts_with("RETENTION_"))
+        && (n.contains("SECRET")
+            || n.contains("TOKEN")
+            || n.contains("KEY")
+            || n.contains("PASSWORD")
+            || n.contains("SAS"))
 }
 
 /// Replace every secret from the environment, and any URL user-info, with `***`.
@@ -145,7 +161,9 @@ pub fn redact(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         cleaned.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
-        let end = rest.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@') {
             cleaned.push_str("***@");
             rest = &rest[at + 1..];
@@ -161,15 +179,22 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(redact("GET http://user:pw@host/a failed"), "GET http://***@host/a failed");
+        assert_eq!(
+            redact("GET http://user:pw@host/a failed"),
+            "GET http://***@host/a failed"
+        );
         assert_eq!(redact("s3://bucket/key"), "s3://bucket/key");
     }
 
     #[test]
     fn same_bucket_same_store() {
         let stores = Stores::default();
-        let (a, pa) = stores.store_for(&Url::parse("memory:///raw/orders").unwrap()).unwrap();
-        let (b, pb) = stores.store_for(&Url::parse("memory:///curated/x").unwrap()).unwrap();
+        let (a, pa) = stores
+            .store_for(&Url::parse("memory:///raw/orders").unwrap())
+            .unwrap();
+        let (b, pb) = stores
+            .store_for(&Url::parse("memory:///curated/x").unwrap())
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(pa.as_ref(), "raw/orders");
         assert_eq!(pb.as_ref(), "curated/x");

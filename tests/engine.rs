@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Parser;
-use datafusion::arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
@@ -102,14 +104,22 @@ fn write_project(dir: &Path) {
     write(dir, "jobs/sources.toml", SOURCES);
     write(dir, "jobs/daily_revenue.toml", DAILY_REVENUE_TOML);
     write(dir, "sql/daily_revenue.sql", DAILY_REVENUE_SQL);
-    write(dir, "jobs/customer_value.toml", "description = \"Value per customer.\"\n");
+    write(
+        dir,
+        "jobs/customer_value.toml",
+        "description = \"Value per customer.\"\n",
+    );
     write(dir, "sql/customer_value.sql", CUSTOMER_VALUE_SQL);
     write(dir, "jobs/channel_value.toml", CHANNEL_VALUE_TOML);
     write(dir, "sql/channel_value.sql", CHANNEL_VALUE_SQL);
 }
 
 fn money(values: &[i128]) -> ArrayRef {
-    Arc::new(Decimal128Array::from(values.to_vec()).with_precision_and_scale(18, 2).unwrap())
+    Arc::new(
+        Decimal128Array::from(values.to_vec())
+            .with_precision_and_scale(18, 2)
+            .unwrap(),
+    )
 }
 
 fn orders_schema() -> SchemaRef {
@@ -127,11 +137,17 @@ fn orders_batch(rows: &[(i64, i64, i128, i128, &str)]) -> RecordBatch {
     RecordBatch::try_new(
         orders_schema(),
         vec![
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
             money(&rows.iter().map(|r| r.2).collect::<Vec<_>>()),
             money(&rows.iter().map(|r| r.3).collect::<Vec<_>>()),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -140,7 +156,11 @@ fn orders_batch(rows: &[(i64, i64, i128, i128, &str)]) -> RecordBatch {
 fn customers_batch() -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("customer_id", DataType::Int64, false),
-        Field::new("signup_ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "signup_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("acquisition_channel", DataType::Utf8, false),
     ]));
     RecordBatch::try_new(
@@ -148,8 +168,12 @@ fn customers_batch() -> RecordBatch {
         vec![
             Arc::new(Int64Array::from(vec![1, 2, 3])),
             Arc::new(
-                TimestampMicrosecondArray::from(vec![1_767_571_200_000_000, 1_768_867_200_000_000, 1_769_990_400_000_000])
-                    .with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![
+                    1_767_571_200_000_000,
+                    1_768_867_200_000_000,
+                    1_769_990_400_000_000,
+                ])
+                .with_timezone("UTC"),
             ),
             Arc::new(StringArray::from(vec!["search", "social", "search"])),
         ],
@@ -183,7 +207,10 @@ struct Fixture {
 /// Skip a test that needs something this machine lacks; under CI (which provides everything)
 /// a skip is a failure.
 fn skip(reason: &str) {
-    assert!(std::env::var_os("CI").is_none(), "CI must provide this: {reason}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide this: {reason}"
+    );
     println!("skipped: {reason}");
 }
 
@@ -204,20 +231,34 @@ impl Fixture {
             Backend::Memory => {
                 let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
                 stores.inject(&Url::parse("memory:///").unwrap(), store);
-                (None, format!("memory:///{unique}/raw/"), format!("memory:///{unique}/curated/"))
+                (
+                    None,
+                    format!("memory:///{unique}/raw/"),
+                    format!("memory:///{unique}/curated/"),
+                )
             }
             Backend::Local => {
                 let lake = TempDir::new().unwrap();
-                let raw = Url::from_directory_path(lake.path().join("raw")).unwrap().to_string();
-                let curated = Url::from_directory_path(lake.path().join("curated")).unwrap().to_string();
+                let raw = Url::from_directory_path(lake.path().join("raw"))
+                    .unwrap()
+                    .to_string();
+                let curated = Url::from_directory_path(lake.path().join("curated"))
+                    .unwrap()
+                    .to_string();
                 (Some(lake), raw, curated)
             }
             Backend::S3 => {
                 let Ok(bucket) = std::env::var("RETENTION_TEST_S3_BUCKET") else {
-                    skip("S3 backend needs RETENTION_TEST_S3_BUCKET and AWS_ENDPOINT (.ci/run starts moto)");
+                    skip(
+                        "S3 backend needs RETENTION_TEST_S3_BUCKET and AWS_ENDPOINT (.ci/run starts moto)",
+                    );
                     return None;
                 };
-                (None, format!("s3://{bucket}/{unique}/raw/"), format!("s3://{bucket}/{unique}/curated/"))
+                (
+                    None,
+                    format!("s3://{bucket}/{unique}/raw/"),
+                    format!("s3://{bucket}/{unique}/curated/"),
+                )
             }
         };
         Some(Fixture {
@@ -254,17 +295,27 @@ impl Fixture {
 
     /// The hand-made data set behind the EXPECTED_* rows.
     async fn write_hand_data(&self) {
-        self.put_raw("customers/part-0.parquet", parquet(&customers_batch())).await;
-        self.put_raw(
-            "orders/dt=2026-01-05/part-0.parquet",
-            parquet(&orders_batch(&[(1, 1, 1000, 100, "completed"), (2, 2, 2050, 0, "completed")])),
-        )
-        .await;
-        self.put_raw("orders/dt=2026-01-20/part-0.parquet", parquet(&orders_batch(&[(3, 1, 525, 0, "cancelled")])))
+        self.put_raw("customers/part-0.parquet", parquet(&customers_batch()))
             .await;
         self.put_raw(
+            "orders/dt=2026-01-05/part-0.parquet",
+            parquet(&orders_batch(&[
+                (1, 1, 1000, 100, "completed"),
+                (2, 2, 2050, 0, "completed"),
+            ])),
+        )
+        .await;
+        self.put_raw(
+            "orders/dt=2026-01-20/part-0.parquet",
+            parquet(&orders_batch(&[(3, 1, 525, 0, "cancelled")])),
+        )
+        .await;
+        self.put_raw(
             "orders/dt=2026-02-02/part-0.parquet",
-            parquet(&orders_batch(&[(4, 3, 10000, 1000, "completed"), (5, 1, 775, 75, "completed")])),
+            parquet(&orders_batch(&[
+                (4, 3, 10000, 1000, "completed"),
+                (5, 1, 775, 75, "completed"),
+            ])),
         )
         .await;
     }
@@ -289,7 +340,11 @@ impl Fixture {
     }
 
     async fn workspace(&self) -> Workspace {
-        let over = Overrides { raw: Some(self.raw.to_string()), curated: Some(self.curated.to_string()), ..Default::default() };
+        let over = Overrides {
+            raw: Some(self.raw.to_string()),
+            curated: Some(self.curated.to_string()),
+            ..Default::default()
+        };
         let project = Project::load(self.dir(), &over).unwrap();
         Workspace::load(Engine::new(project, self.stores.clone()).unwrap()).unwrap()
     }
@@ -297,11 +352,22 @@ impl Fixture {
     /// Rows of a query over the curated tables (read straight from Delta, without the project's
     /// files, which some tests break on purpose) as sorted `a|b|c` lines under a header.
     async fn rows(&self, sql: &str) -> String {
-        let over = Overrides { raw: Some(self.raw.to_string()), curated: Some(self.curated.to_string()), ..Default::default() };
-        let project = Project::from_raw(self.dir(), Path::new("-"), Default::default(), &over).unwrap();
+        let over = Overrides {
+            raw: Some(self.raw.to_string()),
+            curated: Some(self.curated.to_string()),
+            ..Default::default()
+        };
+        let project =
+            Project::from_raw(self.dir(), Path::new("-"), Default::default(), &over).unwrap();
         let engine = Engine::new(project, self.stores.clone()).unwrap();
         let mut tables = Vec::new();
-        for t in ["daily_revenue", "customer_value", "channel_value", "fx_summary", "_runs"] {
+        for t in [
+            "daily_revenue",
+            "customer_value",
+            "channel_value",
+            "fx_summary",
+            "_runs",
+        ] {
             let url = curated::table_url(&self.curated, t).unwrap();
             if let Some(table) = curated::open(&self.stores, &url).await.unwrap() {
                 tables.push((t.to_string(), curated::provider(&table).await.unwrap()));
@@ -315,7 +381,10 @@ impl Fixture {
     /// Latest version of a curated table, `None` if unpublished.
     async fn version(&self, table: &str) -> Option<u64> {
         let url = curated::table_url(&self.curated, table).unwrap();
-        curated::open(&self.stores, &url).await.unwrap().and_then(|t| t.version())
+        curated::open(&self.stores, &url)
+            .await
+            .unwrap()
+            .and_then(|t| t.version())
     }
 
     /// The whole curated state: every table's version and sorted rows.
@@ -334,13 +403,22 @@ impl Fixture {
 
 /// Render batches as a header line plus sorted `|`-separated rows.
 fn render(batches: &[RecordBatch]) -> String {
-    let Some(first) = batches.first() else { return String::new() };
-    let header: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let Some(first) = batches.first() else {
+        return String::new();
+    };
+    let header: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut lines = Vec::new();
     for b in batches {
         for r in 0..b.num_rows() {
             let cells: Vec<String> = (0..b.num_columns())
-                .map(|c| datafusion::arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
+                .map(|c| {
+                    datafusion::arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
+                })
                 .collect();
             lines.push(cells.join("|"));
         }
@@ -354,12 +432,20 @@ fn render(batches: &[RecordBatch]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 async fn suite_run_publishes_expected_rows(backend: Backend) {
-    let Some(fx) = Fixture::new(backend) else { return };
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     fx.cmd(&["run", "--all"]).await.unwrap();
     assert_eq!(fx.rows("select * from daily_revenue").await, EXPECTED_DAILY);
-    assert_eq!(fx.rows("select * from customer_value").await, EXPECTED_CUSTOMER);
-    assert_eq!(fx.rows("select * from channel_value").await, EXPECTED_CHANNEL);
+    assert_eq!(
+        fx.rows("select * from customer_value").await,
+        EXPECTED_CUSTOMER
+    );
+    assert_eq!(
+        fx.rows("select * from channel_value").await,
+        EXPECTED_CHANNEL
+    );
 
     // The ledger: one row per job with rows written and the input versions read.
     let runs = fx
@@ -375,20 +461,31 @@ async fn suite_run_publishes_expected_rows(backend: Backend) {
     let read = fx.rows("select job, rows_read from _runs").await;
     // Rows the scans produced, after the filters pushed into them: customer_value reads 3
     // customers + 4 completed orders; daily_revenue the 4 completed orders; channel_value 3 rows.
-    assert_eq!(read, "job|rows_read\nchannel_value|3\ncustomer_value|7\ndaily_revenue|4");
+    assert_eq!(
+        read,
+        "job|rows_read\nchannel_value|3\ncustomer_value|7\ndaily_revenue|4"
+    );
 
     // A rerun on the same inputs publishes the same rows as a new version; the old one stays.
     let before = fx.snapshot().await;
     fx.cmd(&["run", "--all"]).await.unwrap();
     assert_eq!(fx.version("customer_value").await, Some(1));
-    assert_eq!(fx.snapshot().await.replace("v Some(1)", "v Some(0)").replace("vSome(1)", "vSome(0)"), before);
+    assert_eq!(
+        fx.snapshot()
+            .await
+            .replace("v Some(1)", "v Some(0)")
+            .replace("vSome(1)", "vSome(0)"),
+        before
+    );
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
     let v0 = curated::open_version(&fx.stores, &url, 0).await.unwrap();
     assert_eq!(v0.version(), Some(0));
 }
 
 async fn suite_overwrite_partitions_replaces_only_produced_months(backend: Backend) {
-    let Some(fx) = Fixture::new(backend) else { return };
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     fx.cmd(&["run", "daily_revenue"]).await.unwrap();
     assert_eq!(fx.rows("select * from daily_revenue").await, EXPECTED_DAILY);
@@ -396,9 +493,14 @@ async fn suite_overwrite_partitions_replaces_only_produced_months(backend: Backe
     // January's raw data goes away, February gets a late order. A backfill from February on
     // replaces February only: January's published rows stay as they were.
     fx.delete_raw("orders/dt=2026-01-05/part-0.parquet").await;
-    fx.put_raw("orders/dt=2026-02-15/part-0.parquet", parquet(&orders_batch(&[(6, 2, 1234, 34, "completed")])))
-        .await;
-    fx.cmd(&["run", "daily_revenue", "--param", "from_day=2026-02-01"]).await.unwrap();
+    fx.put_raw(
+        "orders/dt=2026-02-15/part-0.parquet",
+        parquet(&orders_batch(&[(6, 2, 1234, 34, "completed")])),
+    )
+    .await;
+    fx.cmd(&["run", "daily_revenue", "--param", "from_day=2026-02-01"])
+        .await
+        .unwrap();
     assert_eq!(
         fx.rows("select * from daily_revenue").await,
         "order_month|order_day|orders|net_revenue\n\
@@ -415,24 +517,77 @@ async fn suite_overwrite_partitions_replaces_only_produced_months(backend: Backe
 }
 
 async fn suite_failed_job_skips_downstream_and_keeps_tables(backend: Backend) {
-    let Some(fx) = Fixture::new(backend) else { return };
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     fx.cmd(&["run", "--all"]).await.unwrap();
     let before = fx.snapshot().await;
     // A file that is not Parquet lands in the orders source.
-    fx.put_raw("orders/dt=2026-03-01/part-0.parquet", b"PAR1 this is not parquet".to_vec()).await;
+    fx.put_raw(
+        "orders/dt=2026-03-01/part-0.parquet",
+        b"PAR1 this is not parquet".to_vec(),
+    )
+    .await;
     let err = fx.cmd(&["run", "--all"]).await.unwrap_err();
     assert_eq!(err.to_string(), "3 of 3 job(s) failed");
-    assert_eq!(fx.snapshot().await, before, "curated tables must be untouched");
-    let runs = fx.rows("select job, status from _runs where status <> 'succeeded'").await;
+    assert_eq!(
+        fx.snapshot().await,
+        before,
+        "curated tables must be untouched"
+    );
+    let runs = fx
+        .rows("select job, status from _runs where status <> 'succeeded'")
+        .await;
     // customer_value and daily_revenue read orders and fail; channel_value is skipped.
-    assert_eq!(runs, "job|status\nchannel_value|skipped\ncustomer_value|failed\ndaily_revenue|failed");
-    let err = fx.rows("select error from _runs where job = 'daily_revenue' and status = 'failed'").await;
-    assert!(err.contains("orders/dt=2026-03-01/part-0.parquet") && err.contains("not readable Parquet"), "{err}");
+    assert_eq!(
+        runs,
+        "job|status\nchannel_value|skipped\ncustomer_value|failed\ndaily_revenue|failed"
+    );
+    let err = fx
+        .rows("select error from _runs where job = 'daily_revenue' and status = 'failed'")
+        .await;
+    assert!(
+        err.contains("orders/dt=2026-03-01/part-0.parquet") && err.contains("not readable Parquet"),
+        "{err}"
+    );
+}
+
+/// Publish one row (`customer_id` = `id`) over `customer_value` from an already-loaded `table`,
+/// as a second writer would.
+async fn overwrite_customer_value(
+    ws: &Workspace,
+    table: deltalake::DeltaTable,
+    url: &Url,
+    id: usize,
+    barrier: Option<Arc<tokio::sync::Barrier>>,
+) -> Result<i64, Error> {
+    let ctx = ws.engine.session(&[]).unwrap();
+    let plan = ctx
+        .sql(&format!("SELECT CAST({id} AS BIGINT) AS customer_id, 'w' AS acquisition_channel, CAST(1 AS BIGINT) AS orders, CAST(1 AS DECIMAL(18,2)) AS net_revenue"))
+        .await
+        .unwrap()
+        .into_unoptimized_plan();
+    if let Some(b) = barrier {
+        b.wait().await;
+    }
+    let publish = curated::Publish {
+        table: "customer_value",
+        url,
+        mode: retention::spec::WriteMode::Overwrite,
+        partition_by: &[],
+        partitions: vec![],
+        description: "",
+        configuration: Default::default(),
+        commit_metadata: Default::default(),
+    };
+    curated::publish_to(table, Arc::new(ctx.state()), plan, publish).await
 }
 
 async fn suite_racing_writers_never_share_a_version(backend: Backend) {
-    let Some(fx) = Fixture::new(backend) else { return };
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     fx.cmd(&["run", "customer_value"]).await.unwrap();
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
@@ -450,24 +605,10 @@ async fn suite_racing_writers_never_share_a_version(backend: Backend) {
         let url = url.clone();
         let barrier = barrier.clone();
         tasks.spawn(async move {
-            let ctx = ws.engine.session(&[]).unwrap();
-            let plan = ctx
-                .sql(&format!("SELECT CAST({i} AS BIGINT) AS customer_id, 'w' AS acquisition_channel, CAST(1 AS BIGINT) AS orders, CAST(1 AS DECIMAL(18,2)) AS net_revenue"))
-                .await
-                .unwrap()
-                .into_unoptimized_plan();
-            barrier.wait().await;
-            let publish = curated::Publish {
-                table: "customer_value",
-                url: &url,
-                mode: retention::spec::WriteMode::Overwrite,
-                partition_by: &[],
-                partitions: vec![],
-                description: "",
-                configuration: Default::default(),
-                commit_metadata: Default::default(),
-            };
-            (i, curated::publish_to(table, Arc::new(ctx.state()), plan, publish).await)
+            (
+                i,
+                overwrite_customer_value(&ws, table, &url, i, Some(barrier)).await,
+            )
         });
     }
     let mut winners = Vec::new();
@@ -481,7 +622,10 @@ async fn suite_racing_writers_never_share_a_version(backend: Backend) {
     winners.sort();
     // Every successful writer got its own version, in sequence after 0, holding its own row.
     assert!(!winners.is_empty());
-    assert_eq!(fx.version("customer_value").await, Some(winners.len() as u64));
+    assert_eq!(
+        fx.version("customer_value").await,
+        Some(winners.len() as u64)
+    );
     for (k, (v, i)) in winners.iter().enumerate() {
         assert_eq!(*v, k as i64 + 1);
         assert_eq!(
@@ -538,78 +682,165 @@ async fn published() -> (Fixture, String) {
 
 async fn expect_error(fx: &Fixture, args: &[&str], before: &str) -> String {
     let err = fx.cmd(args).await.unwrap_err();
-    assert_eq!(fx.snapshot().await, before, "curated tables changed after: {err}");
+    assert_eq!(
+        fx.snapshot().await,
+        before,
+        "curated tables changed after: {err}"
+    );
     err.to_string()
 }
 
 #[tokio::test]
 async fn bad_project_url_and_missing_value() {
     let (fx, before) = published().await;
-    write(fx.dir(), "retention.toml", "[storage]\nraw = \"ftp://host/raw\"\ncurated = \"  \"\n");
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[storage]\nraw = \"ftp://host/raw\"\ncurated = \"  \"\n",
+    );
     // Flags would override the file: run without them.
-    let cli = Cli::try_parse_from(["retention", "-C", &fx.dir().display().to_string(), "validate"]).unwrap();
+    let cli = Cli::try_parse_from([
+        "retention",
+        "-C",
+        &fx.dir().display().to_string(),
+        "validate",
+    ])
+    .unwrap();
     let err = run(cli, fx.stores.clone()).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("retention.toml: storage.raw: `ftp://host/raw`: unsupported scheme `ftp`"), "{msg}");
+    assert!(
+        msg.contains("retention.toml: storage.raw: `ftp://host/raw`: unsupported scheme `ftp`"),
+        "{msg}"
+    );
     assert!(msg.contains("storage.curated: missing value"), "{msg}");
     assert_eq!(retention::cli::exit_code(&err), 2);
     assert_eq!(fx.snapshot().await, before);
 }
 
+/// Publish the hand data, replace one project file with `text`, run `args`: the error contains
+/// every `expected` piece and no curated table changed.
+async fn bad_file(rel: &str, text: &str, args: &[&str], expected: &[&str]) {
+    let (fx, before) = published().await;
+    write(fx.dir(), rel, text);
+    let msg = expect_error(&fx, args, &before).await;
+    for piece in expected {
+        assert!(msg.contains(piece), "expected `{piece}` in: {msg}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_datafusion_setting_fails() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "retention.toml", "[datafusion]\n\"execution.batch_sise\" = 10\n");
-    let msg = expect_error(&fx, &["run", "--all"], &before).await;
-    assert!(msg.contains("datafusion.execution.batch_sise"), "{msg}");
+    bad_file(
+        "retention.toml",
+        "[datafusion]\n\"execution.batch_sise\" = 10\n",
+        &["run", "--all"],
+        &["datafusion.execution.batch_sise"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_field_in_spec() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "jobs/channel_value.toml", "tags = []\nshedule = \"0 0 6 * * *\"\n");
-    let msg = expect_error(&fx, &["run", "--all"], &before).await;
-    assert!(msg.contains("jobs/channel_value.toml:2:1: unknown field `shedule`"), "{msg}");
+    bad_file(
+        "jobs/channel_value.toml",
+        "tags = []\nshedule = \"0 0 6 * * *\"\n",
+        &["run", "--all"],
+        &["jobs/channel_value.toml:2:1: unknown field `shedule`"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bad_cron() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "jobs/channel_value.toml", "schedule = \"0 6 * * *\"\n[params]\nmin_orders = 2\n");
-    let msg = expect_error(&fx, &["validate"], &before).await;
-    assert!(msg.contains("channel_value.toml: schedule: `0 6 * * *` is not a valid schedule"), "{msg}");
+    bad_file(
+        "jobs/channel_value.toml",
+        "schedule = \"0 6 * * *\"\n[params]\nmin_orders = 2\n",
+        &["validate"],
+        &["channel_value.toml: schedule: `0 6 * * *` is not a valid schedule"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sql_syntax_error_has_file_line_column() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "sql/channel_value.sql", "SELECT acquisition_channel,\n  count(*) AS customers\nFROM customer_value\nGROUP acquisition_channel");
-    let msg = expect_error(&fx, &["run", "--all"], &before).await;
     // `GROUP` without `BY` ends the statement early: the parser points at `GROUP`.
-    assert!(msg.contains("sql/channel_value.sql:4:1: job `channel_value`"), "{msg}");
-    assert!(msg.contains("found: GROUP"), "{msg}");
+    bad_file(
+        "sql/channel_value.sql",
+        "SELECT acquisition_channel,\n  count(*) AS customers\nFROM customer_value\nGROUP acquisition_channel",
+        &["run", "--all"],
+        &["sql/channel_value.sql:4:1: job `channel_value`", "found: GROUP"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cyclic_dependency() {
+    bad_file(
+        "sql/customer_value.sql",
+        "SELECT acquisition_channel AS customer_id FROM channel_value",
+        &["run", "--all"],
+        &["cyclic dependency between jobs: channel_value -> customer_value -> channel_value"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_output_column() {
+    bad_file(
+        "sql/customer_value.sql",
+        "SELECT c.customer_id, o.customer_id AS \"Customer_Id\" FROM customers c JOIN orders o USING (customer_id)",
+        &["validate"],
+        &["job `customer_value`: ", "duplicate column name `Customer_Id`"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_table_and_unknown_column_reported_together() {
     let (fx, before) = published().await;
-    write(fx.dir(), "sql/channel_value.sql", "SELECT acquisition_channel, count(*) AS n FROM customer_valu GROUP BY 1");
-    write(fx.dir(), "sql/customer_value.sql", "SELECT customer_id,\n       chanel AS channel\nFROM customers");
+    write(
+        fx.dir(),
+        "sql/channel_value.sql",
+        "SELECT acquisition_channel, count(*) AS n FROM customer_valu GROUP BY 1",
+    );
+    write(
+        fx.dir(),
+        "sql/customer_value.sql",
+        "SELECT customer_id,\n       chanel AS channel\nFROM customers",
+    );
     // The unknown table is found while building the graph (before any SQL is planned).
     let msg = expect_error(&fx, &["validate"], &before).await;
-    assert!(msg.contains("job `channel_value` reads unknown table `customer_valu`"), "{msg}");
+    assert!(
+        msg.contains("job `channel_value` reads unknown table `customer_valu`"),
+        "{msg}"
+    );
     // Fix the table; validate now plans the SQL and finds the column, with its position.
-    write(fx.dir(), "sql/channel_value.sql", "SELECT count(*) AS n FROM customer_value");
+    write(
+        fx.dir(),
+        "sql/channel_value.sql",
+        "SELECT count(*) AS n FROM customer_value",
+    );
     let msg = expect_error(&fx, &["validate"], &before).await;
-    assert!(msg.contains("sql/customer_value.sql:2:8: job `customer_value`"), "{msg}");
+    assert!(
+        msg.contains("sql/customer_value.sql:2:8: job `customer_value`"),
+        "{msg}"
+    );
     assert!(msg.contains("chanel"), "{msg}");
 }
 
 #[tokio::test]
 async fn validate_reports_all_problems_at_once() {
     let (fx, before) = published().await;
-    write(fx.dir(), "sql/channel_value.sql", "SELECT nope FROM customer_value");
-    write(fx.dir(), "sql/daily_revenue.sql", "SELECT order_month, FROM orders");
+    write(
+        fx.dir(),
+        "sql/channel_value.sql",
+        "SELECT nope FROM customer_value",
+    );
+    write(
+        fx.dir(),
+        "sql/daily_revenue.sql",
+        "SELECT order_month, FROM orders",
+    );
     let msg = expect_error(&fx, &["validate"], &before).await;
     assert!(msg.starts_with("2 problem(s)"), "{msg}");
     assert!(msg.contains("sql/channel_value.sql:1:8"), "{msg}");
@@ -617,21 +848,22 @@ async fn validate_reports_all_problems_at_once() {
 }
 
 #[tokio::test]
-async fn cyclic_dependency() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "sql/customer_value.sql", "SELECT acquisition_channel AS customer_id FROM channel_value");
-    let msg = expect_error(&fx, &["run", "--all"], &before).await;
-    assert_eq!(msg, "cyclic dependency between jobs: channel_value -> customer_value -> channel_value");
-}
-
-#[tokio::test]
 async fn source_files_missing() {
     let fx = Fixture::new(Backend::Memory).unwrap();
-    fx.put_raw("customers/part-0.parquet", parquet(&customers_batch())).await;
-    let msg = expect_error(&fx, &["run", "customer_value"], "daily_revenue vNone\ncustomer_value vNone\nchannel_value vNone\n").await;
+    fx.put_raw("customers/part-0.parquet", parquet(&customers_batch()))
+        .await;
+    let msg = expect_error(
+        &fx,
+        &["run", "customer_value"],
+        "daily_revenue vNone\ncustomer_value vNone\nchannel_value vNone\n",
+    )
+    .await;
     assert_eq!(msg, "1 of 1 job(s) failed");
     let err = fx.rows("select error from _runs").await;
-    assert!(err.contains("source `orders`: source files missing: no .parquet files under memory:///"), "{err}");
+    assert!(
+        err.contains("source `orders`: source files missing: no .parquet files under memory:///"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -639,10 +871,16 @@ async fn truncated_parquet_names_the_file() {
     let (fx, before) = published().await;
     let mut bytes = parquet(&orders_batch(&[(7, 1, 100, 0, "completed")]));
     bytes.truncate(bytes.len() / 2);
-    fx.put_raw("orders/dt=2026-02-20/part-0.parquet", bytes).await;
+    fx.put_raw("orders/dt=2026-02-20/part-0.parquet", bytes)
+        .await;
     expect_error(&fx, &["run", "daily_revenue"], &before).await;
-    let err = fx.rows("select error from _runs where status = 'failed'").await;
-    assert!(err.contains("orders/dt=2026-02-20/part-0.parquet") && err.contains("not readable Parquet"), "{err}");
+    let err = fx
+        .rows("select error from _runs where status = 'failed'")
+        .await;
+    assert!(
+        err.contains("orders/dt=2026-02-20/part-0.parquet") && err.contains("not readable Parquet"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -667,22 +905,17 @@ async fn contract_break_names_table_column_expected_found_and_file() {
         ],
     )
     .unwrap();
-    fx.put_raw("orders/dt=2026-02-21/part-0.parquet", parquet(&batch)).await;
+    fx.put_raw("orders/dt=2026-02-21/part-0.parquet", parquet(&batch))
+        .await;
     expect_error(&fx, &["run", "daily_revenue"], &before).await;
-    let err = fx.rows("select error from _runs where status = 'failed'").await;
+    let err = fx
+        .rows("select error from _runs where status = 'failed'")
+        .await;
     assert!(
         err.contains("source `orders`: column `gmv`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file")
             && err.contains("dt=2026-02-21/part-0.parquet"),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn duplicate_output_column() {
-    let (fx, before) = published().await;
-    write(fx.dir(), "sql/customer_value.sql", "SELECT c.customer_id, o.customer_id AS \"Customer_Id\" FROM customers c JOIN orders o USING (customer_id)");
-    let msg = expect_error(&fx, &["validate"], &before).await;
-    assert!(msg.contains("job `customer_value`: ") && msg.contains("duplicate column name `Customer_Id`"), "{msg}");
 }
 
 #[tokio::test]
@@ -693,18 +926,33 @@ async fn store_that_refuses_writes() {
     let before = fx.snapshot().await;
     // From now on the curated prefix refuses every write.
     let (inner, _) = fx.stores.store_for(&fx.raw).unwrap();
-    let refusing = Fixture { stores: Stores::default(), ..fx };
-    refusing.stores.inject(&Url::parse("memory:///").unwrap(), Arc::new(RefusingStore { inner: inner.clone() }));
+    let refusing = Fixture {
+        stores: Stores::default(),
+        ..fx
+    };
+    refusing.stores.inject(
+        &Url::parse("memory:///").unwrap(),
+        Arc::new(RefusingStore {
+            inner: inner.clone(),
+        }),
+    );
     let err = refusing.cmd(&["run", "--all"]).await.unwrap_err();
     // Every job fails to publish, and the ledger cannot be written either.
     assert_eq!(err.to_string(), "3 of 3 job(s) failed");
-    let readable = Fixture { stores: Stores::default(), ..refusing };
-    readable.stores.inject(&Url::parse("memory:///").unwrap(), inner);
+    let readable = Fixture {
+        stores: Stores::default(),
+        ..refusing
+    };
+    readable
+        .stores
+        .inject(&Url::parse("memory:///").unwrap(), inner);
     assert_eq!(readable.snapshot().await, before);
 }
 
 async fn suite_concurrent_commit_fails_cleanly_and_keeps_both_versions(backend: Backend) {
-    let Some(fx) = Fixture::new(backend) else { return };
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     fx.cmd(&["run", "--all"]).await.unwrap();
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
@@ -716,32 +964,18 @@ async fn suite_concurrent_commit_fails_cleanly_and_keeps_both_versions(backend: 
     let v1 = fx.rows("select * from customer_value").await;
     // The stale writer commits an overwrite: Delta's conflict check refuses it.
     let ws = fx.workspace().await;
-    let ctx = ws.engine.session(&[]).unwrap();
-    let plan = ctx
-        .sql("SELECT CAST(99 AS BIGINT) AS customer_id, 'x' AS acquisition_channel, CAST(1 AS BIGINT) AS orders, CAST(1 AS DECIMAL(18,2)) AS net_revenue")
+    let err = overwrite_customer_value(&ws, stale, &url, 99, None)
         .await
-        .unwrap()
-        .into_unoptimized_plan();
-    let err = curated::publish_to(
-        stale,
-        Arc::new(ctx.state()),
-        plan,
-        curated::Publish {
-            table: "customer_value",
-            url: &url,
-            mode: retention::spec::WriteMode::Overwrite,
-            partition_by: &[],
-            partitions: vec![],
-            description: "",
-            configuration: Default::default(),
-            commit_metadata: Default::default(),
-        },
-    )
-    .await
-    .unwrap_err();
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("table `customer_value` at {url}: publish failed")), "{msg}");
-    assert!(msg.to_lowercase().contains("conflict") || msg.to_lowercase().contains("concurrent"), "{msg}");
+    assert!(
+        msg.starts_with(&format!("table `customer_value` at {url}: publish failed")),
+        "{msg}"
+    );
+    assert!(
+        msg.to_lowercase().contains("conflict") || msg.to_lowercase().contains("concurrent"),
+        "{msg}"
+    );
     // The run's version 1 is still the latest, and version 0 still reads back.
     assert_eq!(fx.version("customer_value").await, Some(1));
     assert_eq!(fx.rows("select * from customer_value").await, v1);
@@ -775,11 +1009,25 @@ async fn plan_lists_order_inputs_and_dot() {
     let text = plan.render();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].starts_with("  1. customer_value -> memory:///") && lines[0].ends_with("<- [source:customers, source:orders]"), "{text}");
-    assert!(lines[1].starts_with("  2. channel_value -> ") && lines[1].ends_with("(overwrite) <- [customer_value]"), "{text}");
+    assert!(
+        lines[0].starts_with("  1. customer_value -> memory:///")
+            && lines[0].ends_with("<- [source:customers, source:orders]"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("  2. channel_value -> ")
+            && lines[1].ends_with("(overwrite) <- [customer_value]"),
+        "{text}"
+    );
     let dot = ws.graph.to_dot(&selected);
-    assert!(dot.contains("\"customer_value\" -> \"channel_value\";"), "{dot}");
-    assert_eq!(ws.graph.select(&["tag:finance".into()], false).unwrap(), vec!["daily_revenue"]);
+    assert!(
+        dot.contains("\"customer_value\" -> \"channel_value\";"),
+        "{dot}"
+    );
+    assert_eq!(
+        ws.graph.select(&["tag:finance".into()], false).unwrap(),
+        vec!["daily_revenue"]
+    );
 }
 
 #[tokio::test]
@@ -791,14 +1039,23 @@ async fn explain_and_query_and_vacuum() {
     fx.cmd(&["runs"]).await.unwrap();
     fx.cmd(&["run", "--all"]).await.unwrap();
     fx.cmd(&["explain", "channel_value"]).await.unwrap();
-    fx.cmd(&["runs", "--job", "channel_value", "--format", "json"]).await.unwrap();
-    fx.cmd(&["query", "--format", "csv", "select * from channel_value"]).await.unwrap();
+    fx.cmd(&["runs", "--job", "channel_value", "--format", "json"])
+        .await
+        .unwrap();
+    fx.cmd(&["query", "--format", "csv", "select * from channel_value"])
+        .await
+        .unwrap();
     fx.cmd(&["run", "--all"]).await.unwrap();
     // Version 0's files are replaced by version 1; vacuum with no retention removes them.
     let files_before = count_files(&fx).await;
-    fx.cmd(&["vacuum", "customer_value", "--retention-hours", "0"]).await.unwrap();
+    fx.cmd(&["vacuum", "customer_value", "--retention-hours", "0"])
+        .await
+        .unwrap();
     assert!(count_files(&fx).await < files_before);
-    assert_eq!(fx.rows("select * from customer_value").await, EXPECTED_CUSTOMER);
+    assert_eq!(
+        fx.rows("select * from customer_value").await,
+        EXPECTED_CUSTOMER
+    );
 }
 
 async fn count_files(fx: &Fixture) -> usize {
@@ -806,7 +1063,9 @@ async fn count_files(fx: &Fixture) -> usize {
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
     let (store, path) = fx.stores.store_for(&url).unwrap();
     let all: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
-    all.iter().filter(|m| m.location.as_ref().ends_with(".parquet")).count()
+    all.iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -839,36 +1098,67 @@ impl RefusingStore {
 
 #[async_trait::async_trait]
 impl ObjectStore for RefusingStore {
-    async fn put_opts(&self, location: &StorePath, payload: PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+    async fn put_opts(
+        &self,
+        location: &StorePath,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
         self.check(location)?;
         self.inner.put_opts(location, payload, opts).await
     }
-    async fn put_multipart_opts(&self, location: &StorePath, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &StorePath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
         self.check(location)?;
         self.inner.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(&self, location: &StorePath, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+    async fn get_opts(
+        &self,
+        location: &StorePath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
         self.inner.get_opts(location, options).await
     }
-    fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<StorePath>>) -> futures::stream::BoxStream<'static, object_store::Result<StorePath>> {
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<StorePath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<StorePath>> {
         self.inner.delete_stream(locations)
     }
-    fn list(&self, prefix: Option<&StorePath>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+    fn list(
+        &self,
+        prefix: Option<&StorePath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         self.inner.list(prefix)
     }
-    async fn list_with_delimiter(&self, prefix: Option<&StorePath>) -> object_store::Result<object_store::ListResult> {
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&StorePath>,
+    ) -> object_store::Result<object_store::ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &StorePath, to: &StorePath, options: object_store::CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
         self.check(to)?;
         self.inner.copy_opts(from, to, options).await
     }
-    async fn rename_opts(&self, from: &StorePath, to: &StorePath, options: object_store::RenameOptions) -> object_store::Result<()> {
+    async fn rename_opts(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
         self.check(to)?;
         self.inner.rename_opts(from, to, options).await
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Crash test: SIGKILL the real binary at random points of a run, many times.
@@ -880,22 +1170,38 @@ const CURATED_TABLES: [&str; 3] = ["daily_revenue", "customer_value", "channel_v
 async fn write_changed_data(fx: &Fixture) {
     fx.put_raw(
         "orders/dt=2026-01-05/part-0.parquet",
-        parquet(&orders_batch(&[(1, 1, 1100, 100, "completed"), (2, 2, 2050, 0, "completed"), (9, 3, 500, 0, "completed")])),
+        parquet(&orders_batch(&[
+            (1, 1, 1100, 100, "completed"),
+            (2, 2, 2050, 0, "completed"),
+            (9, 3, 500, 0, "completed"),
+        ])),
     )
     .await;
     fx.put_raw(
         "orders/dt=2026-02-02/part-0.parquet",
-        parquet(&orders_batch(&[(4, 3, 10000, 1000, "completed"), (5, 1, 775, 75, "cancelled")])),
+        parquet(&orders_batch(&[
+            (4, 3, 10000, 1000, "completed"),
+            (5, 1, 775, 75, "cancelled"),
+        ])),
     )
     .await;
 }
 
 fn run_binary(fx: &Fixture) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retention"));
-    cmd.args(["-C", &fx.dir().display().to_string(), "--raw", fx.raw.as_str(), "--curated", fx.curated.as_str(), "run", "--all"])
-        .env("RUST_LOG", "off")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    cmd.args([
+        "-C",
+        &fx.dir().display().to_string(),
+        "--raw",
+        fx.raw.as_str(),
+        "--curated",
+        fx.curated.as_str(),
+        "run",
+        "--all",
+    ])
+    .env("RUST_LOG", "off")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     cmd
 }
 
@@ -904,7 +1210,11 @@ async fn table_states(fx: &Fixture) -> Vec<(Option<u64>, String)> {
     let mut out = Vec::new();
     for t in CURATED_TABLES {
         let v = fx.version(t).await;
-        let rows = if v.is_some() { fx.rows(&format!("select * from {t}")).await } else { String::new() };
+        let rows = if v.is_some() {
+            fx.rows(&format!("select * from {t}")).await
+        } else {
+            String::new()
+        };
         out.push((v, rows));
     }
     out
@@ -912,10 +1222,20 @@ async fn table_states(fx: &Fixture) -> Vec<(Option<u64>, String)> {
 
 async fn rows_at_version(fx: &Fixture, table: &str, version: u64) -> String {
     let url = curated::table_url(&fx.curated, table).unwrap();
-    let t = curated::open_version(&fx.stores, &url, version as i64).await.unwrap();
+    let t = curated::open_version(&fx.stores, &url, version as i64)
+        .await
+        .unwrap();
     let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_table("t", curated::provider(&t).await.unwrap()).unwrap();
-    render(&ctx.sql("select * from t").await.unwrap().collect().await.unwrap())
+    ctx.register_table("t", curated::provider(&t).await.unwrap())
+        .unwrap();
+    render(
+        &ctx.sql("select * from t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -925,12 +1245,20 @@ async fn sigkill_at_random_points_never_exposes_partial_tables() {
     let reference = Fixture::new(Backend::Local).unwrap();
     reference.write_hand_data().await;
     assert!(run_binary(&reference).status().unwrap().success());
-    let expected_old: Vec<String> = table_states(&reference).await.into_iter().map(|s| s.1).collect();
+    let expected_old: Vec<String> = table_states(&reference)
+        .await
+        .into_iter()
+        .map(|s| s.1)
+        .collect();
     write_changed_data(&reference).await;
     let clock = std::time::Instant::now();
     assert!(run_binary(&reference).status().unwrap().success());
     let run_ms = clock.elapsed().as_millis() as u64;
-    let expected_new: Vec<String> = table_states(&reference).await.into_iter().map(|s| s.1).collect();
+    let expected_new: Vec<String> = table_states(&reference)
+        .await
+        .into_iter()
+        .map(|s| s.1)
+        .collect();
     assert_ne!(expected_old, expected_new);
 
     let fx = Fixture::new(Backend::Local).unwrap();
@@ -959,13 +1287,23 @@ async fn sigkill_at_random_points_never_exposes_partial_tables() {
             let (v_before, rows_before) = &before[k];
             let (v_after, rows_after) = &after[k];
             // The previous version still reads back exactly.
-            assert_eq!(&rows_at_version(&fx, t, v_before.unwrap()).await, rows_before, "kill {i} after {delay} ms: {t} v{v_before:?} changed");
+            assert_eq!(
+                &rows_at_version(&fx, t, v_before.unwrap()).await,
+                rows_before,
+                "kill {i} after {delay} ms: {t} v{v_before:?} changed"
+            );
             // The latest version is either the old rows or the complete new rows.
             if v_after == v_before {
-                assert_eq!(rows_after, rows_before, "kill {i}: {t} changed without a new version");
+                assert_eq!(
+                    rows_after, rows_before,
+                    "kill {i}: {t} changed without a new version"
+                );
             } else {
                 completed_tables += 1;
-                assert_eq!(rows_after, &expected_now[k], "kill {i} after {delay} ms: {t} v{v_after:?} is not the complete new result");
+                assert_eq!(
+                    rows_after, &expected_now[k],
+                    "kill {i} after {delay} ms: {t} v{v_after:?} is not the complete new result"
+                );
             }
         }
     }
@@ -974,7 +1312,9 @@ async fn sigkill_at_random_points_never_exposes_partial_tables() {
     assert!(run_binary(&fx).status().unwrap().success());
     let final_rows: Vec<String> = table_states(&fx).await.into_iter().map(|s| s.1).collect();
     assert_eq!(final_rows, expected_new);
-    println!("{kills} kills over a {run_ms} ms run; {completed_tables} table publishes completed before a kill");
+    println!(
+        "{kills} kills over a {run_ms} ms run; {completed_tables} table publishes completed before a kill"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,8 +1339,16 @@ async fn python_deltalake_reads_what_query_returns() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/read_delta.py");
     for t in CURATED_TABLES {
         let url = curated::table_url(&fx.curated, t).unwrap();
-        let out = std::process::Command::new("python3").arg(&script).arg(url.to_file_path().unwrap()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(url.to_file_path().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let python = String::from_utf8(out.stdout).unwrap();
         assert_eq!(python, fx.rows(&format!("select * from {t}")).await, "{t}");
     }
@@ -1016,17 +1364,39 @@ async fn credentials_never_appear_in_errors_or_logs() {
     let secret = "Sup3rS3cretValueForTheTest";
     for level in ["info", "trace"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_retention"))
-            .args(["-C", &fx.dir().display().to_string(), "--raw", "s3://no-such-bucket-for-retention/raw/"])
-            .args(["--curated", "s3://no-such-bucket-for-retention/curated/", "--log-format", "json", "run", "--all"])
+            .args([
+                "-C",
+                &fx.dir().display().to_string(),
+                "--raw",
+                "s3://no-such-bucket-for-retention/raw/",
+            ])
+            .args([
+                "--curated",
+                "s3://no-such-bucket-for-retention/curated/",
+                "--log-format",
+                "json",
+                "run",
+                "--all",
+            ])
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_SESSION_TOKEN", "SessionTok3nForTheTest")
             .env("RUST_LOG", level)
             .output()
             .unwrap();
         assert!(!out.status.success());
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(all.contains("no-such-bucket-for-retention"), "the error should name the location: {all}");
-        assert!(!all.contains(secret) && !all.contains("SessionTok3nForTheTest"), "secret leaked at RUST_LOG={level}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            all.contains("no-such-bucket-for-retention"),
+            "the error should name the location: {all}"
+        );
+        assert!(
+            !all.contains(secret) && !all.contains("SessionTok3nForTheTest"),
+            "secret leaked at RUST_LOG={level}"
+        );
     }
 }
 
@@ -1048,8 +1418,16 @@ columns = [
 #[tokio::test]
 async fn csv_source_reads_exact_decimals_and_checks_its_header() {
     let fx = Fixture::new(Backend::Memory).unwrap();
-    write(fx.dir(), "jobs/sources.toml", &format!("{SOURCES}{FX_SOURCE}"));
-    write(fx.dir(), "jobs/fx_summary.toml", "description = \"FX per currency\"\n");
+    write(
+        fx.dir(),
+        "jobs/sources.toml",
+        &format!("{SOURCES}{FX_SOURCE}"),
+    );
+    write(
+        fx.dir(),
+        "jobs/fx_summary.toml",
+        "description = \"FX per currency\"\n",
+    );
     write(
         fx.dir(),
         "sql/fx_summary.sql",
@@ -1069,32 +1447,66 @@ async fn csv_source_reads_exact_decimals_and_checks_its_header() {
     // History is kept for time travel as the project file says (defaults: 30 days, 168 hours).
     let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
     let config = table.snapshot().unwrap().metadata().configuration().clone();
-    assert_eq!(config.get("delta.logRetentionDuration").map(String::as_str), Some("interval 30 days"));
-    assert_eq!(config.get("delta.deletedFileRetentionDuration").map(String::as_str), Some("interval 168 hours"));
+    assert_eq!(
+        config.get("delta.logRetentionDuration").map(String::as_str),
+        Some("interval 30 days")
+    );
+    assert_eq!(
+        config
+            .get("delta.deletedFileRetentionDuration")
+            .map(String::as_str),
+        Some("interval 168 hours")
+    );
 
     // A file whose header lost a column breaks the contract, named with file and line.
-    fx.put_raw("fx_rates/2027.csv", b"month,rate_to_reporting\n2027-01,1.1\n".to_vec()).await;
+    fx.put_raw(
+        "fx_rates/2027.csv",
+        b"month,rate_to_reporting\n2027-01,1.1\n".to_vec(),
+    )
+    .await;
     let err = fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
     assert_eq!(err.to_string(), "1 of 1 job(s) failed");
-    let msg = fx.rows("select error from _runs where status = 'failed'").await;
+    let msg = fx
+        .rows("select error from _runs where status = 'failed'")
+        .await;
     assert!(
         msg.contains("source `fx_rates`: column `currency`: expected it as CSV column 2 but the header has `rate_to_reporting` in file")
             && msg.contains("fx_rates/2027.csv (line 1)"),
         "{msg}"
     );
-    assert_eq!(curated::open(&fx.stores, &url).await.unwrap().unwrap().version(), Some(0));
+    assert_eq!(
+        curated::open(&fx.stores, &url)
+            .await
+            .unwrap()
+            .unwrap()
+            .version(),
+        Some(0)
+    );
 
     // A non-numeric amount in a row: the error names the value and the line; nothing published.
     fx.delete_raw("fx_rates/2027.csv").await;
-    fx.put_raw("fx_rates/2027.csv", b"month,currency,rate_to_reporting\n2027-01,EUR,1.1\n2027-02,EUR,n/a\n".to_vec()).await;
+    fx.put_raw(
+        "fx_rates/2027.csv",
+        b"month,currency,rate_to_reporting\n2027-01,EUR,1.1\n2027-02,EUR,n/a\n".to_vec(),
+    )
+    .await;
     fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
-    let msg = fx.rows("select error from _runs where status = 'failed' and error like '%n/a%'").await;
+    let msg = fx
+        .rows("select error from _runs where status = 'failed' and error like '%n/a%'")
+        .await;
     assert!(
         msg.contains("source `fx_rates`: column `rate_to_reporting`: expected decimal(18,8) but found `n/a` in file")
             && msg.contains("fx_rates/2027.csv (line 3)"),
         "{msg}"
     );
-    assert_eq!(curated::open(&fx.stores, &url).await.unwrap().unwrap().version(), Some(0));
+    assert_eq!(
+        curated::open(&fx.stores, &url)
+            .await
+            .unwrap()
+            .unwrap()
+            .version(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -1106,15 +1518,32 @@ async fn curated_files_are_zstd_parquet_with_statistics() {
     let url = curated::table_url(&fx.curated, "customer_value").unwrap();
     let (store, path) = fx.stores.store_for(&url).unwrap();
     let files: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
-    let data: Vec<_> = files.iter().filter(|m| m.location.as_ref().ends_with(".parquet")).collect();
+    let data: Vec<_> = files
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .collect();
     assert!(!data.is_empty());
     for meta in data {
-        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let reader = SerializedFileReader::new(bytes).unwrap();
         let rg = reader.metadata().row_group(0);
         for c in rg.columns() {
-            assert!(matches!(c.compression(), Compression::ZSTD(_)), "{:?}", c.compression());
-            assert!(c.statistics().is_some(), "column {} has no statistics", c.column_path());
+            assert!(
+                matches!(c.compression(), Compression::ZSTD(_)),
+                "{:?}",
+                c.compression()
+            );
+            assert!(
+                c.statistics().is_some(),
+                "column {} has no statistics",
+                c.column_path()
+            );
         }
     }
 }
