@@ -443,7 +443,7 @@ impl Source {
             &self.name,
             &self.columns,
             &bytes,
-            &meta.location.to_string(),
+            meta.location.as_ref(),
         )
     }
 }
