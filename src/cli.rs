@@ -166,6 +166,15 @@ pub enum Command {
         #[arg(long)]
         out: Option<String>,
     },
+    /// Run the SQL unit tests: sqllogictest files that feed hand-made rows to jobs.
+    #[command(after_help = "Examples:\n  retention test\n  retention test tests/sql/order_experience.slt\n  retention test --complete   # rewrite expected results from what the jobs return")]
+    Test {
+        /// Test files or directories (default: tests/sql under the project).
+        paths: Vec<PathBuf>,
+        /// Rewrite each file's expected results with the actual ones.
+        #[arg(long)]
+        complete: bool,
+    },
     /// Generate data if the raw root is empty, run every job, and say where the tables are.
     #[command(after_help = "Examples:\n  retention demo")]
     Demo,
@@ -274,6 +283,25 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     let ws = Arc::new(ws);
     match cli.command {
         Command::Generate { .. } => unreachable!("handled above"),
+        Command::Test { paths, complete } => {
+            let paths = if paths.is_empty() { vec![ws.engine.project.root.join("tests/sql")] } else { paths };
+            let files = crate::sqltest::test_files(&paths)?;
+            let mut failed = 0;
+            for f in &files {
+                match crate::sqltest::run_file(ws.clone(), f, complete).await {
+                    Ok(()) => println!("ok      {}", f.display()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED  {}\n{e}", f.display());
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", files.len() - failed);
+            if failed > 0 {
+                return Err(Error::Job { job: "test".into(), message: format!("{failed} SQL test file(s) failed") });
+            }
+            Ok(())
+        }
         Command::Demo => {
             let raw = &ws.engine.project.raw;
             let (store, path) = ws.engine.stores.store_for(raw)?;

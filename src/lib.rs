@@ -11,6 +11,7 @@ pub mod runner;
 pub mod session;
 pub mod sources;
 pub mod spec;
+pub mod sqltest;
 pub mod storage;
 
 pub use error::{Error, Result};

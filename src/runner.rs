@@ -152,7 +152,14 @@ impl Workspace {
             let ctx = self.engine.session(&tables)?;
             match plan_job(&ctx, &node.spec).await {
                 Ok(df) => {
-                    outputs.insert(node.spec.name.clone(), df.schema().inner().clone());
+                    let schema = df.schema().inner().clone();
+                    // Type coercion and physical planning catch what the SQL planner lets pass.
+                    match df.create_physical_plan().await {
+                        Ok(_) => {
+                            outputs.insert(node.spec.name.clone(), schema);
+                        }
+                        Err(e) => problems.push(crate::session::sql_error(&node.spec, e)),
+                    }
                 }
                 Err(e) => problems.extend(flatten(e)),
             }

@@ -88,16 +88,7 @@ impl Engine {
 
 /// Plan a job's SQL in `ctx` with its parameters bound; errors carry file:line:column.
 pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame> {
-    let sql_err = |e: DataFusionError| {
-        let (line, column) = error_position(&e).unwrap_or((0, 0));
-        Error::Sql {
-            job: spec.name.clone(),
-            path: spec.sql_path.clone(),
-            line,
-            column,
-            message: crate::storage::redact(&strip_context(&e)),
-        }
-    };
+    let sql_err = |e: DataFusionError| sql_error(spec, e);
     let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
     let params: Vec<(String, datafusion::common::ScalarValue)> = spec.params.clone();
     let df = df
@@ -105,6 +96,18 @@ pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame>
         .map_err(sql_err)?;
     check_output_schema(spec, df.schema().inner())?;
     Ok(df)
+}
+
+/// A DataFusion error while planning `spec`'s SQL, with file:line:column when known.
+pub fn sql_error(spec: &JobSpec, e: DataFusionError) -> Error {
+    let (line, column) = error_position(&e).unwrap_or((0, 0));
+    Error::Sql {
+        job: spec.name.clone(),
+        path: spec.sql_path.clone(),
+        line,
+        column,
+        message: crate::storage::redact(&strip_context(&e)),
+    }
 }
 
 /// Output columns must be unique (case-insensitively, as Delta requires) and include `partition_by`.

@@ -1547,3 +1547,52 @@ async fn curated_files_are_zstd_parquet_with_statistics() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The project's own jobs: SQL unit tests (tests/sql/*.slt) on hand-made rows.
+// ---------------------------------------------------------------------------------------------
+
+/// The repository's project, on in-memory stores (the SQL tests read no files).
+fn repository_workspace() -> Arc<Workspace> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let over = Overrides { raw: Some("memory:///raw/".into()), curated: Some("memory:///curated/".into()), ..Default::default() };
+    let project = Project::load(root, &over).unwrap();
+    Arc::new(Workspace::load(Engine::new(project, Stores::default()).unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_sql_unit_tests_pass() {
+    let ws = repository_workspace();
+    let files = retention::sqltest::test_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")]).unwrap();
+    // Every job has its SQL test file.
+    for node in &ws.graph.nodes {
+        let name = format!("{}.slt", node.spec.name);
+        assert!(files.iter().any(|f| f.ends_with(&name)), "job `{}` has no tests/sql/{name}", node.spec.name);
+    }
+    let mut failures = Vec::new();
+    for f in &files {
+        if let Err(e) = retention::sqltest::run_file(ws.clone(), f, false).await {
+            failures.push(format!("{}: {e}", f.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_expected_row_fails_the_sql_test() {
+    let ws = repository_workspace();
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("wrong.slt");
+    write(
+        dir.path(),
+        "wrong.slt",
+        "statement ok\nINSERT INTO orders VALUES (1, 1, '2026-01-05T10:00:00Z', 'north', 'home', 40.00, 0.00, 0.00, NULL, 'completed', '2026-01-05')\n\n\
+         statement ok\nRUN JOB order_experience\n\nquery IR\nSELECT order_id, net_revenue FROM order_experience\n----\n1 41.00\n",
+    );
+    let err = retention::sqltest::run_file(ws.clone(), &file, false).await.unwrap_err();
+    assert!(err.contains("1 40.00"), "{err}");
+    // --complete rewrites the expectation from the actual rows, after which the file passes.
+    retention::sqltest::run_file(ws.clone(), &file, true).await.unwrap();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("----\n1 40.00"));
+    retention::sqltest::run_file(ws, &file, false).await.unwrap();
+}
