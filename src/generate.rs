@@ -203,12 +203,46 @@ pub struct Truth {
     /// whose cohort had reached month k by the end of the data. Exact tallies.
     pub retention_active: BTreeMap<String, Vec<u64>>,
     pub retention_eligible: BTreeMap<String, Vec<u64>>,
-    /// Orders (not cancelled) by primary issue. Exact tallies.
+    /// Completed orders placed at least `SETTLED_DAYS` before the end (so every consequence is
+    /// in the data), by primary issue. Exact tallies.
     pub orders_by_issue: BTreeMap<String, u64>,
+    /// Completed first orders placed at least `OBSERVED_DAYS` before the end, by primary issue
+    /// (`none` = perfect): how many, and the mean chance of ordering again the model used for
+    /// them (vouchers and programs included). Ratios of these means are the lifts the marts
+    /// should find.
+    pub first_order_groups: BTreeMap<String, Group>,
+    /// Bad-experience orders placed at least `OBSERVED_DAYS + SETTLED_DAYS` before the end, by
+    /// `issue/compensated` and `issue/uncompensated`.
+    pub recovery_groups: BTreeMap<String, Group>,
+    /// Program touches at least `OBSERVED_DAYS + SETTLED_DAYS` before the end, by
+    /// `program_id/treated` and `program_id/holdout`.
+    pub program_groups: BTreeMap<String, Group>,
     /// Sum of gmv over all orders, and of refunds: exact decimal text.
     pub gmv_total: String,
     pub refund_total: String,
 }
+
+/// Cases of one kind and the mean planted chance of ordering again among them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub cases: u64,
+    pub mean_return_probability: f64,
+    #[serde(skip)]
+    sum_p: f64,
+}
+
+impl Group {
+    fn add(&mut self, p: f64) {
+        self.cases += 1;
+        self.sum_p += p;
+        self.mean_return_probability = self.sum_p / self.cases as f64;
+    }
+}
+
+/// Days before the end an order must be placed for all its consequences to be in the data.
+pub const SETTLED_DAYS: i64 = 30;
+/// Days of observation the truth groups need (the marts' longest repurchase window).
+pub const OBSERVED_DAYS: i64 = 90;
 
 // ---------------------------------------------------------------------------------------------
 // Schemas.
@@ -567,6 +601,7 @@ impl Sim<'_> {
         let (_, _, base, _) = CHANNELS[c.channel];
         let order_day = day_of(t);
         let cancelled = self.rng.random_bool(CANCEL_RATE);
+        let is_first_completed = !cancelled && c.first_order_day.is_none();
         if !cancelled {
             // Cohorts and activity count completed orders only, as the marts do.
             let first_day = *c.first_order_day.get_or_insert(order_day);
@@ -720,18 +755,24 @@ impl Sim<'_> {
             let rating = if issue == Issue::None { self.rng.random_range(4..=5) } else { self.rng.random_range(3..=4) };
             self.emit("reviews", at, vec![V::I(order_id), V::I(c.id), V::T(at), V::I32(rating)]);
         }
-        *self.truth.orders_by_issue.entry(issue.name().into()).or_default() += 1;
+        let days_left = (self.end_micros - t) / MICROS_PER_DAY;
+        if days_left >= SETTLED_DAYS {
+            *self.truth.orders_by_issue.entry(issue.name().into()).or_default() += 1;
+        }
+        let mut compensated = false;
 
         let mut p = base * issue.return_multiplier();
         // Recovery: half the bad experiences get a voucher within 7 days of the issue.
         if issue != Issue::None && self.rng.random_bool(VOUCHER_RATE) {
             let m = issue.return_multiplier();
             p = base * (m + (1.0 - m) * VOUCHER_RESTORE);
+            compensated = true;
             let at = felt + uniform_micros(&mut self.rng, 1.0, 24.0 * 6.5);
             let face = [500i128, 1000, 1500][self.rng.random_range(0..3)];
             vouchers.push(PlannedVoucher { program: 0, at, face, reason: "service_recovery" });
         }
         // Retention programs running on the order day target some customers.
+        let mut touched: Vec<(i64, bool, i64)> = Vec::new();
         for pi in 1..self.programs.len() {
             let (from, to) = self.program_days[pi];
             let prog = self.programs[pi].clone();
@@ -744,6 +785,7 @@ impl Sim<'_> {
                 continue;
             }
             self.emit("touches", at, vec![V::I(c.id), V::I(prog.program_id), V::T(at), V::B(holdout)]);
+            touched.push((prog.program_id, holdout, at));
             if holdout {
                 self.programs[pi].holdout += 1;
             } else {
@@ -752,6 +794,21 @@ impl Sim<'_> {
                 if prog.voucher_cents > 0 {
                     vouchers.push(PlannedVoucher { program: pi, at, face: prog.voucher_cents as i128, reason: "retention_offer" });
                 }
+            }
+        }
+        // Truth groups: the chance of ordering again each case was given.
+        let long_enough = |at: i64, days: i64| (self.end_micros - at) / MICROS_PER_DAY >= days;
+        if is_first_completed && long_enough(t, OBSERVED_DAYS) {
+            self.truth.first_order_groups.entry(issue.name().into()).or_default().add(p);
+        }
+        if issue != Issue::None && long_enough(t, OBSERVED_DAYS + SETTLED_DAYS) {
+            let key = format!("{}/{}", issue.name(), if compensated { "compensated" } else { "uncompensated" });
+            self.truth.recovery_groups.entry(key).or_default().add(p);
+        }
+        for (program_id, holdout, at) in touched {
+            if long_enough(at, OBSERVED_DAYS + SETTLED_DAYS) {
+                let key = format!("{program_id}/{}", if holdout { "holdout" } else { "treated" });
+                self.truth.program_groups.entry(key).or_default().add(p);
             }
         }
         (p, vouchers)
@@ -1073,9 +1130,10 @@ mod tests {
         assert_eq!(ga.tables["customers"], 300);
         let orders = ga.tables["orders"];
         assert!(orders > 300, "{orders}");
-        // Every completed order has exactly one primary issue tally.
-        let completed: u64 = ga.truth.orders_by_issue.values().sum();
-        assert!(completed < orders && completed as f64 > orders as f64 * 0.9);
+        // Settled completed orders (placed 30+ days before the end) have one primary issue each.
+        let settled: u64 = ga.truth.orders_by_issue.values().sum();
+        assert!(settled < orders && settled as f64 > orders as f64 * 0.5, "{settled} of {orders}");
+        assert!(ga.truth.first_order_groups["none"].cases > 0);
         let (sa, _) = a.store_for(&root).unwrap();
         let (sb, _) = b.store_for(&root).unwrap();
         let p = StorePath::from("raw/truth.json");

@@ -1,0 +1,143 @@
+-- Monthly churn per acquisition channel x region, every month from the first month with a
+-- completed order through the month of as_of. Definitions: docs/metrics/customer_churn.md.
+--   churn event: a completed order day not followed by another completed order within
+--     churn_days days; dated order day + churn_days; counted only when on or before as_of.
+--   customers_at_start(M): latest completed order strictly before the 1st of M is at most
+--     churn_days days before the 1st of M.
+--   churned_customers(M): distinct customers with a churn event dated in M.
+--   new_customers(M): distinct customers whose first completed order is in M.
+-- Days are day numbers (days since 1970-01-01) and months are month numbers
+-- (year * 12 + month - 1) so the windows are integer arithmetic.
+WITH params AS (
+  -- 'latest' -> the latest order day in the data. (A plain CASE ... ELSE CAST($as_of AS DATE)
+  -- fails at planning: the constant folder casts 'latest' to a date.)
+  SELECT coalesce(CAST(CASE WHEN $as_of = 'latest' THEN NULL ELSE $as_of END AS DATE),
+                  (SELECT max(order_date) FROM order_experience))
+                                       AS as_of_date,
+         CAST($churn_days AS BIGINT)   AS churn_days
+),
+bounds AS (
+  SELECT as_of_date,
+         churn_days,
+         CAST(extract(epoch FROM CAST(as_of_date AS TIMESTAMP)) / 86400 AS BIGINT) AS as_of_day,
+         CAST(date_part('year', as_of_date) AS BIGINT) * 12
+           + CAST(date_part('month', as_of_date) AS BIGINT) - 1                   AS as_of_month
+  FROM params
+),
+-- One row per customer and day with a completed order on or before as_of (same-day orders
+-- are one purchase day).
+order_day AS (
+  SELECT oe.customer_id,
+         CAST(extract(epoch FROM CAST(oe.order_date AS TIMESTAMP)) / 86400 AS BIGINT) AS day_num,
+         CAST(date_part('year', oe.order_date) AS BIGINT) * 12
+           + CAST(date_part('month', oe.order_date) AS BIGINT) - 1                   AS month_num
+  FROM order_experience oe
+  CROSS JOIN bounds b
+  WHERE oe.status = 'completed'
+    AND oe.order_date <= b.as_of_date
+  GROUP BY 1, 2, 3
+),
+spell AS (
+  SELECT customer_id,
+         day_num,
+         month_num,
+         lead(day_num) OVER (PARTITION BY customer_id ORDER BY day_num) AS next_day_num
+  FROM order_day
+),
+-- Churn events observed by as_of.
+churn_event AS (
+  SELECT s.customer_id,
+         CAST(CAST(s.day_num + b.churn_days AS INT) AS DATE) AS churn_date
+  FROM spell s
+  CROSS JOIN bounds b
+  WHERE (s.next_day_num IS NULL OR s.next_day_num - s.day_num > b.churn_days)
+    AND s.day_num + b.churn_days <= b.as_of_day
+),
+churned AS (
+  SELECT customer_id,
+         CAST(date_part('year', churn_date) AS BIGINT) * 12
+           + CAST(date_part('month', churn_date) AS BIGINT) - 1 AS month_num
+  FROM churn_event
+),
+-- An order day L with next order day N makes its customer "at start" of every month whose
+-- 1st day d0 satisfies L < d0 <= min(N, L + churn_days): L is then the latest order before d0
+-- and at most churn_days before it. Those months are month(L) + 1 .. month(that end day).
+coverage AS (
+  SELECT s.customer_id,
+         s.month_num + 1 AS first_month,
+         CAST(CAST(least(coalesce(s.next_day_num, s.day_num + b.churn_days),
+                         s.day_num + b.churn_days) AS INT) AS DATE) AS end_date,
+         b.as_of_month
+  FROM spell s
+  CROSS JOIN bounds b
+),
+coverage_months AS (
+  SELECT customer_id,
+         first_month,
+         least(CAST(date_part('year', end_date) AS BIGINT) * 12
+                 + CAST(date_part('month', end_date) AS BIGINT) - 1,
+               as_of_month) AS last_month
+  FROM coverage
+),
+at_start AS (
+  SELECT customer_id, unnest(generate_series(first_month, last_month)) AS month_num
+  FROM coverage_months
+  WHERE first_month <= last_month
+),
+first_purchase AS (
+  SELECT customer_id, min(month_num) AS month_num
+  FROM order_day
+  GROUP BY customer_id
+),
+buyer AS (
+  SELECT f.customer_id, c.acquisition_channel, c.region
+  FROM first_purchase f
+  LEFT JOIN customers c ON c.customer_id = f.customer_id
+),
+at_start_agg AS (
+  SELECT a.month_num, u.acquisition_channel, u.region, count(DISTINCT a.customer_id) AS n
+  FROM at_start a JOIN buyer u ON u.customer_id = a.customer_id
+  GROUP BY 1, 2, 3
+),
+churned_agg AS (
+  SELECT h.month_num, u.acquisition_channel, u.region, count(DISTINCT h.customer_id) AS n
+  FROM churned h JOIN buyer u ON u.customer_id = h.customer_id
+  GROUP BY 1, 2, 3
+),
+new_agg AS (
+  SELECT f.month_num, u.acquisition_channel, u.region, count(DISTINCT f.customer_id) AS n
+  FROM first_purchase f JOIN buyer u ON u.customer_id = f.customer_id
+  GROUP BY 1, 2, 3
+),
+month_spine AS (
+  SELECT unnest(generate_series(m.first_month, b.as_of_month)) AS month_num
+  FROM (SELECT min(month_num) AS first_month FROM first_purchase) m
+  CROSS JOIN bounds b
+  WHERE m.first_month IS NOT NULL
+),
+segment AS (
+  SELECT DISTINCT acquisition_channel, region FROM buyer
+),
+grid AS (
+  SELECT m.month_num, g.acquisition_channel, g.region
+  FROM month_spine m CROSS JOIN segment g
+),
+counted AS (
+  SELECT g.month_num,
+         g.acquisition_channel,
+         g.region,
+         coalesce(a.n, 0) AS customers_at_start,
+         coalesce(h.n, 0) AS churned_customers,
+         coalesce(n.n, 0) AS new_customers
+  FROM grid g
+  LEFT JOIN at_start_agg a ON a.month_num = g.month_num
+        AND a.acquisition_channel IS NOT DISTINCT FROM g.acquisition_channel
+        AND a.region IS NOT DISTINCT FROM g.region
+  LEFT JOIN churned_agg h ON h.month_num = g.month_num
+        AND h.acquisition_channel IS NOT DISTINCT FROM g.acquisition_channel
+        AND h.region IS NOT DISTINCT FROM g.region
+  LEFT JOIN new_agg n ON n.month_num = g.month_num
+        AND n.acquisition_channel IS NOT DISTINCT FROM g.acquisition_channel
+        AND n.region IS NOT DISTINCT FROM g.region
+)
+SELECT * FROM churn_event
