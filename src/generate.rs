@@ -594,9 +594,10 @@ impl Sim<'_> {
         self.pending.entry(day).or_default().tables.entry(table).or_default().0.push(row);
     }
 
-    /// Place order `order_id` for `c` at `t` with everything that follows it; returns the chance
-    /// the customer orders again and the vouchers the order earns.
-    fn order(&mut self, c: &mut Customer, t: i64, order_id: i64) -> (f64, Vec<PlannedVoucher>) {
+    /// Place order `order_id` for `c` at `t` with everything that follows it. Returns the chance
+    /// the customer orders again, when the order's outcome was felt (the next order, if any, comes
+    /// after it), and the vouchers the order earns.
+    fn order(&mut self, c: &mut Customer, t: i64, order_id: i64) -> (f64, i64, Vec<PlannedVoucher>) {
         let mut vouchers = Vec::new();
         let (_, _, base, _) = CHANNELS[c.channel];
         let order_day = day_of(t);
@@ -651,7 +652,7 @@ impl Sim<'_> {
             self.emit("sessions", at, vec![V::I(sid), V::OptI((!anonymous).then_some(c.id)), V::T(at), V::S(source), V::OptI(None)]);
         }
         if cancelled {
-            return (base, vouchers);
+            return (base, t, vouchers);
         }
 
         // Delivery.
@@ -780,7 +781,8 @@ impl Sim<'_> {
                 continue;
             }
             let holdout = self.rng.random_bool(prog.holdout_share);
-            let at = t + uniform_micros(&mut self.rng, 24.0, 24.0 * 5.0);
+            // Within a day of the order, before its outcome is felt (and so before any next order).
+            let at = t + uniform_micros(&mut self.rng, 1.0, 20.0);
             if at >= self.end_micros {
                 continue;
             }
@@ -811,7 +813,7 @@ impl Sim<'_> {
                 self.truth.program_groups.entry(key).or_default().add(p);
             }
         }
-        (p, vouchers)
+        (p, felt, vouchers)
     }
 
     fn refund(&mut self, order_id: i64, at: i64, amount: i128, reason: &'static str) {
@@ -969,12 +971,13 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
             }
             queue.pop();
             let mut c = customers[idx].clone();
-            let (p, vouchers) = sim.order(&mut c, t, order_id);
+            let (p, felt, vouchers) = sim.order(&mut c, t, order_id);
             let mut next_order = None;
             if sim.rng.random_bool(p.clamp(0.0, 1.0)) {
-                // Next order after an exponential gap, thinned by season and weekday.
+                // Next order an exponential gap after the outcome was felt, thinned by season
+                // and weekday.
                 let mean = CHANNELS[c.channel].3;
-                let mut next = t;
+                let mut next = felt.max(t);
                 loop {
                     let gap_days = -mean * (1.0 - sim.rng.random::<f64>()).ln();
                     next += (gap_days * MICROS_PER_DAY as f64) as i64 + 1;

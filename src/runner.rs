@@ -87,16 +87,12 @@ impl Workspace {
                 .filter(|n| selected.contains(&n.spec.name))
             {
                 for (k, v) in node.spec.params.iter_mut().filter(|(k, _)| k == name) {
-                    match ScalarValue::try_from_string(text.to_string(), &v.data_type()) {
+                    match spec::parse_param(v, text) {
                         Ok(parsed) => *v = parsed,
                         Err(e) => problems.push(Error::Config {
                             path: "--param".into(),
                             key: k.clone(),
-                            message: format!(
-                                "`{text}` is not a valid {} for job `{}`: {e}",
-                                v.data_type(),
-                                node.spec.name
-                            ),
+                            message: format!("{e} (job `{}`)", node.spec.name),
                         }),
                     }
                     used = true;

@@ -91,6 +91,21 @@ pub struct JobSpec {
     pub params: Vec<(String, ScalarValue)>,
 }
 
+/// Parse a parameter value given on the command line (or in a SQL test) as the type of the
+/// spec's default. A string default that is `latest` or a `YYYY-MM-DD` date makes the parameter a
+/// date: the value must then be `latest` or a valid date, so a typo never silently empties a table.
+pub fn parse_param(default: &ScalarValue, text: &str) -> std::result::Result<ScalarValue, String> {
+    let is_date_like = |s: &str| s == "latest" || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+    if let ScalarValue::Utf8(Some(d)) = default
+        && is_date_like(d)
+        && !is_date_like(text)
+    {
+        return Err(format!("`{text}` is not a date (YYYY-MM-DD) or `latest`"));
+    }
+    ScalarValue::try_from_string(text.to_string(), &default.data_type())
+        .map_err(|e| format!("`{text}` is not a valid {}: {e}", default.data_type()))
+}
+
 /// Validate a cron expression as tokio-cron-scheduler reads it (seconds required).
 pub fn parse_cron(expr: &str) -> std::result::Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
@@ -308,6 +323,16 @@ mod tests {
             e.contains("job `b` publishes table `t`, which job `a` publishes too"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn date_params_reject_typos() {
+        let latest = ScalarValue::Utf8(Some("latest".into()));
+        assert_eq!(parse_param(&latest, "2026-10-31").unwrap(), ScalarValue::Utf8(Some("2026-10-31".into())));
+        assert!(parse_param(&latest, "latest").is_ok());
+        assert_eq!(parse_param(&latest, "2026-13-01").unwrap_err(), "`2026-13-01` is not a date (YYYY-MM-DD) or `latest`");
+        assert_eq!(parse_param(&ScalarValue::Int64(Some(90)), "60").unwrap(), ScalarValue::Int64(Some(60)));
+        assert!(parse_param(&ScalarValue::Int64(Some(90)), "sixty").is_err());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -59,7 +58,7 @@ impl JobTestDb {
                     job: name.to_string(),
                     message: format!("job has no parameter `{k}`"),
                 })?;
-                slot.1 = ScalarValue::try_from_string(v.to_string(), &slot.1.data_type())?;
+                slot.1 = crate::spec::parse_param(&slot.1, v).map_err(|message| Error::Job { job: name.to_string(), message })?;
             }
         }
         let df = plan_job(&self.ctx, &spec).await?;

@@ -1,0 +1,103 @@
+-- Churn by first-order experience. Definitions: docs/metrics/churn_root_cause.md.
+WITH as_of AS (
+  SELECT CASE WHEN $as_of = 'latest' THEN max(CAST(order_ts AS DATE)) ELSE TRY_CAST($as_of AS DATE) END AS as_of_date
+  FROM order_experience
+),
+completed AS (
+  SELECT e.customer_id, e.order_id, e.order_ts, CAST(e.order_ts AS DATE) AS order_date,
+         e.primary_issue, e.perfect_order
+  FROM order_experience e CROSS JOIN as_of a
+  WHERE NOT e.is_cancelled AND CAST(e.order_ts AS DATE) <= a.as_of_date
+),
+first_order AS (
+  SELECT customer_id, first_order_experience
+  FROM (
+    SELECT customer_id,
+           CASE WHEN perfect_order THEN 'perfect'
+                WHEN primary_issue = 'none' THEN 'not_delivered'
+                ELSE primary_issue END                                      AS first_order_experience,
+           row_number() OVER (PARTITION BY customer_id ORDER BY order_ts, order_id) AS n
+    FROM completed
+  ) ranked
+  WHERE n = 1
+),
+order_days AS (
+  SELECT customer_id, min(order_date) AS first_date, max(order_date) AS last_date
+  FROM completed
+  GROUP BY customer_id
+),
+-- Same-day orders are one purchase: a repeat is the first order on a later day.
+repeat_day AS (
+  SELECT c.customer_id, min(c.order_date) AS repeat_date
+  FROM completed c JOIN order_days d ON d.customer_id = c.customer_id AND c.order_date > d.first_date
+  GROUP BY c.customer_id
+),
+flags AS (
+  SELECT f.first_order_experience,
+         (extract(epoch FROM CAST(a.as_of_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.first_date AS TIMESTAMP))) / 86400
+           >= $repeat_window_days                                             AS observed,
+         coalesce((extract(epoch FROM CAST(r.repeat_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.first_date AS TIMESTAMP))) / 86400
+           <= $repeat_window_days, false)                                     AS repeated,
+         (extract(epoch FROM CAST(a.as_of_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.last_date AS TIMESTAMP))) / 86400
+           >= $churn_days                                                     AS churned
+  FROM first_order f
+  JOIN order_days d ON d.customer_id = f.customer_id
+  LEFT JOIN repeat_day r ON r.customer_id = f.customer_id
+  CROSS JOIN as_of a
+),
+counts AS (
+  SELECT first_order_experience,
+         count(*)                                                      AS customers,
+         sum(CASE WHEN observed THEN 1 ELSE 0 END)                     AS customers_observed,
+         sum(CASE WHEN observed AND repeated THEN 1 ELSE 0 END)        AS repeat_customers,
+         sum(CASE WHEN churned THEN 1 ELSE 0 END)                      AS churned_customers
+  FROM flags
+  GROUP BY first_order_experience
+),
+rates AS (
+  SELECT *,
+         CAST(repeat_customers AS DOUBLE) / NULLIF(customers_observed, 0) AS p_repeat,
+         CAST(customers_observed AS DOUBLE)                               AS n_repeat,
+         CAST(churned_customers AS DOUBLE) / NULLIF(customers, 0)         AS p_churn,
+         CAST(customers AS DOUBLE)                                        AS n_churn
+  FROM counts
+),
+wilson AS (
+  -- Wilson score interval, z = 1.96 (95%).
+  SELECT *,
+         (p_repeat + 1.9208 / n_repeat - 1.96 * sqrt(p_repeat * (1 - p_repeat) / n_repeat + 0.9604 / (n_repeat * n_repeat)))
+           / (1 + 3.8416 / n_repeat)                                       AS repeat_low,
+         (p_repeat + 1.9208 / n_repeat + 1.96 * sqrt(p_repeat * (1 - p_repeat) / n_repeat + 0.9604 / (n_repeat * n_repeat)))
+           / (1 + 3.8416 / n_repeat)                                       AS repeat_high,
+         (p_churn + 1.9208 / n_churn - 1.96 * sqrt(p_churn * (1 - p_churn) / n_churn + 0.9604 / (n_churn * n_churn)))
+           / (1 + 3.8416 / n_churn)                                        AS churn_low,
+         (p_churn + 1.9208 / n_churn + 1.96 * sqrt(p_churn * (1 - p_churn) / n_churn + 0.9604 / (n_churn * n_churn)))
+           / (1 + 3.8416 / n_churn)                                        AS churn_high
+  FROM rates
+),
+baseline AS (
+  SELECT *,
+         max(CASE WHEN first_order_experience = 'perfect' THEN p_repeat END) OVER ()    AS perfect_p,
+         max(CASE WHEN first_order_experience = 'perfect' THEN repeat_low END) OVER ()  AS perfect_low,
+         max(CASE WHEN first_order_experience = 'perfect' THEN repeat_high END) OVER () AS perfect_high
+  FROM wilson
+)
+SELECT
+  first_order_experience,
+  customers,
+  customers_observed,
+  repeat_customers                                   AS repeat_customers_90d,
+  round(p_repeat, 4)                                 AS repeat_rate_90d,
+  round(repeat_low, 4)                               AS repeat_rate_90d_low,
+  round(repeat_high, 4)                              AS repeat_rate_90d_high,
+  churned_customers,
+  round(p_churn, 4)                                  AS churn_rate,
+  round(churn_low, 4)                                AS churn_rate_low,
+  round(churn_high, 4)                               AS churn_rate_high,
+  round(perfect_p, 4)                                AS perfect_repeat_rate_90d,
+  round(p_repeat / NULLIF(perfect_p, 0), 4)          AS lift_vs_perfect,
+  round(repeat_low / NULLIF(perfect_high, 0), 4)     AS lift_low,
+  round(repeat_high / NULLIF(perfect_low, 0), 4)     AS lift_high,
+  $repeat_window_days                                AS repeat_window_days,
+  $churn_days                                        AS churn_days
+FROM baseline

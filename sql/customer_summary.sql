@@ -1,0 +1,97 @@
+-- One row per customer with at least one completed order on or before as_of.
+-- Definitions: docs/metrics/customer_summary.md.
+-- as_of: 'latest' = the latest order day in the data (any status); otherwise a 'YYYY-MM-DD' day.
+-- NULLIF(..., 'latest') keeps the constant folder from casting the word 'latest' to a date; a
+-- malformed date still fails the job instead of silently giving an empty table.
+WITH params AS (
+  SELECT coalesce(CAST(NULLIF($as_of, 'latest') AS DATE),
+                  (SELECT max(order_date) FROM order_experience)) AS as_of_date
+),
+completed AS (
+  SELECT oe.customer_id, oe.order_id, oe.order_ts, oe.order_date,
+         oe.gmv, oe.refund_amount, oe.net_revenue, oe.bad_experience, oe.primary_issue
+  FROM order_experience oe
+  CROSS JOIN params p
+  WHERE oe.status = 'completed'
+    AND oe.order_date <= p.as_of_date
+),
+-- One row per customer (keyed aggregate before any join).
+per_customer AS (
+  SELECT customer_id,
+         min(order_ts)                                                       AS first_order_ts,
+         max(order_ts)                                                       AS last_order_ts,
+         min(order_date)                                                     AS first_order_date,
+         max(order_date)                                                     AS last_order_date,
+         count(*)                                                            AS orders,
+         count(DISTINCT order_date)                                          AS order_days,
+         sum(gmv)                                                            AS gmv,
+         sum(refund_amount)                                                  AS refund_amount,
+         sum(net_revenue)                                                    AS net_revenue,
+         count(*) FILTER (WHERE bad_experience)                              AS bad_experiences,
+         first_value(primary_issue ORDER BY order_ts, order_id) FILTER (WHERE bad_experience)
+                                                                             AS first_bad_experience_type,
+         first_value(primary_issue ORDER BY order_ts, order_id)              AS first_order_primary_issue
+  FROM completed
+  GROUP BY customer_id
+),
+measured AS (
+  SELECT pc.*,
+         p.as_of_date,
+         CAST((extract(epoch FROM CAST(p.as_of_date AS TIMESTAMP))
+               - extract(epoch FROM CAST(pc.last_order_date AS TIMESTAMP))) / 86400 AS BIGINT)  AS recency_days,
+         CAST((extract(epoch FROM CAST(p.as_of_date AS TIMESTAMP))
+               - extract(epoch FROM CAST(pc.first_order_date AS TIMESTAMP))) / 86400 AS BIGINT) AS tenure_days,
+         CAST((extract(epoch FROM CAST(pc.last_order_date AS TIMESTAMP))
+               - extract(epoch FROM CAST(pc.first_order_date AS TIMESTAMP))) / 86400 AS BIGINT) AS bgnbd_recency
+  FROM per_customer pc
+  CROSS JOIN params p
+),
+-- RFM quintiles over all customers in the output. NTILE(5) gives bucket 1 to the first rows of
+-- the ordering; ties are broken by customer_id (lower id first, i.e. lower score) so reruns
+-- give the same scores. r: most days since last order first, so the most recent get 5.
+scored AS (
+  SELECT m.*,
+         CAST(ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS INT) AS r_score,
+         CAST(ntile(5) OVER (ORDER BY orders ASC, customer_id) AS INT)        AS f_score,
+         CAST(ntile(5) OVER (ORDER BY net_revenue ASC, customer_id) AS INT)   AS m_score
+  FROM measured m
+)
+SELECT
+  s.customer_id,
+  c.acquisition_channel,
+  c.region,
+  c.signup_ts,
+  s.first_order_ts,
+  to_char(s.first_order_ts, '%Y-%m')                                         AS cohort_month,
+  s.last_order_ts,
+  s.orders,
+  s.order_days,
+  s.gmv,
+  s.refund_amount,
+  s.net_revenue,
+  CAST(s.net_revenue / NULLIF(s.orders, 0) AS DECIMAL(18,2))                 AS average_order_value,
+  s.as_of_date,
+  s.recency_days,
+  s.tenure_days,
+  s.order_days - 1                                                           AS frequency,
+  s.bgnbd_recency                                                            AS recency,
+  s.tenure_days                                                              AS t,
+  s.r_score,
+  s.f_score,
+  s.m_score,
+  CAST(s.r_score AS VARCHAR) || CAST(s.f_score AS VARCHAR) || CAST(s.m_score AS VARCHAR) AS rfm_score,
+  -- Segment rules, first match wins (docs/metrics/customer_summary.md#segment).
+  CASE
+    WHEN s.order_days = 1 AND s.r_score >= 4 THEN 'new'
+    WHEN s.r_score >= 4 AND s.f_score >= 4   THEN 'champions'
+    WHEN s.r_score >= 3 AND s.f_score >= 3   THEN 'loyal'
+    WHEN s.r_score <= 2 AND s.f_score >= 3   THEN 'at_risk'
+    WHEN s.r_score <= 2                      THEN 'hibernating'
+    ELSE 'needs_attention'
+  END                                                                        AS segment,
+  s.bad_experiences,
+  s.first_bad_experience_type,
+  s.first_order_primary_issue,
+  s.net_revenue                                                              AS historical_ltv
+FROM scored s
+LEFT JOIN customers c ON c.customer_id = s.customer_id
