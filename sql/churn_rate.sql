@@ -9,12 +9,14 @@
 -- Days are day numbers (days since 1970-01-01) and months are month numbers
 -- (year * 12 + month - 1), so every window is integer arithmetic.
 WITH params AS (
-  -- 'latest' -> the latest order day in the data. (A plain CASE ... ELSE CAST($as_of AS DATE)
-  -- fails at planning: the constant folder casts 'latest' to a date.)
+  -- 'latest' -> the latest order day in the data (any order status). Written as an aggregate
+  -- over order_experience rather than CASE ... ELSE CAST($as_of AS DATE) (the constant folder
+  -- casts 'latest' to a date and fails) or a scalar subquery (its plan root reports no row
+  -- count, so the run ledger would record rows_written = 0).
   SELECT coalesce(CAST(CASE WHEN $as_of = 'latest' THEN NULL ELSE $as_of END AS DATE),
-                  (SELECT max(order_date) FROM order_experience))
-                                       AS as_of_date,
+                  max(order_date))     AS as_of_date,
          CAST($churn_days AS BIGINT)   AS churn_days
+  FROM order_experience
 ),
 bounds AS (
   SELECT as_of_date,
