@@ -135,7 +135,7 @@ pub async fn publish(
     session: Arc<dyn datafusion::catalog::Session>,
     plan: LogicalPlan,
     p: Publish<'_>,
-) -> Result<i64> {
+) -> Result<Published> {
     let table = match open(stores, p.url).await? {
         Some(t) => t,
         None => handle(stores, p.url)?,
@@ -151,7 +151,7 @@ pub async fn publish_to(
     session: Arc<dyn datafusion::catalog::Session>,
     plan: LogicalPlan,
     p: Publish<'_>,
-) -> Result<i64> {
+) -> Result<Published> {
     let fail = |message: String| Error::Publish {
         table: p.table.to_string(),
         location: p.url.to_string(),
@@ -188,17 +188,42 @@ pub async fn publish_to(
                     Some(pred) => write = write.with_replace_where(pred),
                     None => {
                         // Nothing produced: nothing to replace. Keep the table as it is.
-                        return current.ok_or_else(|| fail("table has no version".into()));
+                        let version = current.ok_or_else(|| fail("table has no version".into()))?;
+                        return Ok(Published { version, rows_written: 0 });
                     }
                 }
             }
         }
     }
     let written = write.await.map_err(|e| fail(e.to_string()))?;
-    written
+    let version = written
         .version()
         .map(|v| v as i64)
-        .ok_or_else(|| fail("commit returned no version".into()))
+        .ok_or_else(|| fail("commit returned no version".into()))?;
+    Ok(Published { version, rows_written: rows_in_last_commit(&written).await })
+}
+
+/// What a publish committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub version: i64,
+    /// Rows the commit added, from the commit's own metrics (0 when nothing was written).
+    pub rows_written: i64,
+}
+
+/// `num_added_rows` of the loaded version's commit (Delta's `operationMetrics`).
+async fn rows_in_last_commit(table: &DeltaTable) -> i64 {
+    use futures::StreamExt;
+    let mut history = table.history(Some(1));
+    match history.next().await {
+        Some(Ok(info)) => info
+            .info
+            .get("operationMetrics")
+            .and_then(|m| m.get("num_added_rows"))
+            .and_then(|n| n.as_i64())
+            .unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// `(p1 = v AND p2 = w) OR ...` over the produced partitions; `None` when there are none.

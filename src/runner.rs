@@ -672,7 +672,7 @@ async fn run_job(
         "retention.job".to_string(),
         serde_json::Value::from(job.name.as_str()),
     );
-    let version = curated::publish(
+    let published = curated::publish(
         &ws.engine.stores,
         Arc::new(ctx.state()),
         logical,
@@ -689,15 +689,11 @@ async fn run_job(
     )
     .await?;
     let (rows_read, bytes_read) = leaf_metrics(&physical);
-    let rows_written = physical
-        .metrics()
-        .and_then(|m| m.output_rows())
-        .unwrap_or(0) as i64;
     Ok(JobDone {
         rows_read,
-        rows_written,
+        rows_written: published.rows_written,
         bytes_read,
-        version,
+        version: published.version,
         input_versions: serde_json::Value::Object(versions).to_string(),
     })
 }
