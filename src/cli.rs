@@ -318,7 +318,8 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
             print_summary(&plan.run_id, &report.outcomes);
             let outcomes = report.into_result()?.outcomes;
-            println!("curated tables under {}:", ws.engine.project.curated);
+            crate::demo::print_highlights(&ws.query_session().await?).await?;
+            println!("\ncurated tables under {}:", ws.engine.project.curated);
             for (job, o) in plan.jobs.iter().zip(&outcomes) {
                 println!(
                     "  {:<24} {} (Delta version {})",

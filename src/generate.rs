@@ -177,8 +177,8 @@ fn programs(months: u32) -> Vec<ProgramTruth> {
     let last = months.saturating_sub(1);
     vec![
         p(1, "Service recovery vouchers", "recovery", 0, last, 0.0, 0.0, 0.0, 0),
-        p(2, "Win-back email", "retention", months / 4, months * 3 / 4, 0.2, 0.30, 0.10, 1000),
-        p(3, "Loyalty points boost", "retention", months / 2, last, 0.1, 0.25, 0.05, 500),
+        p(2, "Win-back email", "retention", months / 4, months * 3 / 4, 0.2, 0.30, 0.20, 0),
+        p(3, "Loyalty points boost", "retention", months / 2, last, 0.1, 0.25, 0.06, 500),
         p(4, "Buyer protection campaign", "trust_campaign", months / 8, months / 2, 0.5, 0.20, 0.0, 0),
     ]
 }
@@ -1002,7 +1002,7 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
             let (from, to) = program_days[pi];
             if day >= from && day <= to && sim.programs[pi].kind != "recovery" {
                 let id = sim.id("marketing_spend");
-                let amount = sim.rng.random_range(8_000i128..40_000);
+                let amount = sim.rng.random_range(300i128..1_500);
                 let channel = ["email", "push", "paid_social"][sim.rng.random_range(0..3)];
                 let pid = sim.programs[pi].program_id;
                 let date = (day) as i32;

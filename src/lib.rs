@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod curated;
 pub mod dag;
+pub mod demo;
 pub mod error;
 pub mod generate;
 pub mod ledger;

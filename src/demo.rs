@@ -1,0 +1,73 @@
+//! What `retention demo` shows a retention lead after the run: the cohort retention triangle,
+//! churn by first-order root cause, recovery of bad experiences, and ROI per program.
+
+use datafusion::prelude::SessionContext;
+
+use crate::cli::{OutputFormat, print_batches};
+use crate::error::Result;
+
+/// Retention by cohort month (rows) and months since the first order (columns).
+const COHORT_TRIANGLE: &str = "
+SELECT cohort_month,
+       sum(CASE WHEN months_since_first = 0 THEN cohort_size END) AS customers,
+       round(CAST(sum(CASE WHEN months_since_first = 1 THEN active_customers END) AS DOUBLE)
+             / sum(CASE WHEN months_since_first = 1 THEN cohort_size END), 3) AS m1,
+       round(CAST(sum(CASE WHEN months_since_first = 2 THEN active_customers END) AS DOUBLE)
+             / sum(CASE WHEN months_since_first = 2 THEN cohort_size END), 3) AS m2,
+       round(CAST(sum(CASE WHEN months_since_first = 3 THEN active_customers END) AS DOUBLE)
+             / sum(CASE WHEN months_since_first = 3 THEN cohort_size END), 3) AS m3,
+       round(CAST(sum(CASE WHEN months_since_first = 6 THEN active_customers END) AS DOUBLE)
+             / sum(CASE WHEN months_since_first = 6 THEN cohort_size END), 3) AS m6,
+       round(CAST(sum(CASE WHEN months_since_first = 12 THEN active_customers END) AS DOUBLE)
+             / sum(CASE WHEN months_since_first = 12 THEN cohort_size END), 3) AS m12,
+       CAST(sum(CASE WHEN months_since_first = 6 THEN cumulative_net_revenue END)
+            / sum(CASE WHEN months_since_first = 6 THEN cohort_size END) AS DECIMAL(18,2)) AS ltv_6m
+FROM cohort_retention
+GROUP BY cohort_month
+ORDER BY cohort_month";
+
+const CHURN_BY_ROOT_CAUSE: &str = "
+SELECT first_order_experience, customers_observed, repeat_rate_90d,
+       lift_vs_perfect, lift_low, lift_high, churn_rate
+FROM churn_root_cause
+ORDER BY lift_vs_perfect";
+
+const RECOVERY: &str = "
+SELECT issue_type,
+       sum(CASE WHEN compensated THEN cases_observed_90d ELSE 0 END) AS compensated_cases,
+       round(CAST(sum(CASE WHEN compensated THEN repurchased_90d ELSE 0 END) AS DOUBLE)
+             / sum(CASE WHEN compensated THEN cases_observed_90d ELSE 0 END), 3) AS compensated_recovery,
+       round(CAST(sum(CASE WHEN NOT compensated THEN repurchased_90d ELSE 0 END) AS DOUBLE)
+             / sum(CASE WHEN NOT compensated THEN cases_observed_90d ELSE 0 END), 3) AS uncompensated_recovery,
+       sum(voucher_cost) AS voucher_cost,
+       sum(redeemed_value) AS redeemed_value
+FROM experience_recovery
+GROUP BY issue_type
+ORDER BY issue_type";
+
+const PROGRAM_ROI: &str = "
+SELECT program_id, program_name, program_kind,
+       sum(spend) AS spend,
+       sum(treated_customers) AS treated, sum(holdout_customers) AS holdout,
+       sum(attributed_net_revenue) AS attributed_revenue,
+       sum(incremental_revenue) AS incremental_revenue,
+       round(CAST(sum(incremental_gross_margin) - sum(spend) AS DOUBLE) / CAST(sum(spend) AS DOUBLE), 3) AS roi
+FROM program_roi
+WHERE window_complete
+GROUP BY program_id, program_name, program_kind
+ORDER BY program_id";
+
+/// Print the four views, each under a heading.
+pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
+    for (title, sql) in [
+        ("Cohort retention (share of each cohort active N months after its first order)", COHORT_TRIANGLE),
+        ("Churn by first-order root cause (90-day repeat rate, lift against perfect first orders)", CHURN_BY_ROOT_CAUSE),
+        ("Recovery of bad experiences (repurchase within 90 days of the issue)", RECOVERY),
+        ("Programs (months with a complete attribution window)", PROGRAM_ROI),
+    ] {
+        println!("\n{title}");
+        let batches = ctx.sql(sql).await?.collect().await?;
+        print_batches(&batches, OutputFormat::Table)?;
+    }
+    Ok(())
+}
