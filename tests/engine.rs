@@ -1598,3 +1598,159 @@ async fn a_wrong_expected_row_fails_the_sql_test() {
     assert!(std::fs::read_to_string(&file).unwrap().contains("----\n1 40.00"));
     retention::sqltest::run_file(ws, &file, false).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end: the marts recover what the generator planted.
+// ---------------------------------------------------------------------------------------------
+
+/// Tolerance for a ratio of two binomial rates estimated from (x1 of n1) and (x0 of n0): four
+/// standard errors of the log ratio (delta method), plus `bias` for known model effects.
+fn log_ratio_tolerance(x1: f64, n1: f64, x0: f64, n0: f64, bias: f64) -> f64 {
+    let (r1, r0) = (x1 / n1, x0 / n0);
+    4.0 * ((1.0 - r1) / (n1 * r1) + (1.0 - r0) / (n0 * r0)).sqrt() + bias
+}
+
+async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<String>> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                (0..b.num_columns())
+                    .map(|c| datafusion::arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_marketplace_marts_recover_planted_truth() {
+    let lake = TempDir::new().unwrap();
+    let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
+    let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let over = Overrides { raw: Some(raw.to_string()), curated: Some(curated_root.to_string()), ..Default::default() };
+    let project = Project::load(root, &over).unwrap();
+    let stores = Stores::default();
+    let opts = retention::generate::GenerateOptions { seed: 7, customers: 40_000, ..Default::default() };
+    let generated = retention::generate::generate(&stores, &raw, &opts).await.unwrap();
+    let truth = &generated.truth;
+    let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
+    let plan = ws.plan(&ws.graph.select(&[], true).unwrap(), "test").unwrap();
+    let report = retention::runner::execute(ws.clone(), &plan, 2).await.unwrap();
+    report.into_result().unwrap();
+    let ctx = ws.query_session().await.unwrap();
+
+    // 1. Exact: the retention curve per channel (active and eligible customers, months 0-12).
+    for (channel, active) in &truth.retention_active {
+        let eligible = &truth.retention_eligible[channel];
+        let rows = rows_of(
+            &ctx,
+            &format!(
+                "SELECT months_since_first, sum(active_customers), sum(cohort_size) FROM cohort_retention
+                 WHERE acquisition_channel = '{channel}' AND months_since_first <= 12
+                 GROUP BY months_since_first ORDER BY months_since_first"
+            ),
+        )
+        .await;
+        for (k, row) in rows.iter().enumerate() {
+            assert_eq!((row[1].parse::<u64>().unwrap(), row[2].parse::<u64>().unwrap()), (active[k], eligible[k]), "{channel} month {k}");
+        }
+        assert_eq!(rows.len(), 13, "{channel}");
+    }
+
+    // 2. Exact: settled completed orders by primary issue.
+    let settled_before = chrono::NaiveDate::parse_from_str(&truth.end, "%Y-%m-%d").unwrap() + chrono::Duration::days(1)
+        - chrono::Duration::days(retention::generate::SETTLED_DAYS);
+    let rows = rows_of(
+        &ctx,
+        &format!(
+            "SELECT primary_issue, count(*) FROM order_experience
+             WHERE NOT is_cancelled AND order_ts < TIMESTAMP '{settled_before}T00:00:00Z' GROUP BY primary_issue"
+        ),
+    )
+    .await;
+    let by_issue: std::collections::BTreeMap<String, u64> =
+        rows.into_iter().map(|r| (r[0].clone(), r[1].parse().unwrap())).collect();
+    assert_eq!(by_issue, truth.orders_by_issue);
+
+    // 3. Exact money control totals.
+    let totals = rows_of(&ctx, "SELECT (SELECT sum(gmv) FROM orders), (SELECT sum(amount) FROM refunds)").await;
+    assert_eq!((totals[0][0].as_str(), totals[0][1].as_str()), (truth.gmv_total.as_str(), truth.refund_total.as_str()));
+    for p in &truth.programs {
+        let spend = rows_of(
+            &ctx,
+            &format!(
+                "SELECT sum(marketing_spend), sum(redeemed_voucher_value) FROM program_roi WHERE program_id = {}",
+                p.program_id
+            ),
+        )
+        .await;
+        assert_eq!(spend[0][0], p.marketing_spend, "program {} marketing spend", p.program_id);
+        assert_eq!(spend[0][1], p.voucher_value_redeemed, "program {} redeemed vouchers", p.program_id);
+    }
+
+    // 4. Bad-experience effects: lift of each first-order issue against perfect first orders.
+    //    Expected: the ratio of the planted mean return probabilities. The 90-day window starts at
+    //    the first order while the next order follows the felt outcome, which comes up to about
+    //    ten days later for returns than for perfect orders: at most a 4% lower lift (log 0.05).
+    let rows = rows_of(&ctx, "SELECT first_order_experience, customers_observed, repeat_customers_90d FROM churn_root_cause").await;
+    let groups: std::collections::BTreeMap<String, (f64, f64)> =
+        rows.into_iter().map(|r| (r[0].clone(), (r[2].parse().unwrap(), r[1].parse().unwrap()))).collect();
+    let (x0, n0) = groups["perfect"];
+    let p0 = truth.first_order_groups["none"].mean_return_probability;
+    let mut report_lines = Vec::new();
+    for issue in ["lost_parcel", "returned", "refunded", "late_delivery", "support_contact", "low_rating"] {
+        let (x1, n1) = groups[issue];
+        let measured = (x1 / n1) / (x0 / n0);
+        let planted = truth.first_order_groups[issue].mean_return_probability / p0;
+        let tol = log_ratio_tolerance(x1, n1, x0, n0, 0.05);
+        report_lines.push(format!("{issue}: lift {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3} (log)"));
+        assert!((measured.ln() - planted.ln()).abs() <= tol, "{issue}: measured lift {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}");
+    }
+
+    // 5. Recovery: compensated against uncompensated recovery, per issue type. Both arms share
+    //    the timing, so no bias allowance.
+    let rows = rows_of(
+        &ctx,
+        "SELECT issue_type, compensated, sum(repurchased_90d), sum(cases_observed_90d) FROM experience_recovery GROUP BY issue_type, compensated",
+    )
+    .await;
+    let cell = |issue: &str, comp: &str| {
+        let r = rows.iter().find(|r| r[0] == issue && r[1] == comp).unwrap();
+        (r[2].parse::<f64>().unwrap(), r[3].parse::<f64>().unwrap())
+    };
+    for issue in ["lost_parcel", "returned", "refunded", "late_delivery", "support_contact", "low_rating"] {
+        let (x1, n1) = cell(issue, "true");
+        let (x0, n0) = cell(issue, "false");
+        let measured = (x1 / n1) / (x0 / n0);
+        let planted = truth.recovery_groups[&format!("{issue}/compensated")].mean_return_probability
+            / truth.recovery_groups[&format!("{issue}/uncompensated")].mean_return_probability;
+        let tol = log_ratio_tolerance(x1, n1, x0, n0, 0.0);
+        report_lines.push(format!("recovery {issue}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}"));
+        assert!((measured.ln() - planted.ln()).abs() <= tol, "recovery {issue}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}");
+    }
+
+    // 6. Programs: treated against holdout repurchase, months with a complete window.
+    for p in truth.programs.iter().filter(|p| p.holdout_share > 0.0) {
+        let r = rows_of(
+            &ctx,
+            &format!(
+                "SELECT sum(treated_repurchased), sum(treated_customers), sum(holdout_repurchased), sum(holdout_customers)
+                 FROM program_roi WHERE program_id = {} AND window_complete",
+                p.program_id
+            ),
+        )
+        .await;
+        let v: Vec<f64> = r[0].iter().map(|s| s.parse().unwrap()).collect();
+        let measured = (v[0] / v[1]) / (v[2] / v[3]);
+        let planted = truth.program_groups[&format!("{}/treated", p.program_id)].mean_return_probability
+            / truth.program_groups[&format!("{}/holdout", p.program_id)].mean_return_probability;
+        let tol = log_ratio_tolerance(v[0], v[1], v[2], v[3], 0.0);
+        report_lines.push(format!("program {}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}", p.program_id));
+        assert!((measured.ln() - planted.ln()).abs() <= tol, "program {}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}", p.program_id);
+    }
+    println!("{}", report_lines.join("\n"));
+}
