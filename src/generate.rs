@@ -4,7 +4,7 @@
 //! to `truth.json` beside the sources. Simulated day by day: only the customers' small state and
 //! the events of the coming weeks are in memory, each day's rows are written as they close.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate};
@@ -934,12 +934,15 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         signups_per_day.push(n);
     }
 
-    let mut customers: Vec<Customer> = Vec::new();
+    // Only customers with a next order scheduled are kept; the others are tallied and dropped.
+    let mut active: HashMap<i64, Customer> = HashMap::new();
     let mut customer_rows: Rows = Rows::default();
-    // (Reverse(next order time), customer index, the order's id reserved when it was scheduled)
-    let mut queue: BinaryHeap<(std::cmp::Reverse<i64>, usize, i64)> = BinaryHeap::new();
+    let mut customer_parts = 0usize;
+    // (Reverse(next order time), customer id, the order's id reserved when it was scheduled)
+    let mut queue: BinaryHeap<(std::cmp::Reverse<i64>, i64, i64)> = BinaryHeap::new();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut next_customer = 0i64;
+    let mut curve = RetentionTally::new(end_day);
 
     for d in 0..days {
         let day = start_day + d;
@@ -953,24 +956,30 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
             let region = sim.rng.random_range(0..REGIONS.len());
             let signup = day * MICROS_PER_DAY + sim.rng.random_range(0..MICROS_PER_DAY);
             customer_rows.0.push(vec![V::I(next_customer), V::T(signup), V::S(REGIONS[region]), V::S(CHANNELS[channel].0)]);
-            let idx = customers.len();
-            customers.push(Customer { id: next_customer, channel, region, first_order_day: None, active_months: 0, redeem: None });
             if !sim.rng.random_bool(NEVER_ORDER) {
                 let first = signup + uniform_micros(&mut sim.rng, 0.1, 72.0);
                 if first < sim.end_micros {
                     let order_id = sim.id("orders");
-                    queue.push((std::cmp::Reverse(first), idx, order_id));
+                    queue.push((std::cmp::Reverse(first), next_customer, order_id));
+                    active.insert(
+                        next_customer,
+                        Customer { id: next_customer, channel, region, first_order_day: None, active_months: 0, redeem: None },
+                    );
                 }
             }
         }
+        if customer_rows.0.len() >= CUSTOMERS_PER_FILE {
+            write_customers(&store, &root_path, raw_root, customer_parts, std::mem::take(&mut customer_rows), &mut counts).await?;
+            customer_parts += 1;
+        }
         // Orders due today, in time order (ties by customer).
         let day_end = (day + 1) * MICROS_PER_DAY;
-        while let Some((std::cmp::Reverse(t), idx, order_id)) = queue.peek().copied() {
+        while let Some((std::cmp::Reverse(t), id, order_id)) = queue.peek().copied() {
             if t >= day_end {
                 break;
             }
             queue.pop();
-            let mut c = customers[idx].clone();
+            let mut c = active.remove(&id).expect("scheduled customers are active");
             let (p, felt, vouchers) = sim.order(&mut c, t, order_id);
             let mut next_order = None;
             if sim.rng.random_bool(p.clamp(0.0, 1.0)) {
@@ -992,10 +1001,13 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
             for v in vouchers {
                 sim.issue_voucher(&mut c, v, next_order);
             }
-            if let Some((next, id)) = next_order {
-                queue.push((std::cmp::Reverse(next), idx, id));
+            match next_order {
+                Some((next, next_id)) => {
+                    queue.push((std::cmp::Reverse(next), id, next_id));
+                    active.insert(id, c);
+                }
+                None => curve.add(&c),
             }
-            customers[idx] = c;
         }
         // Marketing spend of programs running today.
         for pi in 1..sim.programs.len() {
@@ -1026,13 +1038,10 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     }
 
     // Dimension tables.
-    counts.insert("customers".into(), customer_rows.0.len() as u64);
-    for (i, chunk) in customer_rows.0.chunks(500_000).enumerate() {
-        let rows = Rows(chunk.to_vec());
-        let batch = rows.to_batch(&schema("customers"))?;
-        let path = root_path.clone().join("customers").join(format!("part-{i:04}.parquet").as_str());
-        put(&store, &path, parquet_bytes(schema("customers"), &[batch])?, raw_root).await?;
+    if !customer_rows.0.is_empty() {
+        write_customers(&store, &root_path, raw_root, customer_parts, customer_rows, &mut counts).await?;
     }
+    assert!(active.is_empty(), "every scheduled order falls before the end");
     let mut program_rows = Rows::default();
     for (p, (from, to)) in sim.programs.iter().zip(&program_days) {
         let holdout = (p.holdout_share * 10_000.0).round() as i128;
@@ -1064,27 +1073,57 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     truth.programs = programs;
     truth.gmv_total = cents_text(gmv_total);
     truth.refund_total = cents_text(refund_total);
-    let last_month_index = |first: i64| months_between(first, end_day - 1);
-    for (name, ..) in CHANNELS {
-        truth.retention_active.insert(name.into(), vec![0; 13]);
-        truth.retention_eligible.insert(name.into(), vec![0; 13]);
+    truth.retention_active = curve.active;
+    truth.retention_eligible = curve.eligible;
+    let json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::DataFusion(e.to_string()))?;
+    put(&store, &root_path.clone().join("truth.json"), json, raw_root).await?;
+    Ok(Generated { tables: counts, truth })
+}
+
+/// Customers per `customers/part-NNNN.parquet` file.
+const CUSTOMERS_PER_FILE: usize = 200_000;
+
+async fn write_customers(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorePath,
+    location: &Url,
+    part: usize,
+    rows: Rows,
+    counts: &mut BTreeMap<String, u64>,
+) -> Result<()> {
+    *counts.entry("customers".into()).or_default() += rows.0.len() as u64;
+    let batch = rows.to_batch(&schema("customers"))?;
+    let path = root.clone().join("customers").join(format!("part-{part:04}.parquet").as_str());
+    put(store, &path, parquet_bytes(schema("customers"), &[batch])?, location).await
+}
+
+/// Per channel, customers active k months after their first completed order and customers
+/// whose cohort reached month k by the end (k = 0..=12), tallied as customers finish.
+struct RetentionTally {
+    last_day: i64,
+    active: BTreeMap<String, Vec<u64>>,
+    eligible: BTreeMap<String, Vec<u64>>,
+}
+
+impl RetentionTally {
+    fn new(end_day: i64) -> Self {
+        let zero = || CHANNELS.iter().map(|c| (c.0.to_string(), vec![0u64; 13])).collect::<BTreeMap<_, _>>();
+        RetentionTally { last_day: end_day - 1, active: zero(), eligible: zero() }
     }
-    for c in &customers {
-        let Some(first) = c.first_order_day else { continue };
+
+    fn add(&mut self, c: &Customer) {
+        let Some(first) = c.first_order_day else { return };
         let name = CHANNELS[c.channel].0;
-        let reach = last_month_index(first);
+        let reach = months_between(first, self.last_day);
         for k in 0..13usize {
             if (k as i64) <= reach {
-                truth.retention_eligible.get_mut(name).expect("channel")[k] += 1;
+                self.eligible.get_mut(name).expect("channel")[k] += 1;
                 if c.active_months & (1u128 << k) != 0 {
-                    truth.retention_active.get_mut(name).expect("channel")[k] += 1;
+                    self.active.get_mut(name).expect("channel")[k] += 1;
                 }
             }
         }
     }
-    let json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::DataFusion(e.to_string()))?;
-    put(&store, &root_path.clone().join("truth.json"), json, raw_root).await?;
-    Ok(Generated { tables: counts, truth })
 }
 
 async fn write_day(
