@@ -167,7 +167,9 @@ pub enum Command {
         out: Option<String>,
     },
     /// Run the SQL unit tests: sqllogictest files that feed hand-made rows to jobs.
-    #[command(after_help = "Examples:\n  retention test\n  retention test tests/sql/order_experience.slt\n  retention test --complete   # rewrite expected results from what the jobs return")]
+    #[command(
+        after_help = "Examples:\n  retention test\n  retention test tests/sql/order_experience.slt\n  retention test --complete   # rewrite expected results from what the jobs return"
+    )]
     Test {
         /// Test files or directories (default: tests/sql under the project).
         paths: Vec<PathBuf>,
@@ -284,7 +286,11 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     match cli.command {
         Command::Generate { .. } => unreachable!("handled above"),
         Command::Test { paths, complete } => {
-            let paths = if paths.is_empty() { vec![ws.engine.project.root.join("tests/sql")] } else { paths };
+            let paths = if paths.is_empty() {
+                vec![ws.engine.project.root.join("tests/sql")]
+            } else {
+                paths
+            };
             let files = crate::sqltest::test_files(&paths)?;
             let mut failed = 0;
             for f in &files {
@@ -298,7 +304,10 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             }
             println!("{} passed, {failed} failed", files.len() - failed);
             if failed > 0 {
-                return Err(Error::Job { job: "test".into(), message: format!("{failed} SQL test file(s) failed") });
+                return Err(Error::Job {
+                    job: "test".into(),
+                    message: format!("{failed} SQL test file(s) failed"),
+                });
             }
             Ok(())
         }

@@ -189,7 +189,10 @@ pub async fn publish_to(
                     None => {
                         // Nothing produced: nothing to replace. Keep the table as it is.
                         let version = current.ok_or_else(|| fail("table has no version".into()))?;
-                        return Ok(Published { version, rows_written: 0 });
+                        return Ok(Published {
+                            version,
+                            rows_written: 0,
+                        });
                     }
                 }
             }
@@ -200,7 +203,10 @@ pub async fn publish_to(
         .version()
         .map(|v| v as i64)
         .ok_or_else(|| fail("commit returned no version".into()))?;
-    Ok(Published { version, rows_written: rows_in_last_commit(&written).await })
+    Ok(Published {
+        version,
+        rows_written: rows_in_last_commit(&written).await,
+    })
 }
 
 /// What a publish committed.

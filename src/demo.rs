@@ -60,10 +60,22 @@ ORDER BY program_id";
 /// Print the four views, each under a heading.
 pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
     for (title, sql) in [
-        ("Cohort retention (share of each cohort active N months after its first order)", COHORT_TRIANGLE),
-        ("Churn by first-order root cause (90-day repeat rate, lift against perfect first orders)", CHURN_BY_ROOT_CAUSE),
-        ("Recovery of bad experiences (repurchase within 90 days of the issue)", RECOVERY),
-        ("Programs (months with a complete attribution window)", PROGRAM_ROI),
+        (
+            "Cohort retention (share of each cohort active N months after its first order)",
+            COHORT_TRIANGLE,
+        ),
+        (
+            "Churn by first-order root cause (90-day repeat rate, lift against perfect first orders)",
+            CHURN_BY_ROOT_CAUSE,
+        ),
+        (
+            "Recovery of bad experiences (repurchase within 90 days of the issue)",
+            RECOVERY,
+        ),
+        (
+            "Programs (months with a complete attribution window)",
+            PROGRAM_ROI,
+        ),
     ] {
         println!("\n{title}");
         let batches = ctx.sql(sql).await?.collect().await?;

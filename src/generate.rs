@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -65,14 +65,35 @@ pub const CHANNELS: [(&str, f64, f64, f64); 4] = [
     ("referral", 0.15, 0.68, 28.0),
 ];
 pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
-const CATEGORIES: [&str; 6] = ["fashion", "electronics", "home", "beauty", "grocery", "toys"];
+const CATEGORIES: [&str; 6] = [
+    "fashion",
+    "electronics",
+    "home",
+    "beauty",
+    "grocery",
+    "toys",
+];
 /// Carriers with their chance of a late and of a lost parcel.
-pub const CARRIERS: [(&str, f64, f64); 3] = [("swiftship", 0.05, 0.004), ("parcelco", 0.08, 0.008), ("roadrunner", 0.13, 0.015)];
-const TRAFFIC: [(&str, f64); 5] = [("search", 0.35), ("feed", 0.25), ("live", 0.10), ("ads", 0.20), ("affiliate", 0.10)];
+pub const CARRIERS: [(&str, f64, f64); 3] = [
+    ("swiftship", 0.05, 0.004),
+    ("parcelco", 0.08, 0.008),
+    ("roadrunner", 0.13, 0.015),
+];
+const TRAFFIC: [(&str, f64); 5] = [
+    ("search", 0.35),
+    ("feed", 0.25),
+    ("live", 0.10),
+    ("ads", 0.20),
+    ("affiliate", 0.10),
+];
 /// Chance of each bad experience besides delivery (which depends on the carrier), in priority
 /// order after `lost_parcel` and before `late_delivery` for returns and refunds.
-const ISSUE_RATES: [(Issue, f64); 4] =
-    [(Issue::Returned, 0.05), (Issue::Refunded, 0.03), (Issue::SupportContact, 0.05), (Issue::LowRating, 0.03)];
+const ISSUE_RATES: [(Issue, f64); 4] = [
+    (Issue::Returned, 0.05),
+    (Issue::Refunded, 0.03),
+    (Issue::SupportContact, 0.05),
+    (Issue::LowRating, 0.03),
+];
 /// Share of customers who never order after signing up.
 const NEVER_ORDER: f64 = 0.12;
 const CANCEL_RATE: f64 = 0.03;
@@ -157,29 +178,70 @@ pub struct ProgramTruth {
 }
 
 fn programs(months: u32) -> Vec<ProgramTruth> {
-    let p = |id, name: &str, kind: &str, first, last, holdout, target, uplift, voucher| ProgramTruth {
-        program_id: id,
-        name: name.into(),
-        kind: kind.into(),
-        first_month: first,
-        last_month: last,
-        holdout_share: holdout,
-        target_rate: target,
-        uplift,
-        voucher_cents: voucher,
-        marketing_spend: String::new(),
-        treated: 0,
-        holdout: 0,
-        vouchers_issued: 0,
-        voucher_value_issued: String::new(),
-        voucher_value_redeemed: String::new(),
-    };
+    let p =
+        |id, name: &str, kind: &str, first, last, holdout, target, uplift, voucher| ProgramTruth {
+            program_id: id,
+            name: name.into(),
+            kind: kind.into(),
+            first_month: first,
+            last_month: last,
+            holdout_share: holdout,
+            target_rate: target,
+            uplift,
+            voucher_cents: voucher,
+            marketing_spend: String::new(),
+            treated: 0,
+            holdout: 0,
+            vouchers_issued: 0,
+            voucher_value_issued: String::new(),
+            voucher_value_redeemed: String::new(),
+        };
     let last = months.saturating_sub(1);
     vec![
-        p(1, "Service recovery vouchers", "recovery", 0, last, 0.0, 0.0, 0.0, 0),
-        p(2, "Win-back email", "retention", months / 4, months * 3 / 4, 0.2, 0.30, 0.20, 0),
-        p(3, "Loyalty points boost", "retention", months / 2, last, 0.1, 0.25, 0.06, 500),
-        p(4, "Buyer protection campaign", "trust_campaign", months / 8, months / 2, 0.5, 0.20, 0.0, 0),
+        p(
+            1,
+            "Service recovery vouchers",
+            "recovery",
+            0,
+            last,
+            0.0,
+            0.0,
+            0.0,
+            0,
+        ),
+        p(
+            2,
+            "Win-back email",
+            "retention",
+            months / 4,
+            months * 3 / 4,
+            0.2,
+            0.30,
+            0.20,
+            0,
+        ),
+        p(
+            3,
+            "Loyalty points boost",
+            "retention",
+            months / 2,
+            last,
+            0.1,
+            0.25,
+            0.06,
+            500,
+        ),
+        p(
+            4,
+            "Buyer protection campaign",
+            "trust_campaign",
+            months / 8,
+            months / 2,
+            0.5,
+            0.20,
+            0.0,
+            0,
+        ),
     ]
 }
 
@@ -362,8 +424,18 @@ pub fn schema(table: &str) -> SchemaRef {
 }
 
 /// Tables partitioned by day (`dt=YYYY-MM-DD/`).
-pub const EVENT_TABLES: [&str; 10] =
-    ["sessions", "orders", "shipments", "refunds", "returns", "cs_tickets", "reviews", "touches", "vouchers", "marketing_spend"];
+pub const EVENT_TABLES: [&str; 10] = [
+    "sessions",
+    "orders",
+    "shipments",
+    "refunds",
+    "returns",
+    "cs_tickets",
+    "reviews",
+    "touches",
+    "vouchers",
+    "marketing_spend",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Column buffers.
@@ -476,11 +548,19 @@ pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u
 }
 
 /// Put one object; the store's own put is atomic, so a reader never sees half a file.
-pub async fn put(store: &Arc<dyn ObjectStore>, path: &StorePath, bytes: Vec<u8>, location: &Url) -> Result<()> {
-    store.put(path, PutPayload::from(bytes)).await.map_err(|e| Error::Storage {
-        location: location.to_string(),
-        message: crate::storage::redact(&e.to_string()),
-    })?;
+pub async fn put(
+    store: &Arc<dyn ObjectStore>,
+    path: &StorePath,
+    bytes: Vec<u8>,
+    location: &Url,
+) -> Result<()> {
+    store
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| Error::Storage {
+            location: location.to_string(),
+            message: crate::storage::redact(&e.to_string()),
+        })?;
     Ok(())
 }
 
@@ -507,8 +587,16 @@ fn months_between(a_day: i64, b_day: i64) -> i64 {
 /// Season and weekday weight of a day (peak in November and December, busier weekends).
 fn day_weight(day: i64) -> f64 {
     let d = date_of_day(day);
-    let season = if matches!(d.month(), 11 | 12) { 1.3 } else { 1.0 };
-    let weekend = if d.weekday().number_from_monday() >= 6 { 1.15 } else { 1.0 };
+    let season = if matches!(d.month(), 11 | 12) {
+        1.3
+    } else {
+        1.0
+    };
+    let weekend = if d.weekday().number_from_monday() >= 6 {
+        1.15
+    } else {
+        1.0
+    };
     season * weekend
 }
 const MAX_DAY_WEIGHT: f64 = 1.3 * 1.15;
@@ -591,13 +679,25 @@ impl Sim<'_> {
             day += self.rng.random_range(1..=3);
         }
         let day = day.min(self.last_day);
-        self.pending.entry(day).or_default().tables.entry(table).or_default().0.push(row);
+        self.pending
+            .entry(day)
+            .or_default()
+            .tables
+            .entry(table)
+            .or_default()
+            .0
+            .push(row);
     }
 
     /// Place order `order_id` for `c` at `t` with everything that follows it. Returns the chance
     /// the customer orders again, when the order's outcome was felt (the next order, if any, comes
     /// after it), and the vouchers the order earns.
-    fn order(&mut self, c: &mut Customer, t: i64, order_id: i64) -> (f64, i64, Vec<PlannedVoucher>) {
+    fn order(
+        &mut self,
+        c: &mut Customer,
+        t: i64,
+        order_id: i64,
+    ) -> (f64, i64, Vec<PlannedVoucher>) {
         let mut vouchers = Vec::new();
         let (_, _, base, _) = CHANNELS[c.channel];
         let order_day = day_of(t);
@@ -642,14 +742,34 @@ impl Sim<'_> {
         let source = pick(&mut self.rng, &TRAFFIC);
         let sid = self.id("sessions");
         let session_ts = t - uniform_micros(&mut self.rng, 0.02, 1.0);
-        self.emit("sessions", session_ts, vec![V::I(sid), V::OptI(Some(c.id)), V::T(session_ts), V::S(source), V::OptI(Some(order_id))]);
+        self.emit(
+            "sessions",
+            session_ts,
+            vec![
+                V::I(sid),
+                V::OptI(Some(c.id)),
+                V::T(session_ts),
+                V::S(source),
+                V::OptI(Some(order_id)),
+            ],
+        );
         let browsing = self.rng.random_range(0..4);
         for _ in 0..browsing {
             let sid = self.id("sessions");
             let source = pick(&mut self.rng, &TRAFFIC);
             let anonymous = self.rng.random_bool(0.3);
             let at = t - uniform_micros(&mut self.rng, 0.0, 20.0);
-            self.emit("sessions", at, vec![V::I(sid), V::OptI((!anonymous).then_some(c.id)), V::T(at), V::S(source), V::OptI(None)]);
+            self.emit(
+                "sessions",
+                at,
+                vec![
+                    V::I(sid),
+                    V::OptI((!anonymous).then_some(c.id)),
+                    V::T(at),
+                    V::S(source),
+                    V::OptI(None),
+                ],
+            );
         }
         if cancelled {
             return (base, t, vouchers);
@@ -682,7 +802,11 @@ impl Sim<'_> {
                 V::T(shipped),
                 V::T(promised),
                 V::OptT(delivered),
-                V::S(if delivered.is_some() { "delivered" } else { "lost" }),
+                V::S(if delivered.is_some() {
+                    "delivered"
+                } else {
+                    "lost"
+                }),
             ],
         );
         // Other issues, only on orders delivered on time (exclusive, so the primary issue is the
@@ -724,7 +848,14 @@ impl Sim<'_> {
                 self.emit(
                     "returns",
                     requested,
-                    vec![V::I(rid), V::I(order_id), V::T(requested), V::OptT(Some(received)), V::S("changed_mind"), V::S("received")],
+                    vec![
+                        V::I(rid),
+                        V::I(order_id),
+                        V::T(requested),
+                        V::OptT(Some(received)),
+                        V::S("changed_mind"),
+                        V::S("received"),
+                    ],
                 );
                 let at = received + uniform_micros(&mut self.rng, 2.0, 48.0);
                 self.refund(order_id, at, net, "return");
@@ -734,7 +865,11 @@ impl Sim<'_> {
                 let at = arrived + uniform_micros(&mut self.rng, 24.0, 24.0 * 10.0);
                 let share = self.rng.random_range(0.2..1.0);
                 let amount = ((net as f64) * share).round() as i128;
-                let reason = if self.rng.random_bool(0.5) { "damaged" } else { "missing_item" };
+                let reason = if self.rng.random_bool(0.5) {
+                    "damaged"
+                } else {
+                    "missing_item"
+                };
                 self.refund(order_id, at, amount.max(1), reason);
                 at
             }
@@ -746,19 +881,35 @@ impl Sim<'_> {
             Issue::LowRating => {
                 let at = arrived + uniform_micros(&mut self.rng, 12.0, 24.0 * 7.0);
                 let rating = self.rng.random_range(1..=2);
-                self.emit("reviews", at, vec![V::I(order_id), V::I(c.id), V::T(at), V::I32(rating)]);
+                self.emit(
+                    "reviews",
+                    at,
+                    vec![V::I(order_id), V::I(c.id), V::T(at), V::I32(rating)],
+                );
                 at
             }
             Issue::None => arrived,
         };
         if issue != Issue::LowRating && delivered.is_some() && self.rng.random_bool(0.3) {
             let at = arrived + uniform_micros(&mut self.rng, 12.0, 24.0 * 7.0);
-            let rating = if issue == Issue::None { self.rng.random_range(4..=5) } else { self.rng.random_range(3..=4) };
-            self.emit("reviews", at, vec![V::I(order_id), V::I(c.id), V::T(at), V::I32(rating)]);
+            let rating = if issue == Issue::None {
+                self.rng.random_range(4..=5)
+            } else {
+                self.rng.random_range(3..=4)
+            };
+            self.emit(
+                "reviews",
+                at,
+                vec![V::I(order_id), V::I(c.id), V::T(at), V::I32(rating)],
+            );
         }
         let days_left = (self.end_micros - t) / MICROS_PER_DAY;
         if days_left >= SETTLED_DAYS {
-            *self.truth.orders_by_issue.entry(issue.name().into()).or_default() += 1;
+            *self
+                .truth
+                .orders_by_issue
+                .entry(issue.name().into())
+                .or_default() += 1;
         }
         let mut compensated = false;
 
@@ -770,7 +921,12 @@ impl Sim<'_> {
             compensated = true;
             let at = felt + uniform_micros(&mut self.rng, 1.0, 24.0 * 6.5);
             let face = [500i128, 1000, 1500][self.rng.random_range(0..3)];
-            vouchers.push(PlannedVoucher { program: 0, at, face, reason: "service_recovery" });
+            vouchers.push(PlannedVoucher {
+                program: 0,
+                at,
+                face,
+                reason: "service_recovery",
+            });
         }
         // Retention programs running on the order day target some customers.
         let mut touched: Vec<(i64, bool, i64)> = Vec::new();
@@ -786,7 +942,11 @@ impl Sim<'_> {
             if at >= self.end_micros {
                 continue;
             }
-            self.emit("touches", at, vec![V::I(c.id), V::I(prog.program_id), V::T(at), V::B(holdout)]);
+            self.emit(
+                "touches",
+                at,
+                vec![V::I(c.id), V::I(prog.program_id), V::T(at), V::B(holdout)],
+            );
             touched.push((prog.program_id, holdout, at));
             if holdout {
                 self.programs[pi].holdout += 1;
@@ -794,22 +954,42 @@ impl Sim<'_> {
                 self.programs[pi].treated += 1;
                 p = (p + prog.uplift).min(0.97);
                 if prog.voucher_cents > 0 {
-                    vouchers.push(PlannedVoucher { program: pi, at, face: prog.voucher_cents as i128, reason: "retention_offer" });
+                    vouchers.push(PlannedVoucher {
+                        program: pi,
+                        at,
+                        face: prog.voucher_cents as i128,
+                        reason: "retention_offer",
+                    });
                 }
             }
         }
         // Truth groups: the chance of ordering again each case was given.
         let long_enough = |at: i64, days: i64| (self.end_micros - at) / MICROS_PER_DAY >= days;
         if is_first_completed && long_enough(t, OBSERVED_DAYS) {
-            self.truth.first_order_groups.entry(issue.name().into()).or_default().add(p);
+            self.truth
+                .first_order_groups
+                .entry(issue.name().into())
+                .or_default()
+                .add(p);
         }
         if issue != Issue::None && long_enough(t, OBSERVED_DAYS + SETTLED_DAYS) {
-            let key = format!("{}/{}", issue.name(), if compensated { "compensated" } else { "uncompensated" });
+            let key = format!(
+                "{}/{}",
+                issue.name(),
+                if compensated {
+                    "compensated"
+                } else {
+                    "uncompensated"
+                }
+            );
             self.truth.recovery_groups.entry(key).or_default().add(p);
         }
         for (program_id, holdout, at) in touched {
             if long_enough(at, OBSERVED_DAYS + SETTLED_DAYS) {
-                let key = format!("{program_id}/{}", if holdout { "holdout" } else { "treated" });
+                let key = format!(
+                    "{program_id}/{}",
+                    if holdout { "holdout" } else { "treated" }
+                );
                 self.truth.program_groups.entry(key).or_default().add(p);
             }
         }
@@ -822,14 +1002,42 @@ impl Sim<'_> {
         }
         let id = self.id("refunds");
         self.refund_total += amount;
-        self.emit("refunds", at, vec![V::I(id), V::I(order_id), V::T(at), V::M(amount), V::S(reason)]);
+        self.emit(
+            "refunds",
+            at,
+            vec![
+                V::I(id),
+                V::I(order_id),
+                V::T(at),
+                V::M(amount),
+                V::S(reason),
+            ],
+        );
     }
 
     fn ticket(&mut self, customer: i64, order: Option<i64>, at: i64, category: &'static str) {
         let id = self.id("cs_tickets");
-        let resolved = self.rng.random_bool(0.95).then(|| at + uniform_micros(&mut self.rng, 0.5, 72.0));
-        let csat = self.rng.random_bool(0.7).then(|| self.rng.random_range(1..=5));
-        self.emit("cs_tickets", at, vec![V::I(id), V::I(customer), V::OptI(order), V::T(at), V::OptT(resolved), V::S(category), V::OptI32(csat)]);
+        let resolved = self
+            .rng
+            .random_bool(0.95)
+            .then(|| at + uniform_micros(&mut self.rng, 0.5, 72.0));
+        let csat = self
+            .rng
+            .random_bool(0.7)
+            .then(|| self.rng.random_range(1..=5));
+        self.emit(
+            "cs_tickets",
+            at,
+            vec![
+                V::I(id),
+                V::I(customer),
+                V::OptI(order),
+                V::T(at),
+                V::OptT(resolved),
+                V::S(category),
+                V::OptI32(csat),
+            ],
+        );
     }
 
     /// Issue a voucher; the customer's next order (time and id, if any) redeems it when it
@@ -843,7 +1051,9 @@ impl Sim<'_> {
         self.programs[v.program].vouchers_issued += 1;
         self.voucher_issued[v.program] += v.face;
         let redeemed = match next {
-            Some((n, order_id)) if c.redeem.is_none() && v.at < n && n <= expires && self.rng.random_bool(0.85) => {
+            Some((n, order_id))
+                if c.redeem.is_none() && v.at < n && n <= expires && self.rng.random_bool(0.85) =>
+            {
                 c.redeem = Some((id, v.face));
                 self.voucher_redeemed[v.program] += v.face;
                 Some(order_id)
@@ -854,7 +1064,16 @@ impl Sim<'_> {
         self.emit(
             "vouchers",
             v.at,
-            vec![V::I(id), V::I(c.id), V::I(pid), V::T(v.at), V::S(v.reason), V::M(v.face), V::T(expires), V::OptI(redeemed)],
+            vec![
+                V::I(id),
+                V::I(c.id),
+                V::I(pid),
+                V::T(v.at),
+                V::S(v.reason),
+                V::M(v.face),
+                V::T(expires),
+                V::OptI(redeemed),
+            ],
         );
     }
 }
@@ -864,13 +1083,27 @@ fn cents_text(c: i128) -> String {
 }
 
 /// Generate the marketplace under `raw_root` and write `truth.json` there.
-pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -> Result<Generated> {
+pub async fn generate(
+    stores: &Stores,
+    raw_root: &Url,
+    opts: &GenerateOptions,
+) -> Result<Generated> {
     let (store, root_path) = stores.store_for(raw_root)?;
     let start_day = day_of(
-        opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros(),
+        opts.start
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros(),
     );
     let end_date = opts.start + chrono::Months::new(opts.months);
-    let end_day = day_of(end_date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros());
+    let end_day = day_of(
+        end_date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros(),
+    );
     let mut truth = Truth {
         seed: opts.seed,
         customers: opts.customers,
@@ -885,7 +1118,9 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         truth.mean_gap_days.insert(name.into(), gap);
     }
     for i in Issue::ALL {
-        truth.issue_return_multiplier.insert(i.name().into(), i.return_multiplier());
+        truth
+            .issue_return_multiplier
+            .insert(i.name().into(), i.return_multiplier());
     }
     let programs = programs(opts.months);
     let program_days: Vec<(i64, i64)> = programs
@@ -893,7 +1128,20 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         .map(|p| {
             let from = opts.start + chrono::Months::new(p.first_month);
             let to = opts.start + chrono::Months::new(p.last_month + 1) - Duration::days(1);
-            (day_of(from.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros()), day_of(to.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros()))
+            (
+                day_of(
+                    from.and_hms_opt(0, 0, 0)
+                        .unwrap()
+                        .and_utc()
+                        .timestamp_micros(),
+                ),
+                day_of(
+                    to.and_hms_opt(0, 0, 0)
+                        .unwrap()
+                        .and_utc()
+                        .timestamp_micros(),
+                ),
+            )
         })
         .collect();
     let n_programs = programs.len();
@@ -950,12 +1198,18 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
         for _ in 0..signups_per_day[d as usize] {
             next_customer += 1;
             let channel = {
-                let weights: Vec<(usize, f64)> = CHANNELS.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
+                let weights: Vec<(usize, f64)> =
+                    CHANNELS.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
                 pick(&mut sim.rng, &weights)
             };
             let region = sim.rng.random_range(0..REGIONS.len());
             let signup = day * MICROS_PER_DAY + sim.rng.random_range(0..MICROS_PER_DAY);
-            customer_rows.0.push(vec![V::I(next_customer), V::T(signup), V::S(REGIONS[region]), V::S(CHANNELS[channel].0)]);
+            customer_rows.0.push(vec![
+                V::I(next_customer),
+                V::T(signup),
+                V::S(REGIONS[region]),
+                V::S(CHANNELS[channel].0),
+            ]);
             if !sim.rng.random_bool(NEVER_ORDER) {
                 let first = signup + uniform_micros(&mut sim.rng, 0.1, 72.0);
                 if first < sim.end_micros {
@@ -963,13 +1217,28 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
                     queue.push((std::cmp::Reverse(first), next_customer, order_id));
                     active.insert(
                         next_customer,
-                        Customer { id: next_customer, channel, region, first_order_day: None, active_months: 0, redeem: None },
+                        Customer {
+                            id: next_customer,
+                            channel,
+                            region,
+                            first_order_day: None,
+                            active_months: 0,
+                            redeem: None,
+                        },
                     );
                 }
             }
         }
         if customer_rows.0.len() >= CUSTOMERS_PER_FILE {
-            write_customers(&store, &root_path, raw_root, customer_parts, std::mem::take(&mut customer_rows), &mut counts).await?;
+            write_customers(
+                &store,
+                &root_path,
+                raw_root,
+                customer_parts,
+                std::mem::take(&mut customer_rows),
+                &mut counts,
+            )
+            .await?;
             customer_parts += 1;
         }
         // Orders due today, in time order (ties by customer).
@@ -1019,7 +1288,11 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
                 let pid = sim.programs[pi].program_id;
                 let date = (day) as i32;
                 sim.spend[pi] += amount;
-                sim.emit("marketing_spend", day * MICROS_PER_DAY, vec![V::I(id), V::I(pid), V::S(channel), V::D(date), V::M(amount)]);
+                sim.emit(
+                    "marketing_spend",
+                    day * MICROS_PER_DAY,
+                    vec![V::I(id), V::I(pid), V::S(channel), V::D(date), V::M(amount)],
+                );
             }
         }
         // Close the day: write every day that is due.
@@ -1034,14 +1307,33 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     let rest: Vec<i64> = sim.pending.keys().copied().collect();
     for d in rest {
         let rows = sim.pending.remove(&d).expect("pending day");
-        write_day(&store, &root_path, raw_root, d.min(sim.last_day), rows, &mut counts).await?;
+        write_day(
+            &store,
+            &root_path,
+            raw_root,
+            d.min(sim.last_day),
+            rows,
+            &mut counts,
+        )
+        .await?;
     }
 
     // Dimension tables.
     if !customer_rows.0.is_empty() {
-        write_customers(&store, &root_path, raw_root, customer_parts, customer_rows, &mut counts).await?;
+        write_customers(
+            &store,
+            &root_path,
+            raw_root,
+            customer_parts,
+            customer_rows,
+            &mut counts,
+        )
+        .await?;
     }
-    assert!(active.is_empty(), "every scheduled order falls before the end");
+    assert!(
+        active.is_empty(),
+        "every scheduled order falls before the end"
+    );
     let mut program_rows = Rows::default();
     for (p, (from, to)) in sim.programs.iter().zip(&program_days) {
         let holdout = (p.holdout_share * 10_000.0).round() as i128;
@@ -1056,7 +1348,13 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     }
     counts.insert("programs".into(), program_rows.0.len() as u64);
     let batch = program_rows.to_batch(&schema("programs"))?;
-    put(&store, &root_path.clone().join("programs").join("part-0000.parquet"), parquet_bytes(schema("programs"), &[batch])?, raw_root).await?;
+    put(
+        &store,
+        &root_path.clone().join("programs").join("part-0000.parquet"),
+        parquet_bytes(schema("programs"), &[batch])?,
+        raw_root,
+    )
+    .await?;
 
     // Truth: programs' exact totals and the retention tallies.
     let spend = sim.spend.clone();
@@ -1076,8 +1374,17 @@ pub async fn generate(stores: &Stores, raw_root: &Url, opts: &GenerateOptions) -
     truth.retention_active = curve.active;
     truth.retention_eligible = curve.eligible;
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::DataFusion(e.to_string()))?;
-    put(&store, &root_path.clone().join("truth.json"), json, raw_root).await?;
-    Ok(Generated { tables: counts, truth })
+    put(
+        &store,
+        &root_path.clone().join("truth.json"),
+        json,
+        raw_root,
+    )
+    .await?;
+    Ok(Generated {
+        tables: counts,
+        truth,
+    })
 }
 
 /// Customers per `customers/part-NNNN.parquet` file.
@@ -1093,8 +1400,17 @@ async fn write_customers(
 ) -> Result<()> {
     *counts.entry("customers".into()).or_default() += rows.0.len() as u64;
     let batch = rows.to_batch(&schema("customers"))?;
-    let path = root.clone().join("customers").join(format!("part-{part:04}.parquet").as_str());
-    put(store, &path, parquet_bytes(schema("customers"), &[batch])?, location).await
+    let path = root
+        .clone()
+        .join("customers")
+        .join(format!("part-{part:04}.parquet").as_str());
+    put(
+        store,
+        &path,
+        parquet_bytes(schema("customers"), &[batch])?,
+        location,
+    )
+    .await
 }
 
 /// Per channel, customers active k months after their first completed order and customers
@@ -1107,12 +1423,23 @@ struct RetentionTally {
 
 impl RetentionTally {
     fn new(end_day: i64) -> Self {
-        let zero = || CHANNELS.iter().map(|c| (c.0.to_string(), vec![0u64; 13])).collect::<BTreeMap<_, _>>();
-        RetentionTally { last_day: end_day - 1, active: zero(), eligible: zero() }
+        let zero = || {
+            CHANNELS
+                .iter()
+                .map(|c| (c.0.to_string(), vec![0u64; 13]))
+                .collect::<BTreeMap<_, _>>()
+        };
+        RetentionTally {
+            last_day: end_day - 1,
+            active: zero(),
+            eligible: zero(),
+        }
     }
 
     fn add(&mut self, c: &Customer) {
-        let Some(first) = c.first_order_day else { return };
+        let Some(first) = c.first_order_day else {
+            return;
+        };
         let name = CHANNELS[c.channel].0;
         let reach = months_between(first, self.last_day);
         for k in 0..13usize {
@@ -1146,7 +1473,11 @@ async fn write_day(
         // One file per table and day; a later flush of the same day (late rows) adds a part.
         let mut part = 0;
         let path = loop {
-            let p = root.clone().join(table).join(dir.as_str()).join(format!("part-{part:04}.parquet").as_str());
+            let p = root
+                .clone()
+                .join(table)
+                .join(dir.as_str())
+                .join(format!("part-{part:04}.parquet").as_str());
             match store.head(&p).await {
                 Ok(_) => part += 1,
                 Err(_) => break p,
@@ -1163,7 +1494,11 @@ mod tests {
 
     #[tokio::test]
     async fn same_seed_same_bytes_and_consistent_truth() {
-        let opts = GenerateOptions { customers: 300, months: 4, ..Default::default() };
+        let opts = GenerateOptions {
+            customers: 300,
+            months: 4,
+            ..Default::default()
+        };
         let root = Url::parse("memory:///raw/").unwrap();
         let (a, b) = (Stores::default(), Stores::default());
         let ga = generate(&a, &root, &opts).await.unwrap();
@@ -1174,12 +1509,18 @@ mod tests {
         assert!(orders > 300, "{orders}");
         // Settled completed orders (placed 30+ days before the end) have one primary issue each.
         let settled: u64 = ga.truth.orders_by_issue.values().sum();
-        assert!(settled < orders && settled as f64 > orders as f64 * 0.5, "{settled} of {orders}");
+        assert!(
+            settled < orders && settled as f64 > orders as f64 * 0.5,
+            "{settled} of {orders}"
+        );
         assert!(ga.truth.first_order_groups["none"].cases > 0);
         let (sa, _) = a.store_for(&root).unwrap();
         let (sb, _) = b.store_for(&root).unwrap();
         let p = StorePath::from("raw/truth.json");
-        assert_eq!(sa.get(&p).await.unwrap().bytes().await.unwrap(), sb.get(&p).await.unwrap().bytes().await.unwrap());
+        assert_eq!(
+            sa.get(&p).await.unwrap().bytes().await.unwrap(),
+            sb.get(&p).await.unwrap().bytes().await.unwrap()
+        );
     }
 }
 
@@ -1204,9 +1545,19 @@ mod contract_tests {
             s.check_schema(&generated, "generated").unwrap();
             assert_eq!(generated.fields().len(), s.columns.len(), "{}", s.name);
             for (c, f) in s.columns.iter().zip(generated.fields()) {
-                assert_eq!((&c.name, c.nullable), (f.name(), f.is_nullable()), "{}", s.name);
+                assert_eq!(
+                    (&c.name, c.nullable),
+                    (f.name(), f.is_nullable()),
+                    "{}",
+                    s.name
+                );
             }
-            assert_eq!(s.partition_columns.is_empty(), !EVENT_TABLES.contains(&s.name.as_str()), "{}", s.name);
+            assert_eq!(
+                s.partition_columns.is_empty(),
+                !EVENT_TABLES.contains(&s.name.as_str()),
+                "{}",
+                s.name
+            );
         }
     }
 }

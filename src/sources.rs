@@ -301,13 +301,7 @@ impl Source {
             .map_err(|e| err(crate::storage::redact(&e.to_string())))?
             .try_collect()
             .await
-            .map_err(|e| {
-                err(format!(
-                    "cannot list {}: {}",
-                    self.location,
-                    crate::storage::redact(&e.to_string())
-                ))
-            })?;
+            .map_err(|e| err(io_message("list", &self.location, e)))?;
         if files.is_empty() {
             return Err(err(format!(
                 "source files missing: no {} files under {}",
@@ -423,29 +417,20 @@ impl Source {
         let bytes = store
             .get(&meta.location)
             .await
-            .map_err(|e| {
-                err(format!(
-                    "cannot read {}: {}",
-                    meta.location,
-                    crate::storage::redact(&e.to_string())
-                ))
-            })?
+            .map_err(|e| err(io_message("read", &meta.location, e)))?
             .bytes()
             .await
-            .map_err(|e| {
-                err(format!(
-                    "cannot read {}: {}",
-                    meta.location,
-                    crate::storage::redact(&e.to_string())
-                ))
-            })?;
-        check_csv_text(
-            &self.name,
-            &self.columns,
-            &bytes,
-            meta.location.as_ref(),
-        )
+            .map_err(|e| err(io_message("read", &meta.location, e)))?;
+        check_csv_text(&self.name, &self.columns, &bytes, meta.location.as_ref())
     }
+}
+
+/// `cannot <verb> <location>: <error>`, with credentials redacted.
+fn io_message(verb: &str, location: &dyn std::fmt::Display, e: impl std::fmt::Display) -> String {
+    format!(
+        "cannot {verb} {location}: {}",
+        crate::storage::redact(&e.to_string())
+    )
 }
 
 /// The CSV contract check on a file's bytes; `file` names it in messages.

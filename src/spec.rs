@@ -95,7 +95,8 @@ pub struct JobSpec {
 /// spec's default. A string default that is `latest` or a `YYYY-MM-DD` date makes the parameter a
 /// date: the value must then be `latest` or a valid date, so a typo never silently empties a table.
 pub fn parse_param(default: &ScalarValue, text: &str) -> std::result::Result<ScalarValue, String> {
-    let is_date_like = |s: &str| s == "latest" || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+    let is_date_like =
+        |s: &str| s == "latest" || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
     if let ScalarValue::Utf8(Some(d)) = default
         && is_date_like(d)
         && !is_date_like(text)
@@ -328,10 +329,19 @@ mod tests {
     #[test]
     fn date_params_reject_typos() {
         let latest = ScalarValue::Utf8(Some("latest".into()));
-        assert_eq!(parse_param(&latest, "2026-10-31").unwrap(), ScalarValue::Utf8(Some("2026-10-31".into())));
+        assert_eq!(
+            parse_param(&latest, "2026-10-31").unwrap(),
+            ScalarValue::Utf8(Some("2026-10-31".into()))
+        );
         assert!(parse_param(&latest, "latest").is_ok());
-        assert_eq!(parse_param(&latest, "2026-13-01").unwrap_err(), "`2026-13-01` is not a date (YYYY-MM-DD) or `latest`");
-        assert_eq!(parse_param(&ScalarValue::Int64(Some(90)), "60").unwrap(), ScalarValue::Int64(Some(60)));
+        assert_eq!(
+            parse_param(&latest, "2026-13-01").unwrap_err(),
+            "`2026-13-01` is not a date (YYYY-MM-DD) or `latest`"
+        );
+        assert_eq!(
+            parse_param(&ScalarValue::Int64(Some(90)), "60").unwrap(),
+            ScalarValue::Int64(Some(60))
+        );
         assert!(parse_param(&ScalarValue::Int64(Some(90)), "sixty").is_err());
     }
 

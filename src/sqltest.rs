@@ -41,12 +41,16 @@ impl JobTestDb {
             Some((n, w)) => (n.trim(), w.trim()),
             None => (rest.trim(), ""),
         };
-        let node = self.ws.graph.node(name).ok_or(Error::Selector { selector: name.to_string() })?;
+        let node = self.ws.graph.node(name).ok_or(Error::Selector {
+            selector: name.to_string(),
+        })?;
         let mut spec = node.spec.clone();
         if !with.is_empty() {
             let assignments = strip_keyword(with, "WITH").ok_or_else(|| Error::Job {
                 job: name.to_string(),
-                message: format!("expected `WITH name = value, ...` after the job name, found `{with}`"),
+                message: format!(
+                    "expected `WITH name = value, ...` after the job name, found `{with}`"
+                ),
             })?;
             for a in assignments.split(',') {
                 let (k, v) = a.split_once('=').ok_or_else(|| Error::Job {
@@ -54,27 +58,41 @@ impl JobTestDb {
                     message: format!("expected name = value, found `{a}`"),
                 })?;
                 let (k, v) = (k.trim(), v.trim().trim_matches('\''));
-                let slot = spec.params.iter_mut().find(|(n, _)| n == k).ok_or_else(|| Error::Job {
+                let slot = spec
+                    .params
+                    .iter_mut()
+                    .find(|(n, _)| n == k)
+                    .ok_or_else(|| Error::Job {
+                        job: name.to_string(),
+                        message: format!("job has no parameter `{k}`"),
+                    })?;
+                slot.1 = crate::spec::parse_param(&slot.1, v).map_err(|message| Error::Job {
                     job: name.to_string(),
-                    message: format!("job has no parameter `{k}`"),
+                    message,
                 })?;
-                slot.1 = crate::spec::parse_param(&slot.1, v).map_err(|message| Error::Job { job: name.to_string(), message })?;
             }
         }
         let df = plan_job(&self.ctx, &spec).await?;
         let batches = df.clone().collect().await?;
         // The executed batches' schema can be stricter about nullability than the plan's.
-        let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| df.schema().inner().clone());
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| df.schema().inner().clone());
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         self.ctx.deregister_table(spec.table.as_str())?;
-        self.ctx.register_table(spec.table.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        self.ctx.register_table(
+            spec.table.as_str(),
+            Arc::new(MemTable::try_new(schema, vec![batches])?),
+        )?;
         Ok(rows as u64)
     }
 }
 
 fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
     let t = text.trim_start();
-    (t.len() >= keyword.len() && t[..keyword.len()].eq_ignore_ascii_case(keyword)).then(|| &t[keyword.len()..])
+    (t.len() >= keyword.len() && t[..keyword.len()].eq_ignore_ascii_case(keyword))
+        .then(|| &t[keyword.len()..])
 }
 
 /// A cell as the test files write it: `NULL`, `(empty)`, or Arrow's display text.
@@ -92,10 +110,17 @@ fn cell(batch: &RecordBatch, col: usize, row: usize) -> String {
 
 fn column_type(t: &DataType) -> DefaultColumnType {
     match t {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            DefaultColumnType::Integer
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => DefaultColumnType::Integer,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            DefaultColumnType::FloatingPoint
         }
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => DefaultColumnType::FloatingPoint,
         _ => DefaultColumnType::Text,
     }
 }
@@ -107,14 +132,20 @@ impl sqllogictest::AsyncDB for JobTestDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>> {
         if let Some(rest) = strip_keyword(sql, "RUN JOB") {
-            return Ok(DBOutput::StatementComplete(self.run_job(rest.trim()).await?));
+            return Ok(DBOutput::StatementComplete(
+                self.run_job(rest.trim()).await?,
+            ));
         }
-        let is_query = ["SELECT", "WITH", "VALUES"].iter().any(|k| strip_keyword(sql, k).is_some());
+        let is_query = ["SELECT", "WITH", "VALUES"]
+            .iter()
+            .any(|k| strip_keyword(sql, k).is_some());
         let df = self.ctx.sql(sql).await?;
         let schema = df.schema().inner().clone();
         let batches = df.collect().await?;
         if !is_query {
-            return Ok(DBOutput::StatementComplete(batches.iter().map(|b| b.num_rows() as u64).sum()));
+            return Ok(DBOutput::StatementComplete(
+                batches.iter().map(|b| b.num_rows() as u64).sum(),
+            ));
         }
         let mut rows = Vec::new();
         for b in &batches {
@@ -122,7 +153,11 @@ impl sqllogictest::AsyncDB for JobTestDb {
                 rows.push((0..b.num_columns()).map(|c| cell(b, c, r)).collect());
             }
         }
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         Ok(DBOutput::Rows { types, rows })
     }
 
@@ -142,7 +177,10 @@ pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|source| Error::ReadFile { path: p.clone(), source })?;
+            let entries = std::fs::read_dir(p).map_err(|source| Error::ReadFile {
+                path: p.clone(),
+                source,
+            })?;
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "slt"))
@@ -157,7 +195,11 @@ pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Run (or, with `complete`, rewrite the expected results of) one test file.
-pub async fn run_file(ws: Arc<Workspace>, file: &Path, complete: bool) -> std::result::Result<(), String> {
+pub async fn run_file(
+    ws: Arc<Workspace>,
+    file: &Path,
+    complete: bool,
+) -> std::result::Result<(), String> {
     let make = {
         let ws = ws.clone();
         move || {
@@ -178,6 +220,9 @@ pub async fn run_file(ws: Arc<Workspace>, file: &Path, complete: bool) -> std::r
             .await
             .map_err(|e| e.to_string())
     } else {
-        runner.run_file_async(file).await.map_err(|e| e.display(true).to_string())
+        runner
+            .run_file_async(file)
+            .await
+            .map_err(|e| e.display(true).to_string())
     }
 }

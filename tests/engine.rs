@@ -583,7 +583,9 @@ async fn overwrite_customer_value(
         configuration: Default::default(),
         commit_metadata: Default::default(),
     };
-    curated::publish_to(table, Arc::new(ctx.state()), plan, publish).await.map(|p| p.version)
+    curated::publish_to(table, Arc::new(ctx.state()), plan, publish)
+        .await
+        .map(|p| p.version)
 }
 
 async fn suite_racing_writers_never_share_a_version(backend: Backend) {
@@ -1460,55 +1462,37 @@ async fn csv_source_reads_exact_decimals_and_checks_its_header() {
         Some("interval 168 hours")
     );
 
-    // A file whose header lost a column breaks the contract, named with file and line.
-    fx.put_raw(
-        "fx_rates/2027.csv",
-        b"month,rate_to_reporting\n2027-01,1.1\n".to_vec(),
-    )
-    .await;
-    let err = fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
-    assert_eq!(err.to_string(), "1 of 1 job(s) failed");
-    let msg = fx
-        .rows("select error from _runs where status = 'failed'")
-        .await;
-    assert!(
-        msg.contains("source `fx_rates`: column `currency`: expected it as CSV column 2 but the header has `rate_to_reporting` in file")
-            && msg.contains("fx_rates/2027.csv (line 1)"),
-        "{msg}"
-    );
-    assert_eq!(
-        curated::open(&fx.stores, &url)
-            .await
-            .unwrap()
-            .unwrap()
-            .version(),
-        Some(0)
-    );
-
-    // A non-numeric amount in a row: the error names the value and the line; nothing published.
-    fx.delete_raw("fx_rates/2027.csv").await;
-    fx.put_raw(
-        "fx_rates/2027.csv",
-        b"month,currency,rate_to_reporting\n2027-01,EUR,1.1\n2027-02,EUR,n/a\n".to_vec(),
-    )
-    .await;
-    fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
-    let msg = fx
-        .rows("select error from _runs where status = 'failed' and error like '%n/a%'")
-        .await;
-    assert!(
-        msg.contains("source `fx_rates`: column `rate_to_reporting`: expected decimal(18,8) but found `n/a` in file")
-            && msg.contains("fx_rates/2027.csv (line 3)"),
-        "{msg}"
-    );
-    assert_eq!(
-        curated::open(&fx.stores, &url)
-            .await
-            .unwrap()
-            .unwrap()
-            .version(),
-        Some(0)
-    );
+    // Bad CSV files break the contract with file and line; nothing is published.
+    let cases: [(&[u8], &str, &str); 2] = [
+        // A header that lost a column.
+        (
+            b"month,rate_to_reporting\n2027-01,1.1\n",
+            "source `fx_rates`: column `currency`: expected it as CSV column 2 but the header has `rate_to_reporting` in file",
+            "fx_rates/2027.csv (line 1)",
+        ),
+        // A non-numeric amount in a row.
+        (
+            b"month,currency,rate_to_reporting\n2027-01,EUR,1.1\n2027-02,EUR,n/a\n",
+            "source `fx_rates`: column `rate_to_reporting`: expected decimal(18,8) but found `n/a` in file",
+            "fx_rates/2027.csv (line 3)",
+        ),
+    ];
+    for (i, (body, message, place)) in cases.into_iter().enumerate() {
+        if i > 0 {
+            fx.delete_raw("fx_rates/2027.csv").await;
+        }
+        fx.put_raw("fx_rates/2027.csv", body.to_vec()).await;
+        let err = fx.cmd(&["run", "fx_summary"]).await.unwrap_err();
+        assert_eq!(err.to_string(), "1 of 1 job(s) failed");
+        let msg = fx
+            .rows(
+                "select error from _runs where status = 'failed' order by started_at desc limit 1",
+            )
+            .await;
+        assert!(msg.contains(message) && msg.contains(place), "{msg}");
+        let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+        assert_eq!(table.version(), Some(0));
+    }
 }
 
 #[tokio::test]
@@ -1557,7 +1541,11 @@ async fn curated_files_are_zstd_parquet_with_statistics() {
 /// The repository's project, on in-memory stores (the SQL tests read no files).
 fn repository_workspace() -> Arc<Workspace> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let over = Overrides { raw: Some("memory:///raw/".into()), curated: Some("memory:///curated/".into()), ..Default::default() };
+    let over = Overrides {
+        raw: Some("memory:///raw/".into()),
+        curated: Some("memory:///curated/".into()),
+        ..Default::default()
+    };
     let project = Project::load(root, &over).unwrap();
     Arc::new(Workspace::load(Engine::new(project, Stores::default()).unwrap()).unwrap())
 }
@@ -1565,11 +1553,17 @@ fn repository_workspace() -> Arc<Workspace> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_sql_unit_tests_pass() {
     let ws = repository_workspace();
-    let files = retention::sqltest::test_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")]).unwrap();
+    let files =
+        retention::sqltest::test_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql")])
+            .unwrap();
     // Every job has its SQL test file.
     for node in &ws.graph.nodes {
         let name = format!("{}.slt", node.spec.name);
-        assert!(files.iter().any(|f| f.ends_with(&name)), "job `{}` has no tests/sql/{name}", node.spec.name);
+        assert!(
+            files.iter().any(|f| f.ends_with(&name)),
+            "job `{}` has no tests/sql/{name}",
+            node.spec.name
+        );
     }
     let mut failures = Vec::new();
     for f in &files {
@@ -1591,12 +1585,22 @@ async fn a_wrong_expected_row_fails_the_sql_test() {
         "statement ok\nINSERT INTO orders VALUES (1, 1, '2026-01-05T10:00:00Z', 'north', 'home', 40.00, 0.00, 0.00, NULL, 'completed', '2026-01-05')\n\n\
          statement ok\nRUN JOB order_experience\n\nquery IR\nSELECT order_id, net_revenue FROM order_experience\n----\n1 41.00\n",
     );
-    let err = retention::sqltest::run_file(ws.clone(), &file, false).await.unwrap_err();
+    let err = retention::sqltest::run_file(ws.clone(), &file, false)
+        .await
+        .unwrap_err();
     assert!(err.contains("1 40.00"), "{err}");
     // --complete rewrites the expectation from the actual rows, after which the file passes.
-    retention::sqltest::run_file(ws.clone(), &file, true).await.unwrap();
-    assert!(std::fs::read_to_string(&file).unwrap().contains("----\n1 40.00"));
-    retention::sqltest::run_file(ws, &file, false).await.unwrap();
+    retention::sqltest::run_file(ws.clone(), &file, true)
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("----\n1 40.00")
+    );
+    retention::sqltest::run_file(ws, &file, false)
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1617,7 +1621,10 @@ async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Ve
         for r in 0..b.num_rows() {
             out.push(
                 (0..b.num_columns())
-                    .map(|c| datafusion::arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
+                    .map(|c| {
+                        datafusion::arrow::util::display::array_value_to_string(b.column(c), r)
+                            .unwrap()
+                    })
                     .collect(),
             );
         }
@@ -1631,15 +1638,29 @@ async fn generated_marketplace_marts_recover_planted_truth() {
     let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
     let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let over = Overrides { raw: Some(raw.to_string()), curated: Some(curated_root.to_string()), ..Default::default() };
+    let over = Overrides {
+        raw: Some(raw.to_string()),
+        curated: Some(curated_root.to_string()),
+        ..Default::default()
+    };
     let project = Project::load(root, &over).unwrap();
     let stores = Stores::default();
-    let opts = retention::generate::GenerateOptions { seed: 7, customers: 40_000, ..Default::default() };
-    let generated = retention::generate::generate(&stores, &raw, &opts).await.unwrap();
+    let opts = retention::generate::GenerateOptions {
+        seed: 7,
+        customers: 40_000,
+        ..Default::default()
+    };
+    let generated = retention::generate::generate(&stores, &raw, &opts)
+        .await
+        .unwrap();
     let truth = &generated.truth;
     let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
-    let plan = ws.plan(&ws.graph.select(&[], true).unwrap(), "test").unwrap();
-    let report = retention::runner::execute(ws.clone(), &plan, 2).await.unwrap();
+    let plan = ws
+        .plan(&ws.graph.select(&[], true).unwrap(), "test")
+        .unwrap();
+    let report = retention::runner::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap();
     report.into_result().unwrap();
     let ctx = ws.query_session().await.unwrap();
 
@@ -1656,13 +1677,21 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         )
         .await;
         for (k, row) in rows.iter().enumerate() {
-            assert_eq!((row[1].parse::<u64>().unwrap(), row[2].parse::<u64>().unwrap()), (active[k], eligible[k]), "{channel} month {k}");
+            assert_eq!(
+                (
+                    row[1].parse::<u64>().unwrap(),
+                    row[2].parse::<u64>().unwrap()
+                ),
+                (active[k], eligible[k]),
+                "{channel} month {k}"
+            );
         }
         assert_eq!(rows.len(), 13, "{channel}");
     }
 
     // 2. Exact: settled completed orders by primary issue.
-    let settled_before = chrono::NaiveDate::parse_from_str(&truth.end, "%Y-%m-%d").unwrap() + chrono::Duration::days(1)
+    let settled_before = chrono::NaiveDate::parse_from_str(&truth.end, "%Y-%m-%d").unwrap()
+        + chrono::Duration::days(1)
         - chrono::Duration::days(retention::generate::SETTLED_DAYS);
     let rows = rows_of(
         &ctx,
@@ -1672,13 +1701,22 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         ),
     )
     .await;
-    let by_issue: std::collections::BTreeMap<String, u64> =
-        rows.into_iter().map(|r| (r[0].clone(), r[1].parse().unwrap())).collect();
+    let by_issue: std::collections::BTreeMap<String, u64> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
     assert_eq!(by_issue, truth.orders_by_issue);
 
     // 3. Exact money control totals.
-    let totals = rows_of(&ctx, "SELECT (SELECT sum(gmv) FROM orders), (SELECT sum(amount) FROM refunds)").await;
-    assert_eq!((totals[0][0].as_str(), totals[0][1].as_str()), (truth.gmv_total.as_str(), truth.refund_total.as_str()));
+    let totals = rows_of(
+        &ctx,
+        "SELECT (SELECT sum(gmv) FROM orders), (SELECT sum(amount) FROM refunds)",
+    )
+    .await;
+    assert_eq!(
+        (totals[0][0].as_str(), totals[0][1].as_str()),
+        (truth.gmv_total.as_str(), truth.refund_total.as_str())
+    );
     for p in &truth.programs {
         let spend = rows_of(
             &ctx,
@@ -1688,8 +1726,16 @@ async fn generated_marketplace_marts_recover_planted_truth() {
             ),
         )
         .await;
-        assert_eq!(spend[0][0], p.marketing_spend, "program {} marketing spend", p.program_id);
-        assert_eq!(spend[0][1], p.voucher_value_redeemed, "program {} redeemed vouchers", p.program_id);
+        assert_eq!(
+            spend[0][0], p.marketing_spend,
+            "program {} marketing spend",
+            p.program_id
+        );
+        assert_eq!(
+            spend[0][1], p.voucher_value_redeemed,
+            "program {} redeemed vouchers",
+            p.program_id
+        );
     }
 
     // 4. Bad-experience effects: lift of each first-order issue against perfect first orders.
@@ -1697,18 +1743,32 @@ async fn generated_marketplace_marts_recover_planted_truth() {
     //    the first order while the next order follows the felt outcome, which comes up to about
     //    ten days later for returns than for perfect orders: at most a 4% lower lift (log 0.05).
     let rows = rows_of(&ctx, "SELECT first_order_experience, customers_observed, repeat_customers_90d FROM churn_root_cause").await;
-    let groups: std::collections::BTreeMap<String, (f64, f64)> =
-        rows.into_iter().map(|r| (r[0].clone(), (r[2].parse().unwrap(), r[1].parse().unwrap()))).collect();
+    let groups: std::collections::BTreeMap<String, (f64, f64)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[2].parse().unwrap(), r[1].parse().unwrap())))
+        .collect();
     let (x0, n0) = groups["perfect"];
     let p0 = truth.first_order_groups["none"].mean_return_probability;
     let mut report_lines = Vec::new();
-    for issue in ["lost_parcel", "returned", "refunded", "late_delivery", "support_contact", "low_rating"] {
+    for issue in [
+        "lost_parcel",
+        "returned",
+        "refunded",
+        "late_delivery",
+        "support_contact",
+        "low_rating",
+    ] {
         let (x1, n1) = groups[issue];
         let measured = (x1 / n1) / (x0 / n0);
         let planted = truth.first_order_groups[issue].mean_return_probability / p0;
         let tol = log_ratio_tolerance(x1, n1, x0, n0, 0.05);
-        report_lines.push(format!("{issue}: lift {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3} (log)"));
-        assert!((measured.ln() - planted.ln()).abs() <= tol, "{issue}: measured lift {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}");
+        report_lines.push(format!(
+            "{issue}: lift {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3} (log)"
+        ));
+        assert!(
+            (measured.ln() - planted.ln()).abs() <= tol,
+            "{issue}: measured lift {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}"
+        );
     }
 
     // 5. Recovery: compensated against uncompensated recovery, per issue type. Both arms share
@@ -1722,15 +1782,28 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         let r = rows.iter().find(|r| r[0] == issue && r[1] == comp).unwrap();
         (r[2].parse::<f64>().unwrap(), r[3].parse::<f64>().unwrap())
     };
-    for issue in ["lost_parcel", "returned", "refunded", "late_delivery", "support_contact", "low_rating"] {
+    for issue in [
+        "lost_parcel",
+        "returned",
+        "refunded",
+        "late_delivery",
+        "support_contact",
+        "low_rating",
+    ] {
         let (x1, n1) = cell(issue, "true");
         let (x0, n0) = cell(issue, "false");
         let measured = (x1 / n1) / (x0 / n0);
-        let planted = truth.recovery_groups[&format!("{issue}/compensated")].mean_return_probability
+        let planted = truth.recovery_groups[&format!("{issue}/compensated")]
+            .mean_return_probability
             / truth.recovery_groups[&format!("{issue}/uncompensated")].mean_return_probability;
         let tol = log_ratio_tolerance(x1, n1, x0, n0, 0.0);
-        report_lines.push(format!("recovery {issue}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}"));
-        assert!((measured.ln() - planted.ln()).abs() <= tol, "recovery {issue}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}");
+        report_lines.push(format!(
+            "recovery {issue}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}"
+        ));
+        assert!(
+            (measured.ln() - planted.ln()).abs() <= tol,
+            "recovery {issue}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}"
+        );
     }
 
     // 6. Programs: treated against holdout repurchase, months with a complete window.
@@ -1746,11 +1819,19 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         .await;
         let v: Vec<f64> = r[0].iter().map(|s| s.parse().unwrap()).collect();
         let measured = (v[0] / v[1]) / (v[2] / v[3]);
-        let planted = truth.program_groups[&format!("{}/treated", p.program_id)].mean_return_probability
+        let planted = truth.program_groups[&format!("{}/treated", p.program_id)]
+            .mean_return_probability
             / truth.program_groups[&format!("{}/holdout", p.program_id)].mean_return_probability;
         let tol = log_ratio_tolerance(v[0], v[1], v[2], v[3], 0.0);
-        report_lines.push(format!("program {}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}", p.program_id));
-        assert!((measured.ln() - planted.ln()).abs() <= tol, "program {}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}", p.program_id);
+        report_lines.push(format!(
+            "program {}: {measured:.3}, planted {planted:.3}, tolerance ±{tol:.3}",
+            p.program_id
+        ));
+        assert!(
+            (measured.ln() - planted.ln()).abs() <= tol,
+            "program {}: measured {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}",
+            p.program_id
+        );
     }
     println!("{}", report_lines.join("\n"));
 }
@@ -1769,11 +1850,20 @@ async fn online_retail_example_accounts_for_every_line() {
     let example = root.join("examples/online_retail");
     let lake = TempDir::new().unwrap();
     let curated_root = Url::from_directory_path(lake.path()).unwrap();
-    let over = Overrides { curated: Some(curated_root.to_string()), ..Default::default() };
+    let over = Overrides {
+        curated: Some(curated_root.to_string()),
+        ..Default::default()
+    };
     let project = Project::load(&example, &over).unwrap();
     let ws = Arc::new(Workspace::load(Engine::new(project, Stores::default()).unwrap()).unwrap());
-    let plan = ws.plan(&ws.graph.select(&[], true).unwrap(), "test").unwrap();
-    retention::runner::execute(ws.clone(), &plan, 2).await.unwrap().into_result().unwrap();
+    let plan = ws
+        .plan(&ws.graph.select(&[], true).unwrap(), "test")
+        .unwrap();
+    retention::runner::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
     let ctx = ws.query_session().await.unwrap();
     let one = |sql: &'static str| {
         let ctx = ctx.clone();
@@ -1817,7 +1907,10 @@ async fn online_retail_example_accounts_for_every_line() {
     let refund_only: u64 = marts[1].parse().unwrap();
     assert_eq!(summaries + refund_only, 4372);
     assert_eq!(marts[2], "0");
-    assert_eq!(marts[3], marts[0], "every summarised customer is in exactly one cohort");
+    assert_eq!(
+        marts[3], marts[0],
+        "every summarised customer is in exactly one cohort"
+    );
     assert_eq!(marts[4], marts[0]);
     // Net revenue in the marts is the orders' gmv less the refunds linked to them.
     let revenue = one(

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Benchmarks: generator throughput and memory, the full run, and the same SQL on DuckDB.
+# Usage: bash benches/run.sh [CUSTOMERS]   (default 5,400,000 customers: about 10M orders)
+# Needs a release build (cargo build --release) and python3 with duckdb (pip install duckdb).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+customers="${1:-5400000}"
+bin="${CARGO_TARGET_DIR:-target}/release/retention"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/project/jobs"
+cp jobs/*.toml "$work/project/jobs/"
+cp -r sql "$work/project/sql"
+
+echo "## generate --customers $customers"
+/usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" generate --customers "$customers" --out "$work/raw" 2>&1 | tail -15
+du -sh "$work/raw"
+
+echo "## run --all"
+/usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" -C "$work/project" --raw "$work/raw" --curated "$work/curated" run --all 2>&1 | grep -v INFO | tail -16
+
+echo "## same SQL, DuckDB"
+python3 benches/compare_duckdb.py "$work/raw" "$bin"
