@@ -14,5 +14,6 @@ pub mod sources;
 pub mod spec;
 pub mod sqltest;
 pub mod storage;
+pub mod udf;
 
 pub use error::{Error, Result};

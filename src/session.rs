@@ -79,6 +79,9 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .build();
         let ctx = SessionContext::new_with_state(state);
+        for f in crate::udf::all() {
+            ctx.register_udf(f);
+        }
         for (name, provider) in tables {
             ctx.register_table(name.as_str(), provider.clone())?;
         }
