@@ -57,26 +57,37 @@ pub fn parser_position(message: &str) -> Option<(usize, usize)> {
     Some((line.trim().parse().ok()?, col.parse().ok()?))
 }
 
-/// Parse one job's SQL and list the tables it reads (CTE names excluded).
+/// The tables a job reads: its SQL's and its checks' (CTE names and its own output excluded).
 pub fn referenced_tables(spec: &JobSpec) -> Result<Vec<String>> {
+    let mut names = tables_in_sql(&spec.name, &spec.sql_path, &spec.sql)?;
+    for check in &spec.checks {
+        let context = format!("{} (check `{}`)", spec.name, check.name);
+        names.extend(tables_in_sql(&context, &spec.spec_path, &check.sql)?.into_iter().filter(|t| *t != spec.table));
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Parse one SELECT statement and list the tables it reads (CTE names excluded).
+fn tables_in_sql(job: &str, path: &std::path::Path, sql: &str) -> Result<Vec<String>> {
     let sql_err = |message: String, line: usize, column: usize| Error::Sql {
-        job: spec.name.clone(),
-        path: spec.sql_path.clone(),
+        job: job.to_string(),
+        path: path.to_path_buf(),
         line,
         column,
         message,
     };
     let dialect = GenericDialect {};
-    let mut statements = DFParserBuilder::new(spec.sql.as_str())
+    let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .build()
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| {
             let m = e.to_string();
             // The parser gives no position when the text ends too early: point at its end.
-            let (l, c) = parser_position(&m).unwrap_or_else(|| {
-                crate::error::line_col(spec.sql.trim_end(), spec.sql.trim_end().len())
-            });
+            let (l, c) = parser_position(&m)
+                .unwrap_or_else(|| crate::error::line_col(sql.trim_end(), sql.trim_end().len()));
             sql_err(m, l, c)
         })?;
     if statements.len() != 1 {
@@ -366,6 +377,7 @@ mod tests {
             partition_by: vec![],
             mode: WriteMode::Overwrite,
             params: vec![],
+            checks: vec![],
         }
     }
 

@@ -152,6 +152,9 @@ impl Workspace {
                     // Type coercion and physical planning catch what the SQL planner lets pass.
                     match df.create_physical_plan().await {
                         Ok(_) => {
+                            // Checks are planned against the output's schema.
+                            ctx.register_table(node.spec.table.as_str(), Arc::new(EmptyTable::new(schema.clone())))?;
+                            problems.extend(crate::session::plan_checks(&ctx, &node.spec).await);
                             outputs.insert(node.spec.name.clone(), schema);
                         }
                         Err(e) => problems.push(crate::session::sql_error(&node.spec, e)),
@@ -643,10 +646,20 @@ async fn run_job(
         .create_physical_plan()
         .await
         .map_err(|e| job_err(e.to_string()))?;
-    let prepared = Arc::new(PreparedPlan {
-        plan: physical.clone(),
-    });
-    let logical = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(prepared), None)
+    let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
+        // Stream the result straight into the Delta writer.
+        Arc::new(PreparedPlan { plan: physical.clone() })
+    } else {
+        // Checks need the whole result before anything is published.
+        let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+            .await
+            .map_err(|e| job_err(e.to_string()))?;
+        let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(physical.schema(), vec![batches])?);
+        ctx.register_table(spec.table.as_str(), result.clone())?;
+        crate::session::run_checks(&ctx, spec).await?;
+        result
+    };
+    let logical = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
         .and_then(|b| b.build())
         .map_err(|e| job_err(e.to_string()))?;
 

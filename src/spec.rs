@@ -34,6 +34,32 @@ pub struct RawJobSpec {
     /// Values bound to `$name` placeholders in the SQL (strings, integers, floats, booleans).
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
+    /// Data checks run on the job's result before it is published; any failing check fails the
+    /// job and nothing is published.
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+}
+
+/// `[[checks]]` of a job spec: a query over the job's result (by its output table name) and
+/// the job's inputs that returns the violating rows; no rows means the check passes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// Short identifier, shown when the check fails.
+    pub name: String,
+    /// What the check guarantees.
+    #[serde(default)]
+    pub description: String,
+    /// The query returning violations. Parameters (`$name`) are bound as in the job's SQL.
+    pub sql: String,
+}
+
+/// A validated data check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
 }
 
 /// `[output]` of a job spec.
@@ -89,6 +115,8 @@ pub struct JobSpec {
     pub mode: WriteMode,
     /// Parameter name (without `$`) and value.
     pub params: Vec<(String, ScalarValue)>,
+    /// Checks run on the result before publishing.
+    pub checks: Vec<Check>,
 }
 
 /// Parse a parameter value given on the command line (or in a SQL test) as the type of the
@@ -258,6 +286,11 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         partition_by: raw.output.partition_by,
         mode: raw.output.mode,
         params,
+        checks: raw
+            .checks
+            .into_iter()
+            .map(|c| Check { name: c.name, description: c.description, sql: c.sql })
+            .collect(),
     })
 }
 

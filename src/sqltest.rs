@@ -85,6 +85,11 @@ impl JobTestDb {
             spec.table.as_str(),
             Arc::new(MemTable::try_new(schema, vec![batches])?),
         )?;
+        // The job's checks run as in a real run: a failing check fails the statement.
+        if let Err(e) = crate::session::run_checks(&self.ctx, &spec).await {
+            self.ctx.deregister_table(spec.table.as_str())?;
+            return Err(e);
+        }
         Ok(rows as u64)
     }
 }
