@@ -27,6 +27,9 @@ pub struct RawProject {
     /// DataFusion settings passed through `ConfigOptions::set` (unknown keys fail).
     #[serde(default)]
     pub datafusion: BTreeMap<String, toml::Value>,
+    /// Parameters every job gets (a job's own `[params]` win), e.g. `reporting_currency`.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
 }
 
 /// `[storage]`: object-store URLs (`file://`, `s3://`, `gs://`, `az://`, `memory://`) or local paths.
@@ -91,6 +94,8 @@ pub struct Project {
     pub deleted_file_retention_hours: u32,
     /// DataFusion `key = value` settings, in file order.
     pub datafusion: Vec<(String, String)>,
+    /// Project-wide job parameters (`[params]`): name and value.
+    pub params: Vec<(String, datafusion::common::ScalarValue)>,
 }
 
 impl Project {
@@ -216,8 +221,16 @@ impl Project {
             datafusion.push((full, text));
         }
 
+        let mut params = Vec::new();
+        for (k, v) in &raw.params {
+            match crate::spec::param_value(v) {
+                Ok(value) => params.push((k.clone(), value)),
+                Err(message) => problems.push(Error::Config { path: path.to_path_buf(), key: format!("params.{k}"), message }),
+            }
+        }
         Error::from_many(problems)?;
         Ok(Project {
+            params,
             root,
             raw: raw_url.expect("checked"),
             curated: curated_url.expect("checked"),
@@ -377,6 +390,19 @@ mod tests {
         assert!(err.contains("storage.curated: missing value"), "{err}");
         assert!(err.contains("engine.memory_limit"), "{err}");
         assert!(err.contains("datafusion.execution.no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn project_params() {
+        let p = load("[params]\nreporting_currency = \"EUR\"\ntolerance_pct = 2\n", &Overrides::default()).unwrap();
+        assert_eq!(
+            p.params,
+            vec![
+                ("reporting_currency".to_string(), datafusion::common::ScalarValue::Utf8(Some("EUR".into()))),
+                ("tolerance_pct".to_string(), datafusion::common::ScalarValue::Int64(Some(2))),
+            ]
+        );
+        assert!(load("[params]\nx = [1]\n", &Overrides::default()).is_err());
     }
 
     #[test]

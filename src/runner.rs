@@ -58,6 +58,18 @@ impl Workspace {
                 return Err(Error::Many(errs));
             }
         };
+        // Project-wide parameters reach every job that does not set its own.
+        let specs = specs
+            .into_iter()
+            .map(|mut s| {
+                for (k, v) in &engine.project.params {
+                    if !s.params.iter().any(|(n, _)| n == k) {
+                        s.params.push((k.clone(), v.clone()));
+                    }
+                }
+                s
+            })
+            .collect();
         let graph = Graph::build(specs, &sources)?;
         Ok(Workspace {
             engine,

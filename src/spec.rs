@@ -119,6 +119,18 @@ pub struct JobSpec {
     pub checks: Vec<Check>,
 }
 
+/// A `[params]` value from TOML as a SQL value.
+pub fn param_value(v: &toml::Value) -> std::result::Result<ScalarValue, String> {
+    Ok(match v {
+        toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
+        toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
+        toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        toml::Value::Datetime(d) => ScalarValue::Utf8(Some(d.to_string())),
+        other => return Err(format!("expected a string, number, boolean or date, found {}", other.type_str())),
+    })
+}
+
 /// Parse a parameter value given on the command line (or in a SQL test) as the type of the
 /// spec's default. A string default that is `latest` or a `YYYY-MM-DD` date makes the parameter a
 /// date: the value must then be `latest` or a valid date, so a typo never silently empties a table.
@@ -241,24 +253,10 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     }
     let mut params = Vec::new();
     for (k, v) in &raw.params {
-        let value = match v {
-            toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-            toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
-            toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
-            toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
-            toml::Value::Datetime(d) => ScalarValue::Utf8(Some(d.to_string())),
-            other => {
-                problems.push(bad(
-                    &format!("params.{k}"),
-                    format!(
-                        "expected a string, number, boolean or date, found {}",
-                        other.type_str()
-                    ),
-                ));
-                continue;
-            }
-        };
-        params.push((k.clone(), value));
+        match param_value(v) {
+            Ok(value) => params.push((k.clone(), value)),
+            Err(message) => problems.push(bad(&format!("params.{k}"), message)),
+        }
     }
     let sql_rel = raw.sql.clone().unwrap_or_else(|| format!("sql/{name}.sql"));
     let sql_path = project_root.join(&sql_rel);
