@@ -129,6 +129,12 @@ impl From<datafusion::error::DataFusionError> for Error {
     }
 }
 
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::DataFusion(e.to_string())
+    }
+}
+
 impl From<deltalake::DeltaTableError> for Error {
     fn from(e: deltalake::DeltaTableError) -> Self {
         Error::Delta(crate::storage::redact(&e.to_string()))

@@ -282,6 +282,8 @@ pub struct Truth {
     /// Sum of gmv over all orders, and of refunds: exact decimal text.
     pub gmv_total: String,
     pub refund_total: String,
+    /// The finance tables' expected reconciliation.
+    pub finance: crate::finance_data::FinanceTruth,
 }
 
 /// Cases of one kind and the mean planted chance of ordering again among them.
@@ -657,6 +659,8 @@ struct Sim<'a> {
     voucher_issued: Vec<i128>,
     voucher_redeemed: Vec<i128>,
     spend: Vec<i128>,
+    /// Per program index and month: marketing spend, and for recovery the redeemed vouchers.
+    spend_by_month: crate::finance_data::MonthlySpend,
     gmv_total: i128,
     refund_total: i128,
 }
@@ -1056,6 +1060,10 @@ impl Sim<'_> {
             {
                 c.redeem = Some((id, v.face));
                 self.voucher_redeemed[v.program] += v.face;
+                if self.programs[v.program].kind == "recovery" {
+                    let month = crate::finance_data::month_key(date_of_day(day_of(v.at)));
+                    *self.spend_by_month.entry((v.program, month)).or_default() += v.face;
+                }
                 Some(order_id)
             }
             _ => None,
@@ -1158,6 +1166,7 @@ pub async fn generate(
         voucher_issued: vec![0; n_programs],
         voucher_redeemed: vec![0; n_programs],
         spend: vec![0; n_programs],
+        spend_by_month: BTreeMap::new(),
         gmv_total: 0,
         refund_total: 0,
     };
@@ -1288,6 +1297,7 @@ pub async fn generate(
                 let pid = sim.programs[pi].program_id;
                 let date = (day) as i32;
                 sim.spend[pi] += amount;
+                *sim.spend_by_month.entry((pi, crate::finance_data::month_key(date_of_day(day)))).or_default() += amount;
                 sim.emit(
                     "marketing_spend",
                     day * MICROS_PER_DAY,
@@ -1358,6 +1368,7 @@ pub async fn generate(
 
     // Truth: programs' exact totals and the retention tallies.
     let spend = sim.spend.clone();
+    let spend_by_month = std::mem::take(&mut sim.spend_by_month);
     let issued = sim.voucher_issued.clone();
     let redeemed = sim.voucher_redeemed.clone();
     let (gmv_total, refund_total) = (sim.gmv_total, sim.refund_total);
@@ -1371,6 +1382,15 @@ pub async fn generate(
     truth.programs = programs;
     truth.gmv_total = cents_text(gmv_total);
     truth.refund_total = cents_text(refund_total);
+    // Finance: plan, ledger and FX consistent with the spend above.
+    let months: Vec<String> = (0..opts.months)
+        .map(|m| crate::finance_data::month_key(opts.start + chrono::Months::new(m)))
+        .collect();
+    let program_ids: Vec<i64> = truth.programs.iter().map(|p| p.program_id).collect();
+    let (finance_counts, finance) =
+        crate::finance_data::generate(&store, &root_path, raw_root, opts.seed, &months, &spend_by_month, &program_ids).await?;
+    counts.extend(finance_counts);
+    truth.finance = finance;
     truth.retention_active = curve.active;
     truth.retention_eligible = curve.eligible;
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::DataFusion(e.to_string()))?;
@@ -1537,11 +1557,20 @@ mod contract_tests {
         let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         names.sort();
         let mut expected: Vec<&str> = EVENT_TABLES.to_vec();
-        expected.extend(["customers", "programs"]);
+        expected.extend(["customers", "programs", "budget_plan", "fx_rates", "spend_ledger"]);
         expected.sort();
         assert_eq!(names, expected);
         for s in &sources {
-            let generated = schema(&s.name);
+            let generated = match s.name.as_str() {
+                "budget_plan" => crate::finance_data::plan_schema(),
+                "spend_ledger" => crate::finance_data::ledger_schema(),
+                "fx_rates" => Arc::new(Schema::new(vec![
+                    Field::new("month", DataType::Utf8, false),
+                    Field::new("currency", DataType::Utf8, false),
+                    Field::new("rate_to_reporting", DataType::Decimal128(18, 8), false),
+                ])),
+                other => schema(other),
+            };
             s.check_schema(&generated, "generated").unwrap();
             assert_eq!(generated.fields().len(), s.columns.len(), "{}", s.name);
             for (c, f) in s.columns.iter().zip(generated.fields()) {
@@ -1552,12 +1581,8 @@ mod contract_tests {
                     s.name
                 );
             }
-            assert_eq!(
-                s.partition_columns.is_empty(),
-                !EVENT_TABLES.contains(&s.name.as_str()),
-                "{}",
-                s.name
-            );
+            let partitioned = EVENT_TABLES.contains(&s.name.as_str()) || s.name == "spend_ledger";
+            assert_eq!(s.partition_columns.is_empty(), !partitioned, "{}", s.name);
         }
     }
 }
