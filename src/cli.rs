@@ -165,6 +165,9 @@ pub enum Command {
         /// Where to write (default: the project's raw root).
         #[arg(long)]
         out: Option<String>,
+        /// Ledger lines per booked spend entry (finance volume).
+        #[arg(long, default_value_t = 1)]
+        ledger_lines: usize,
     },
     /// Run the SQL unit tests: sqllogictest files that feed hand-made rows to jobs.
     #[command(
@@ -242,6 +245,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         months,
         start,
         out,
+        ledger_lines,
     } = &cli.command
     {
         let root = match out {
@@ -261,6 +265,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             customers: *customers,
             months: *months,
             start: *start,
+            ledger_lines: *ledger_lines,
         };
         let clock = std::time::Instant::now();
         let g = generate(&engine.stores, &root, &opts).await?;

@@ -225,7 +225,11 @@ impl Project {
         for (k, v) in &raw.params {
             match crate::spec::param_value(v) {
                 Ok(value) => params.push((k.clone(), value)),
-                Err(message) => problems.push(Error::Config { path: path.to_path_buf(), key: format!("params.{k}"), message }),
+                Err(message) => problems.push(Error::Config {
+                    path: path.to_path_buf(),
+                    key: format!("params.{k}"),
+                    message,
+                }),
             }
         }
         Error::from_many(problems)?;
@@ -394,12 +398,22 @@ mod tests {
 
     #[test]
     fn project_params() {
-        let p = load("[params]\nreporting_currency = \"EUR\"\ntolerance_pct = 2\n", &Overrides::default()).unwrap();
+        let p = load(
+            "[params]\nreporting_currency = \"EUR\"\ntolerance_pct = 2\n",
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(
             p.params,
             vec![
-                ("reporting_currency".to_string(), datafusion::common::ScalarValue::Utf8(Some("EUR".into()))),
-                ("tolerance_pct".to_string(), datafusion::common::ScalarValue::Int64(Some(2))),
+                (
+                    "reporting_currency".to_string(),
+                    datafusion::common::ScalarValue::Utf8(Some("EUR".into()))
+                ),
+                (
+                    "tolerance_pct".to_string(),
+                    datafusion::common::ScalarValue::Int64(Some(2))
+                ),
             ]
         );
         assert!(load("[params]\nx = [1]\n", &Overrides::default()).is_err());

@@ -62,7 +62,11 @@ pub fn referenced_tables(spec: &JobSpec) -> Result<Vec<String>> {
     let mut names = tables_in_sql(&spec.name, &spec.sql_path, &spec.sql)?;
     for check in &spec.checks {
         let context = format!("{} (check `{}`)", spec.name, check.name);
-        names.extend(tables_in_sql(&context, &spec.spec_path, &check.sql)?.into_iter().filter(|t| *t != spec.table));
+        names.extend(
+            tables_in_sql(&context, &spec.spec_path, &check.sql)?
+                .into_iter()
+                .filter(|t| *t != spec.table),
+        );
     }
     names.sort();
     names.dedup();

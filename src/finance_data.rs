@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate};
-use datafusion::arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
@@ -28,7 +30,12 @@ pub const BILLING: [(i64, &str, &str, &str); 4] = [
     (4, "CC-TRUST", "AdNet", "USD"),
 ];
 /// Currencies and their starting rate to USD, as 8-decimal integers.
-const CURRENCIES: [(&str, i128); 4] = [("USD", 100_000_000), ("EUR", 108_000_000), ("GBP", 127_000_000), ("SEK", 9_500_000)];
+const CURRENCIES: [(&str, i128); 4] = [
+    ("USD", 100_000_000),
+    ("EUR", 108_000_000),
+    ("GBP", 127_000_000),
+    ("SEK", 9_500_000),
+];
 
 /// Expected reconciliation, written to `truth.json` under `finance`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -103,9 +110,13 @@ pub async fn generate(
     months: &[String],
     spend: &MonthlySpend,
     program_ids: &[i64],
+    lines_per_entry: usize,
 ) -> Result<(BTreeMap<String, u64>, FinanceTruth)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xF1_4A_4C_E5);
-    let mut truth = FinanceTruth { reporting_currency: "USD".into(), ..Default::default() };
+    let mut truth = FinanceTruth {
+        reporting_currency: "USD".into(),
+        ..Default::default()
+    };
 
     // FX: a small random walk per currency; one month's SEK rate is missing on purpose.
     let missing = months[months.len() / 2].clone();
@@ -131,10 +142,13 @@ pub async fn generate(
         next_id += 1;
         next_id
     };
-    let last = first_of(months.last().expect("months")) + chrono::Months::new(1) - Duration::days(1);
+    let last =
+        first_of(months.last().expect("months")) + chrono::Months::new(1) - Duration::days(1);
     for (pi, &(program_id, cost_center, vendor, currency)) in BILLING.iter().enumerate() {
         for m in months {
-            let Some(&reporting) = spend.get(&(pi, m.clone())) else { continue };
+            let Some(&reporting) = spend.get(&(pi, m.clone())) else {
+                continue;
+            };
             if reporting == 0 {
                 continue;
             }
@@ -146,18 +160,63 @@ pub async fn generate(
             let invoice_id = format!("INV-{program_id}-{m}");
             // Accrue an estimate at month end, reverse it next month, book the invoice.
             let estimate = invoice * rng.random_range(90..=110) / 100;
-            entries.push(Entry { id: id(), posted: month_end, service_month: m.clone(), program_id: Some(program_id), cost_center, vendor, invoice_id: format!("ACR-{program_id}-{m}"), currency, amount: estimate, entry_type: "accrual" });
-            entries.push(Entry { id: id(), posted: next, service_month: m.clone(), program_id: Some(program_id), cost_center, vendor, invoice_id: format!("ACR-{program_id}-{m}"), currency, amount: -estimate, entry_type: "reversal" });
+            entries.push(Entry {
+                id: id(),
+                posted: month_end,
+                service_month: m.clone(),
+                program_id: Some(program_id),
+                cost_center,
+                vendor,
+                invoice_id: format!("ACR-{program_id}-{m}"),
+                currency,
+                amount: estimate,
+                entry_type: "accrual",
+            });
+            entries.push(Entry {
+                id: id(),
+                posted: next,
+                service_month: m.clone(),
+                program_id: Some(program_id),
+                cost_center,
+                vendor,
+                invoice_id: format!("ACR-{program_id}-{m}"),
+                currency,
+                amount: -estimate,
+                entry_type: "reversal",
+            });
             // 8% of invoices post late: two to three months after their service month.
             let posted = if rng.random_bool(0.08) {
-                next + chrono::Months::new(rng.random_range(1..=2)) + Duration::days(rng.random_range(0..20))
+                next + chrono::Months::new(rng.random_range(1..=2))
+                    + Duration::days(rng.random_range(0..20))
             } else {
                 next + Duration::days(rng.random_range(4..25))
             };
-            entries.push(Entry { id: id(), posted, service_month: m.clone(), program_id: Some(program_id), cost_center, vendor, invoice_id: invoice_id.clone(), currency, amount: invoice, entry_type: "invoice" });
+            entries.push(Entry {
+                id: id(),
+                posted,
+                service_month: m.clone(),
+                program_id: Some(program_id),
+                cost_center,
+                vendor,
+                invoice_id: invoice_id.clone(),
+                currency,
+                amount: invoice,
+                entry_type: "invoice",
+            });
             if rng.random_bool(0.10) {
                 let credit = -(invoice * 5 / 100).max(1);
-                entries.push(Entry { id: id(), posted: posted + Duration::days(rng.random_range(3..15)), service_month: m.clone(), program_id: Some(program_id), cost_center, vendor, invoice_id: format!("CN-{invoice_id}"), currency, amount: credit, entry_type: "credit_note" });
+                entries.push(Entry {
+                    id: id(),
+                    posted: posted + Duration::days(rng.random_range(3..15)),
+                    service_month: m.clone(),
+                    program_id: Some(program_id),
+                    cost_center,
+                    vendor,
+                    invoice_id: format!("CN-{invoice_id}"),
+                    currency,
+                    amount: credit,
+                    entry_type: "credit_note",
+                });
             }
         }
     }
@@ -167,18 +226,90 @@ pub async fn generate(
         let start = first_of(m);
         let posted = start + Duration::days(rng.random_range(0..27));
         let amount = rng.random_range(1_000i128..50_000);
-        entries.push(Entry { id: id(), posted, service_month: m.clone(), program_id: None, cost_center: "CC-OPS", vendor: "Misc", invoice_id: format!("MISC-{m}"), currency: "USD", amount, entry_type: "invoice" });
+        entries.push(Entry {
+            id: id(),
+            posted,
+            service_month: m.clone(),
+            program_id: None,
+            cost_center: "CC-OPS",
+            vendor: "Misc",
+            invoice_id: format!("MISC-{m}"),
+            currency: "USD",
+            amount,
+            entry_type: "invoice",
+        });
         if i % 3 == 0 {
-            entries.push(Entry { id: id(), posted, service_month: m.clone(), program_id: Some(99), cost_center: "CC-GROWTH", vendor: "Unknown Ltd", invoice_id: format!("UNK-{m}"), currency: "EUR", amount: amount / 2, entry_type: "invoice" });
+            entries.push(Entry {
+                id: id(),
+                posted,
+                service_month: m.clone(),
+                program_id: Some(99),
+                cost_center: "CC-GROWTH",
+                vendor: "Unknown Ltd",
+                invoice_id: format!("UNK-{m}"),
+                currency: "EUR",
+                amount: amount / 2,
+                entry_type: "invoice",
+            });
         }
         if i % 4 == 1 {
-            entries.push(Entry { id: id(), posted, service_month: m.clone(), program_id: Some(2), cost_center: "CC-GROWTH", vendor: "MailCo UK", invoice_id: format!("GBP-{m}"), currency: "GBP", amount: amount / 3, entry_type: "invoice" });
+            entries.push(Entry {
+                id: id(),
+                posted,
+                service_month: m.clone(),
+                program_id: Some(2),
+                cost_center: "CC-GROWTH",
+                vendor: "MailCo UK",
+                invoice_id: format!("GBP-{m}"),
+                currency: "GBP",
+                amount: amount / 3,
+                entry_type: "invoice",
+            });
         }
         if *m == missing || i % 5 == 2 {
-            entries.push(Entry { id: id(), posted, service_month: m.clone(), program_id: Some(4), cost_center: "CC-TRUST", vendor: "NordicAds", invoice_id: format!("SEK-{m}"), currency: "SEK", amount: amount * 10, entry_type: "invoice" });
+            entries.push(Entry {
+                id: id(),
+                posted,
+                service_month: m.clone(),
+                program_id: Some(4),
+                cost_center: "CC-TRUST",
+                vendor: "NordicAds",
+                invoice_id: format!("SEK-{m}"),
+                currency: "SEK",
+                amount: amount * 10,
+                entry_type: "invoice",
+            });
         }
     }
     entries.retain(|e| e.posted <= last);
+    // Volume: book every entry as `lines_per_entry` lines that add up to it (the first line
+    // takes the remainder); each line is converted and rounded on its own.
+    if lines_per_entry > 1 {
+        let k = lines_per_entry as i128;
+        let mut lines = Vec::with_capacity(entries.len() * lines_per_entry);
+        for (n, e) in entries.into_iter().enumerate() {
+            let base = e.amount / k;
+            for i in 0..lines_per_entry {
+                lines.push(Entry {
+                    id: (n * lines_per_entry + i + 1) as i64,
+                    posted: e.posted,
+                    service_month: e.service_month.clone(),
+                    program_id: e.program_id,
+                    cost_center: e.cost_center,
+                    vendor: e.vendor,
+                    invoice_id: e.invoice_id.clone(),
+                    currency: e.currency,
+                    amount: if i == 0 {
+                        e.amount - base * (k - 1)
+                    } else {
+                        base
+                    },
+                    entry_type: e.entry_type,
+                });
+            }
+        }
+        entries = lines;
+    }
 
     // The plan: per month, program, cost center, in the program's currency; SEK lines for the
     // NordicAds spend; version 2 revises a third of the months; one line for an unknown program.
@@ -194,7 +325,14 @@ pub async fn generate(
             let planned = base * rng.random_range(85..=115) / 100;
             plan.push((m.clone(), program_id, cost_center, currency, planned, 1));
             if i % 3 == 0 {
-                plan.push((m.clone(), program_id, cost_center, currency, planned * rng.random_range(95..=105) / 100, 2));
+                plan.push((
+                    m.clone(),
+                    program_id,
+                    cost_center,
+                    currency,
+                    planned * rng.random_range(95..=105) / 100,
+                    2,
+                ));
             }
         }
     }
@@ -207,45 +345,79 @@ pub async fn generate(
 
     // Expected figures.
     let known: Vec<i64> = program_ids.to_vec();
-    let latest_plan: BTreeMap<(String, i64, &str, &str), (i32, i128)> = plan.iter().fold(BTreeMap::new(), |mut acc, p| {
-        let key = (p.0.clone(), p.1, p.2, p.3);
-        let e = acc.entry(key).or_insert((p.5, p.4));
-        if p.5 > e.0 {
-            *e = (p.5, p.4);
-        }
-        acc
-    });
+    let latest_plan: BTreeMap<(String, i64, &str, &str), (i32, i128)> =
+        plan.iter().fold(BTreeMap::new(), |mut acc, p| {
+            let key = (p.0.clone(), p.1, p.2, p.3);
+            let e = acc.entry(key).or_insert((p.5, p.4));
+            if p.5 > e.0 {
+                *e = (p.5, p.4);
+            }
+            acc
+        });
     let mut actual: BTreeMap<String, i128> = BTreeMap::new();
     for e in &entries {
         *truth.entries.entry(e.entry_type.into()).or_default() += 1;
         let reason = match e.program_id {
             None => Some("unknown_program"),
             Some(p) if !known.contains(&p) => Some("unknown_program"),
-            Some(_) if !rates.contains_key(&(e.service_month.clone(), e.currency)) => Some("missing_fx_rate"),
-            Some(p) if !latest_plan.contains_key(&(e.service_month.clone(), p, e.cost_center, e.currency)) => Some("currency_not_in_plan"),
+            Some(_) if !rates.contains_key(&(e.service_month.clone(), e.currency)) => {
+                Some("missing_fx_rate")
+            }
+            Some(p)
+                if !latest_plan.contains_key(&(
+                    e.service_month.clone(),
+                    p,
+                    e.cost_center,
+                    e.currency,
+                )) =>
+            {
+                Some("currency_not_in_plan")
+            }
             Some(_) => None,
         };
         match reason {
             Some(r) => *truth.exceptions.entry(r.into()).or_default() += 1,
             None => {
-                let key = format!("{}/{}/{}", e.service_month, e.program_id.expect("mapped"), e.cost_center);
-                *actual.entry(key).or_default() += to_reporting(e.amount, rates[&(e.service_month.clone(), e.currency)]);
+                let key = format!(
+                    "{}/{}/{}",
+                    e.service_month,
+                    e.program_id.expect("mapped"),
+                    e.cost_center
+                );
+                *actual.entry(key).or_default() +=
+                    to_reporting(e.amount, rates[&(e.service_month.clone(), e.currency)]);
             }
         }
     }
     let mut planned: BTreeMap<String, i128> = BTreeMap::new();
     for ((m, p, cc, cur), (_, amount)) in &latest_plan {
         if !known.contains(p) {
-            *truth.exceptions.entry("plan_for_unknown_program".into()).or_default() += 1;
+            *truth
+                .exceptions
+                .entry("plan_for_unknown_program".into())
+                .or_default() += 1;
             continue;
         }
         match rates.get(&(m.clone(), *cur)) {
-            Some(rate) => *planned.entry(format!("{m}/{p}/{cc}")).or_default() += to_reporting(*amount, *rate),
-            None => *truth.exceptions.entry("plan_missing_fx_rate".into()).or_default() += 1,
+            Some(rate) => {
+                *planned.entry(format!("{m}/{p}/{cc}")).or_default() += to_reporting(*amount, *rate)
+            }
+            None => {
+                *truth
+                    .exceptions
+                    .entry("plan_missing_fx_rate".into())
+                    .or_default() += 1
+            }
         }
     }
-    truth.actual = actual.into_iter().map(|(k, v)| (k, cents_text(v))).collect();
-    truth.planned = planned.into_iter().map(|(k, v)| (k, cents_text(v))).collect();
+    truth.actual = actual
+        .into_iter()
+        .map(|(k, v)| (k, cents_text(v)))
+        .collect();
+    truth.planned = planned
+        .into_iter()
+        .map(|(k, v)| (k, cents_text(v)))
+        .collect();
 
     // Write: fx_rates and budget_plan as single files, the ledger by posting day.
     let mut counts = BTreeMap::new();
@@ -257,28 +429,60 @@ pub async fn generate(
     let fx_batch = RecordBatch::try_new(
         fx_schema.clone(),
         vec![
-            Arc::new(StringArray::from(rates.keys().map(|k| k.0.clone()).collect::<Vec<_>>())) as ArrayRef,
-            Arc::new(StringArray::from(rates.keys().map(|k| k.1).collect::<Vec<_>>())),
-            Arc::new(Decimal128Array::from(rates.values().copied().collect::<Vec<_>>()).with_precision_and_scale(18, 8)?),
+            Arc::new(StringArray::from(
+                rates.keys().map(|k| k.0.clone()).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            Arc::new(StringArray::from(
+                rates.keys().map(|k| k.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                Decimal128Array::from(rates.values().copied().collect::<Vec<_>>())
+                    .with_precision_and_scale(18, 8)?,
+            ),
         ],
     )?;
     counts.insert("fx_rates".to_string(), fx_batch.num_rows() as u64);
-    put(store, &root.clone().join("fx_rates").join("part-0000.parquet"), parquet_bytes(fx_schema, &[fx_batch])?, location).await?;
+    put(
+        store,
+        &root.clone().join("fx_rates").join("part-0000.parquet"),
+        parquet_bytes(fx_schema, &[fx_batch])?,
+        location,
+    )
+    .await?;
 
     let plan_schema = plan_schema();
     let plan_batch = RecordBatch::try_new(
         plan_schema.clone(),
         vec![
-            Arc::new(StringArray::from(plan.iter().map(|p| p.0.clone()).collect::<Vec<_>>())) as ArrayRef,
-            Arc::new(Int64Array::from(plan.iter().map(|p| p.1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(plan.iter().map(|p| p.2).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(plan.iter().map(|p| p.3).collect::<Vec<_>>())),
-            Arc::new(Decimal128Array::from(plan.iter().map(|p| p.4).collect::<Vec<_>>()).with_precision_and_scale(18, 2)?),
-            Arc::new(Int32Array::from(plan.iter().map(|p| p.5).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                plan.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            Arc::new(Int64Array::from(
+                plan.iter().map(|p| p.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                plan.iter().map(|p| p.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                plan.iter().map(|p| p.3).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                Decimal128Array::from(plan.iter().map(|p| p.4).collect::<Vec<_>>())
+                    .with_precision_and_scale(18, 2)?,
+            ),
+            Arc::new(Int32Array::from(
+                plan.iter().map(|p| p.5).collect::<Vec<_>>(),
+            )),
         ],
     )?;
     counts.insert("budget_plan".to_string(), plan_batch.num_rows() as u64);
-    put(store, &root.clone().join("budget_plan").join("part-0000.parquet"), parquet_bytes(plan_schema, &[plan_batch])?, location).await?;
+    put(
+        store,
+        &root.clone().join("budget_plan").join("part-0000.parquet"),
+        parquet_bytes(plan_schema, &[plan_batch])?,
+        location,
+    )
+    .await?;
 
     let mut by_day: BTreeMap<NaiveDate, Vec<&Entry>> = BTreeMap::new();
     for e in &entries {
@@ -287,8 +491,18 @@ pub async fn generate(
     let schema = ledger_schema();
     for (day, rows) in by_day {
         let batch = ledger_batch(&schema, &rows)?;
-        let path = root.clone().join("spend_ledger").join(format!("dt={day}").as_str()).join("part-0000.parquet");
-        put(store, &path, parquet_bytes(schema.clone(), &[batch])?, location).await?;
+        let path = root
+            .clone()
+            .join("spend_ledger")
+            .join(format!("dt={day}").as_str())
+            .join("part-0000.parquet");
+        put(
+            store,
+            &path,
+            parquet_bytes(schema.clone(), &[batch])?,
+            location,
+        )
+        .await?;
     }
     counts.insert("spend_ledger".to_string(), entries.len() as u64);
     Ok((counts, truth))
@@ -326,16 +540,41 @@ fn ledger_batch(schema: &SchemaRef, rows: &[&Entry]) -> Result<RecordBatch> {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(Int64Array::from(rows.iter().map(|e| e.id).collect::<Vec<_>>())) as ArrayRef,
-            Arc::new(Date32Array::from(rows.iter().map(|e| days(e.posted)).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.service_month.clone()).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rows.iter().map(|e| e.program_id).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.cost_center).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.vendor).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.invoice_id.clone()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.currency).collect::<Vec<_>>())),
-            Arc::new(Decimal128Array::from(rows.iter().map(|e| e.amount).collect::<Vec<_>>()).with_precision_and_scale(18, 2)?),
-            Arc::new(StringArray::from(rows.iter().map(|e| e.entry_type).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|e| e.id).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            Arc::new(Date32Array::from(
+                rows.iter().map(|e| days(e.posted)).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|e| e.service_month.clone())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|e| e.program_id).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|e| e.cost_center).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|e| e.vendor).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|e| e.invoice_id.clone())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|e| e.currency).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                Decimal128Array::from(rows.iter().map(|e| e.amount).collect::<Vec<_>>())
+                    .with_precision_and_scale(18, 2)?,
+            ),
+            Arc::new(StringArray::from(
+                rows.iter().map(|e| e.entry_type).collect::<Vec<_>>(),
+            )),
         ],
     )?;
     Ok(batch)

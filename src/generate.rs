@@ -32,6 +32,8 @@ pub struct GenerateOptions {
     pub customers: u64,
     pub months: u32,
     pub start: NaiveDate,
+    /// Ledger lines per booked entry (volume for finance benchmarks and tests; default 1).
+    pub ledger_lines: usize,
 }
 
 impl Default for GenerateOptions {
@@ -41,6 +43,7 @@ impl Default for GenerateOptions {
             customers: 20_000,
             months: 24,
             start: NaiveDate::from_ymd_opt(2024, 11, 1).expect("valid date"),
+            ledger_lines: 1,
         }
     }
 }
@@ -1297,7 +1300,9 @@ pub async fn generate(
                 let pid = sim.programs[pi].program_id;
                 let date = (day) as i32;
                 sim.spend[pi] += amount;
-                *sim.spend_by_month.entry((pi, crate::finance_data::month_key(date_of_day(day)))).or_default() += amount;
+                *sim.spend_by_month
+                    .entry((pi, crate::finance_data::month_key(date_of_day(day))))
+                    .or_default() += amount;
                 sim.emit(
                     "marketing_spend",
                     day * MICROS_PER_DAY,
@@ -1387,8 +1392,17 @@ pub async fn generate(
         .map(|m| crate::finance_data::month_key(opts.start + chrono::Months::new(m)))
         .collect();
     let program_ids: Vec<i64> = truth.programs.iter().map(|p| p.program_id).collect();
-    let (finance_counts, finance) =
-        crate::finance_data::generate(&store, &root_path, raw_root, opts.seed, &months, &spend_by_month, &program_ids).await?;
+    let (finance_counts, finance) = crate::finance_data::generate(
+        &store,
+        &root_path,
+        raw_root,
+        opts.seed,
+        &months,
+        &spend_by_month,
+        &program_ids,
+        opts.ledger_lines.max(1),
+    )
+    .await?;
     counts.extend(finance_counts);
     truth.finance = finance;
     truth.retention_active = curve.active;
@@ -1557,7 +1571,13 @@ mod contract_tests {
         let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         names.sort();
         let mut expected: Vec<&str> = EVENT_TABLES.to_vec();
-        expected.extend(["customers", "programs", "budget_plan", "fx_rates", "spend_ledger"]);
+        expected.extend([
+            "customers",
+            "programs",
+            "budget_plan",
+            "fx_rates",
+            "spend_ledger",
+        ]);
         expected.sort();
         assert_eq!(names, expected);
         for s in &sources {

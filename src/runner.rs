@@ -165,7 +165,10 @@ impl Workspace {
                     match df.create_physical_plan().await {
                         Ok(_) => {
                             // Checks are planned against the output's schema.
-                            ctx.register_table(node.spec.table.as_str(), Arc::new(EmptyTable::new(schema.clone())))?;
+                            ctx.register_table(
+                                node.spec.table.as_str(),
+                                Arc::new(EmptyTable::new(schema.clone())),
+                            )?;
                             problems.extend(crate::session::plan_checks(&ctx, &node.spec).await);
                             outputs.insert(node.spec.name.clone(), schema);
                         }
@@ -660,13 +663,18 @@ async fn run_job(
         .map_err(|e| job_err(e.to_string()))?;
     let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
         // Stream the result straight into the Delta writer.
-        Arc::new(PreparedPlan { plan: physical.clone() })
+        Arc::new(PreparedPlan {
+            plan: physical.clone(),
+        })
     } else {
         // Checks need the whole result before anything is published.
         let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
             .await
             .map_err(|e| job_err(e.to_string()))?;
-        let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(physical.schema(), vec![batches])?);
+        let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
+            physical.schema(),
+            vec![batches],
+        )?);
         ctx.register_table(spec.table.as_str(), result.clone())?;
         crate::session::run_checks(&ctx, spec).await?;
         result

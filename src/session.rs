@@ -102,7 +102,11 @@ pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame>
 }
 
 /// Plan a check's SQL with the job's parameters bound.
-async fn plan_check(ctx: &SessionContext, spec: &JobSpec, check: &crate::spec::Check) -> Result<DataFrame> {
+async fn plan_check(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    check: &crate::spec::Check,
+) -> Result<DataFrame> {
     let check_err = |e: DataFusionError| {
         let (line, column) = error_position(&e).unwrap_or((0, 0));
         Error::Sql {
@@ -114,7 +118,8 @@ async fn plan_check(ctx: &SessionContext, spec: &JobSpec, check: &crate::spec::C
         }
     };
     let df = ctx.sql(&check.sql).await.map_err(check_err)?;
-    df.with_param_values(ParamValues::from(spec.params.clone())).map_err(check_err)
+    df.with_param_values(ParamValues::from(spec.params.clone()))
+        .map_err(check_err)
 }
 
 /// Plan (without running) every check of `spec`; the output must be registered in `ctx`.
@@ -124,7 +129,10 @@ pub async fn plan_checks(ctx: &SessionContext, spec: &JobSpec) -> Vec<Error> {
         match plan_check(ctx, spec, check).await {
             Ok(df) => {
                 if let Err(e) = df.create_physical_plan().await {
-                    problems.push(Error::Job { job: spec.name.clone(), message: format!("check `{}`: {e}", check.name) });
+                    problems.push(Error::Job {
+                        job: spec.name.clone(),
+                        message: format!("check `{}`: {e}", check.name),
+                    });
                 }
             }
             Err(e) => problems.push(e),
@@ -151,8 +159,11 @@ pub async fn run_checks(ctx: &SessionContext, spec: &JobSpec) -> Result<()> {
                         .iter()
                         .enumerate()
                         .map(|(c, f)| {
-                            let v = datafusion::arrow::util::display::array_value_to_string(b.column(c), r)
-                                .unwrap_or_default();
+                            let v = datafusion::arrow::util::display::array_value_to_string(
+                                b.column(c),
+                                r,
+                            )
+                            .unwrap_or_default();
                             format!("{}={v}", f.name())
                         })
                         .collect();
@@ -162,7 +173,11 @@ pub async fn run_checks(ctx: &SessionContext, spec: &JobSpec) -> Result<()> {
                     }
                 }
             }
-            let about = if check.description.is_empty() { String::new() } else { format!(" ({})", check.description) };
+            let about = if check.description.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", check.description)
+            };
             failures.push(Error::Job {
                 job: spec.name.clone(),
                 message: format!(

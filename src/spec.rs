@@ -127,7 +127,12 @@ pub fn param_value(v: &toml::Value) -> std::result::Result<ScalarValue, String> 
         toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
         toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
         toml::Value::Datetime(d) => ScalarValue::Utf8(Some(d.to_string())),
-        other => return Err(format!("expected a string, number, boolean or date, found {}", other.type_str())),
+        other => {
+            return Err(format!(
+                "expected a string, number, boolean or date, found {}",
+                other.type_str()
+            ));
+        }
     })
 }
 
@@ -287,7 +292,11 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         checks: raw
             .checks
             .into_iter()
-            .map(|c| Check { name: c.name, description: c.description, sql: c.sql })
+            .map(|c| Check {
+                name: c.name,
+                description: c.description,
+                sql: c.sql,
+            })
             .collect(),
     })
 }

@@ -19,7 +19,9 @@ pub struct RoundHalfEven {
 
 impl Default for RoundHalfEven {
     fn default() -> Self {
-        RoundHalfEven { signature: Signature::any(1, Volatility::Immutable) }
+        RoundHalfEven {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -35,7 +37,11 @@ pub fn half_even_to_cents(value: i128, scale: i8) -> i128 {
     let quotient = value.div_euclid(divisor);
     let remainder = value.rem_euclid(divisor);
     let twice = remainder * 2;
-    if twice > divisor || (twice == divisor && quotient % 2 != 0) { quotient + 1 } else { quotient }
+    if twice > divisor || (twice == divisor && quotient % 2 != 0) {
+        quotient + 1
+    } else {
+        quotient
+    }
 }
 
 impl ScalarUDFImpl for RoundHalfEven {
@@ -51,7 +57,10 @@ impl ScalarUDFImpl for RoundHalfEven {
         match arg_types {
             [DataType::Decimal128(p, s)] => {
                 let integer_digits = (*p as i16 - *s as i16).max(1);
-                Ok(DataType::Decimal128((integer_digits + CENTS as i16 + 1).min(38) as u8, CENTS))
+                Ok(DataType::Decimal128(
+                    (integer_digits + CENTS as i16 + 1).min(38) as u8,
+                    CENTS,
+                ))
             }
             other => plan_err!("round_half_even expects one decimal argument, got {other:?}"),
         }
@@ -61,18 +70,23 @@ impl ScalarUDFImpl for RoundHalfEven {
         let DataType::Decimal128(p, s) = args.arg_fields[0].data_type().clone() else {
             return exec_err!("round_half_even expects a decimal");
         };
-        let DataType::Decimal128(out_p, out_s) = self.return_type(&[DataType::Decimal128(p, s)])? else {
+        let DataType::Decimal128(out_p, out_s) = self.return_type(&[DataType::Decimal128(p, s)])?
+        else {
             unreachable!("decimal in, decimal out")
         };
         match &args.args[0] {
-            ColumnarValue::Scalar(ScalarValue::Decimal128(v, _, _)) => Ok(ColumnarValue::Scalar(ScalarValue::Decimal128(
-                v.map(|v| half_even_to_cents(v, s)),
-                out_p,
-                out_s,
-            ))),
+            ColumnarValue::Scalar(ScalarValue::Decimal128(v, _, _)) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Decimal128(v.map(|v| half_even_to_cents(v, s)), out_p, out_s),
+            )),
             ColumnarValue::Array(array) => {
-                let input = array.as_any().downcast_ref::<Decimal128Array>().expect("decimal array");
-                let out: Decimal128Array = input.iter().map(|v| v.map(|v| half_even_to_cents(v, s))).collect();
+                let input = array
+                    .as_any()
+                    .downcast_ref::<Decimal128Array>()
+                    .expect("decimal array");
+                let out: Decimal128Array = input
+                    .iter()
+                    .map(|v| v.map(|v| half_even_to_cents(v, s)))
+                    .collect();
                 let out = out.with_precision_and_scale(out_p, out_s)?;
                 Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
             }
@@ -117,9 +131,16 @@ mod tests {
             .collect()
             .await
             .unwrap();
-        let v = batches[0].column(0).as_any().downcast_ref::<Decimal128Array>().unwrap();
+        let v = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .unwrap();
         // 0.125 -> 0.12, 0.175 -> 0.18, 10.8123456 -> 10.81
-        assert_eq!(v.iter().collect::<Vec<_>>(), vec![Some(12), Some(18), Some(1081)]);
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            vec![Some(12), Some(18), Some(1081)]
+        );
         assert_eq!(v.scale(), 2);
     }
 }

@@ -1834,6 +1834,92 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         );
     }
     println!("{}", report_lines.join("\n"));
+    assert_finance_matches_truth(&ctx, &truth.finance).await;
+}
+
+/// Every reconciled cell's actual and planned amount, and the exceptions by reason, as the
+/// generator computed them entry by entry (an independent implementation of the same rule).
+async fn assert_finance_matches_truth(
+    ctx: &datafusion::prelude::SessionContext,
+    truth: &retention::finance_data::FinanceTruth,
+) {
+    let rows = rows_of(
+        ctx,
+        "SELECT month, program_id, cost_center, actual, planned FROM budget_reconciliation",
+    )
+    .await;
+    let mut actual = std::collections::BTreeMap::new();
+    let mut planned = std::collections::BTreeMap::new();
+    for r in rows {
+        let key = format!("{}/{}/{}", r[0], r[1], r[2]);
+        if r[3] != "0.00" || truth.actual.contains_key(&key) {
+            actual.insert(key.clone(), r[3].clone());
+        }
+        if r[4] != "0.00" || truth.planned.contains_key(&key) {
+            planned.insert(key, r[4].clone());
+        }
+    }
+    assert_eq!(actual, truth.actual);
+    assert_eq!(planned, truth.planned);
+    let rows = rows_of(
+        ctx,
+        "SELECT reason, count(*) FROM reconciliation_exceptions GROUP BY reason",
+    )
+    .await;
+    let exceptions: std::collections::BTreeMap<String, u64> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
+    assert_eq!(exceptions, truth.exceptions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_ledger_entries_reconcile_to_the_cent() {
+    let lake = TempDir::new().unwrap();
+    let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
+    let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
+    let over = Overrides {
+        raw: Some(raw.to_string()),
+        curated: Some(curated_root.to_string()),
+        ..Default::default()
+    };
+    let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
+    let stores = Stores::default();
+    let opts = retention::generate::GenerateOptions {
+        seed: 11,
+        customers: 2_000,
+        ledger_lines: 5_000,
+        ..Default::default()
+    };
+    let generated = retention::generate::generate(&stores, &raw, &opts)
+        .await
+        .unwrap();
+    let entries = generated.tables["spend_ledger"];
+    assert!(entries >= 1_000_000, "{entries} ledger entries");
+    let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
+    let plan = ws
+        .plan(
+            &ws.graph
+                .select(&["+budget_reconciliation".into()], false)
+                .unwrap(),
+            "test",
+        )
+        .unwrap();
+    retention::runner::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let ctx = ws.query_session().await.unwrap();
+    assert_finance_matches_truth(&ctx, &generated.truth.finance).await;
+    // Every entry is accounted for: in the reconciliation or an exception.
+    let counted = rows_of(
+        &ctx,
+        "SELECT (SELECT sum(accrual_entries + invoice_entries + reversal_entries + credit_note_entries) FROM budget_reconciliation)
+              + (SELECT count(*) FROM reconciliation_exceptions WHERE source = 'ledger') AS n",
+    )
+    .await;
+    assert_eq!(counted[0][0], entries.to_string());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1957,14 +2043,23 @@ async fn checks_pass_or_fail_the_job_before_publishing() {
     let err = fx.cmd(&["run", "+channel_value"]).await.unwrap_err();
     assert_eq!(err.to_string(), "2 of 2 job(s) failed");
     assert_eq!(fx.snapshot().await, after_pass);
-    let msg = fx.rows("select job, status, error from _runs where status <> 'succeeded'").await;
+    let msg = fx
+        .rows("select job, status, error from _runs where status <> 'succeeded'")
+        .await;
     assert!(
         msg.contains("customer_value|failed|job `customer_value`: check `one_order_each` failed (no repeat buyers): 1 violating row(s), e.g. (customer_id=1, orders=2); nothing was published"),
         "{msg}"
     );
     assert!(msg.contains("channel_value|skipped|"), "{msg}");
     // A check that does not plan is a validate error naming the spec file and the check.
-    write(fx.dir(), "jobs/customer_value.toml", &failing.replace("WHERE orders >", "WHERE orderz >"));
+    write(
+        fx.dir(),
+        "jobs/customer_value.toml",
+        &failing.replace("WHERE orders >", "WHERE orderz >"),
+    );
     let err = fx.cmd(&["validate"]).await.unwrap_err().to_string();
-    assert!(err.contains("job `customer_value (check `one_order_each`)`") && err.contains("orderz"), "{err}");
+    assert!(
+        err.contains("job `customer_value (check `one_order_each`)`") && err.contains("orderz"),
+        "{err}"
+    );
 }
