@@ -2,13 +2,7 @@
 -- Every ledger entry is converted at its service month's rate and rounded half-even to cents
 -- before summing; entries that cannot be mapped are in reconciliation_exceptions instead.
 WITH latest_plan AS (
-  SELECT month, program_id, cost_center, currency, planned_amount, version
-  FROM (
-    SELECT month, program_id, cost_center, currency, planned_amount, version,
-           row_number() OVER (PARTITION BY month, program_id, cost_center, currency ORDER BY version DESC) AS n
-    FROM budget_plan
-  ) ranked
-  WHERE n = 1
+  SELECT month, program_id, cost_center, currency, planned_amount, version FROM budget_plan_current
 ),
 plan AS (
   SELECT lp.month, lp.program_id, lp.cost_center,

@@ -1,13 +1,7 @@
 -- Entries and plan lines the reconciliation cannot use. Definitions: docs/metrics/budget_reconciliation.md.
 -- Reason priority: invalid_month > unknown_program > missing_fx_rate > currency_not_in_plan.
 WITH latest_plan AS (
-  SELECT month, program_id, cost_center, currency, planned_amount, version
-  FROM (
-    SELECT month, program_id, cost_center, currency, planned_amount, version,
-           row_number() OVER (PARTITION BY month, program_id, cost_center, currency ORDER BY version DESC) AS n
-    FROM budget_plan
-  ) ranked
-  WHERE n = 1
+  SELECT month, program_id, cost_center, currency, planned_amount, version FROM budget_plan_current
 ),
 entries AS (
   SELECT l.entry_id, l.posted_date, l.service_month, l.program_id, l.cost_center, l.vendor,

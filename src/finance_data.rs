@@ -441,12 +441,14 @@ pub async fn generate(
             ),
         ],
     )?;
-    counts.insert("fx_rates".to_string(), fx_batch.num_rows() as u64);
-    put(
+    write_file(
         store,
-        &root.clone().join("fx_rates").join("part-0000.parquet"),
-        parquet_bytes(fx_schema, &[fx_batch])?,
+        root,
         location,
+        "fx_rates",
+        None,
+        fx_batch,
+        &mut counts,
     )
     .await?;
 
@@ -475,12 +477,14 @@ pub async fn generate(
             )),
         ],
     )?;
-    counts.insert("budget_plan".to_string(), plan_batch.num_rows() as u64);
-    put(
+    write_file(
         store,
-        &root.clone().join("budget_plan").join("part-0000.parquet"),
-        parquet_bytes(plan_schema, &[plan_batch])?,
+        root,
         location,
+        "budget_plan",
+        None,
+        plan_batch,
+        &mut counts,
     )
     .await?;
 
@@ -491,21 +495,44 @@ pub async fn generate(
     let schema = ledger_schema();
     for (day, rows) in by_day {
         let batch = ledger_batch(&schema, &rows)?;
-        let path = root
-            .clone()
-            .join("spend_ledger")
-            .join(format!("dt={day}").as_str())
-            .join("part-0000.parquet");
-        put(
+        write_file(
             store,
-            &path,
-            parquet_bytes(schema.clone(), &[batch])?,
+            root,
             location,
+            "spend_ledger",
+            Some(day),
+            batch,
+            &mut BTreeMap::new(),
         )
         .await?;
     }
     counts.insert("spend_ledger".to_string(), entries.len() as u64);
     Ok((counts, truth))
+}
+
+/// Write one table file (`<table>/part-0000.parquet`, or under `dt=<day>/`) and count its rows.
+async fn write_file(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorePath,
+    location: &Url,
+    table: &str,
+    day: Option<NaiveDate>,
+    batch: RecordBatch,
+    counts: &mut BTreeMap<String, u64>,
+) -> Result<()> {
+    *counts.entry(table.to_string()).or_default() += batch.num_rows() as u64;
+    let mut path = root.clone().join(table);
+    if let Some(day) = day {
+        path = path.join(format!("dt={day}").as_str());
+    }
+    let path = path.join("part-0000.parquet");
+    put(
+        store,
+        &path,
+        parquet_bytes(batch.schema(), &[batch])?,
+        location,
+    )
+    .await
 }
 
 /// Schema of `budget_plan`.
