@@ -37,8 +37,8 @@ order_day AS (
            + CAST(date_part('month', d.order_date) AS BIGINT) - 1                   AS month_num
   FROM (
     SELECT oe.customer_id, oe.order_date
-    FROM order_experience oe
-    CROSS JOIN bounds b
+    FROM bounds b
+    CROSS JOIN order_experience oe
     WHERE oe.status = 'completed'
       AND oe.order_date <= b.as_of_date
     GROUP BY oe.customer_id, oe.order_date
@@ -62,8 +62,8 @@ churn_event AS (
          s.acquisition_channel,
          s.region,
          CAST(CAST(s.day_num + b.churn_days AS INT) AS DATE) AS churn_date
-  FROM spell s
-  CROSS JOIN bounds b
+  FROM bounds b
+  CROSS JOIN spell s
   WHERE (s.next_day_num IS NULL OR s.next_day_num - s.day_num > b.churn_days)
     AND s.day_num + b.churn_days <= b.as_of_day
 ),
@@ -88,8 +88,8 @@ coverage AS (
          CAST(CAST(least(coalesce(s.next_day_num, s.day_num + b.churn_days),
                          s.day_num + b.churn_days) AS INT) AS DATE) AS end_date,
          b.as_of_month
-  FROM spell s
-  CROSS JOIN bounds b
+  FROM bounds b
+  CROSS JOIN spell s
 ),
 coverage_months AS (
   SELECT customer_id,
@@ -162,5 +162,5 @@ SELECT
   c.new_customers,
   b.churn_days,
   b.as_of_date
-FROM counted c
-CROSS JOIN bounds b
+FROM bounds b
+CROSS JOIN counted c

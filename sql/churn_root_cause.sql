@@ -6,7 +6,7 @@ WITH as_of AS (
 completed AS (
   SELECT e.customer_id, e.order_id, e.order_ts, CAST(e.order_ts AS DATE) AS order_date,
          e.primary_issue, e.perfect_order
-  FROM order_experience e CROSS JOIN as_of a
+  FROM as_of a CROSS JOIN order_experience e
   WHERE NOT e.is_cancelled AND CAST(e.order_ts AS DATE) <= a.as_of_date
 ),
 first_order AS (
@@ -40,10 +40,10 @@ flags AS (
            <= $repeat_window_days, false)                                     AS repeated,
          (extract(epoch FROM CAST(a.as_of_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.last_date AS TIMESTAMP))) / 86400
            >= $churn_days                                                     AS churned
-  FROM first_order f
+  FROM as_of a
+  CROSS JOIN first_order f
   JOIN order_days d ON d.customer_id = f.customer_id
   LEFT JOIN repeat_day r ON r.customer_id = f.customer_id
-  CROSS JOIN as_of a
 ),
 counts AS (
   SELECT first_order_experience,

@@ -17,8 +17,8 @@ buyer AS (
   SELECT oe.customer_id,
          min(oe.order_date) AS first_order_date,
          max(oe.order_date) AS last_order_date
-  FROM order_experience oe
-  CROSS JOIN params p
+  FROM params p
+  CROSS JOIN order_experience oe
   WHERE oe.status = 'completed'
     AND oe.order_date <= p.as_of_date
   GROUP BY oe.customer_id
@@ -33,8 +33,8 @@ scored AS (
          CAST((extract(epoch FROM CAST(p.as_of_date AS TIMESTAMP))
                - extract(epoch FROM CAST(b.last_order_date AS TIMESTAMP))) / 86400 AS BIGINT)
                                        AS days_since_last_order
-  FROM buyer b
-  CROSS JOIN params p
+  FROM params p
+  CROSS JOIN buyer b
 )
 SELECT
   s.customer_id,

@@ -10,8 +10,8 @@ WITH params AS (
 completed AS (
   SELECT oe.customer_id, oe.order_id, oe.order_ts, oe.order_date,
          oe.gmv, oe.refund_amount, oe.net_revenue, oe.bad_experience, oe.primary_issue
-  FROM order_experience oe
-  CROSS JOIN params p
+  FROM params p
+  CROSS JOIN order_experience oe
   WHERE oe.status = 'completed'
     AND oe.order_date <= p.as_of_date
 ),
@@ -43,8 +43,8 @@ measured AS (
                - extract(epoch FROM CAST(pc.first_order_date AS TIMESTAMP))) / 86400 AS BIGINT) AS tenure_days,
          CAST((extract(epoch FROM CAST(pc.last_order_date AS TIMESTAMP))
                - extract(epoch FROM CAST(pc.first_order_date AS TIMESTAMP))) / 86400 AS BIGINT) AS bgnbd_recency
-  FROM per_customer pc
-  CROSS JOIN params p
+  FROM params p
+  CROSS JOIN per_customer pc
 ),
 -- RFM quintiles over all customers in the output. NTILE(5) gives bucket 1 to the first rows of
 -- the ordering; ties are broken by customer_id (lower id first, i.e. lower score) so reruns

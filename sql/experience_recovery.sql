@@ -43,8 +43,8 @@ per_case AS (
          coalesce(m.redeemed_value, CAST(0 AS DECIMAL(18,2)))          AS redeemed_value,
          a.as_of_end - c.issue_epoch                                   AS observed_seconds,
          n.next_epoch - c.issue_epoch                                  AS repurchase_seconds
-  FROM cases c
-  CROSS JOIN as_of a
+  FROM as_of a
+  CROSS JOIN cases c
   LEFT JOIN compensation m ON m.order_id = c.order_id
   LEFT JOIN next_order n   ON n.order_id = c.order_id
   WHERE c.issue_epoch < a.as_of_end
