@@ -9,6 +9,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/retention"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/project/jobs"
+cp retention.toml "$work/project/"
 cp jobs/*.toml "$work/project/jobs/"
 cp -r sql "$work/project/sql"
 

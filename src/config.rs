@@ -222,6 +222,13 @@ impl Project {
         }
 
         let mut params = Vec::new();
+        // Finance reports in USD unless the project says otherwise.
+        if !raw.params.contains_key("reporting_currency") {
+            params.push((
+                "reporting_currency".to_string(),
+                datafusion::common::ScalarValue::Utf8(Some("USD".into())),
+            ));
+        }
         for (k, v) in &raw.params {
             match crate::spec::param_value(v) {
                 Ok(value) => params.push((k.clone(), value)),
@@ -360,6 +367,13 @@ mod tests {
         assert_eq!(p.curated.as_str(), "file:///proj/lake/curated/");
         assert_eq!(p.jobs, 2);
         assert_eq!(p.log_retention_days, 30);
+        assert_eq!(
+            p.params,
+            vec![(
+                "reporting_currency".to_string(),
+                datafusion::common::ScalarValue::Utf8(Some("USD".into()))
+            )]
+        );
     }
 
     #[test]
