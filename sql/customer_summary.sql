@@ -49,12 +49,26 @@ measured AS (
 -- RFM quintiles over all customers in the output. NTILE(5) gives bucket 1 to the first rows of
 -- the ordering; ties are broken by customer_id (lower id first, i.e. lower score) so reruns
 -- give the same scores. r: most days since last order first, so the most recent get 5.
-scored AS (
+-- Computed exactly as NTILE(5) from row numbers (DataFusion's ntile is quadratic over a global
+-- ordering; checked equal to ntile for 1 to 39 rows): with n rows, q = n / 5 and r = n % 5 (integer division), the first r buckets hold q + 1 rows and the
+-- rest q; row i (0-based) is in bucket i / (q + 1) when i < r (q + 1), else r + (i - r (q + 1)) / q.
+ranked AS (
   SELECT m.*,
-         CAST(ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS INT) AS r_score,
-         CAST(ntile(5) OVER (ORDER BY orders ASC, customer_id) AS INT)        AS f_score,
-         CAST(ntile(5) OVER (ORDER BY net_revenue ASC, customer_id) AS INT)   AS m_score
+         CAST(row_number() OVER (ORDER BY recency_days DESC, customer_id) AS BIGINT) - 1 AS r_row,
+         CAST(row_number() OVER (ORDER BY orders ASC, customer_id) AS BIGINT) - 1        AS f_row,
+         CAST(row_number() OVER (ORDER BY net_revenue ASC, customer_id) AS BIGINT) - 1   AS m_row,
+         CAST(count(*) OVER () AS BIGINT)                                                AS n_customers
   FROM measured m
+),
+buckets AS (
+  SELECT ranked.*, n_customers / 5 AS q, n_customers % 5 AS r FROM ranked
+),
+scored AS (
+  SELECT buckets.*,
+         CAST(1 + CASE WHEN r_row < r * (q + 1) THEN r_row / (q + 1) ELSE r + (r_row - r * (q + 1)) / NULLIF(q, 0) END AS INT) AS r_score,
+         CAST(1 + CASE WHEN f_row < r * (q + 1) THEN f_row / (q + 1) ELSE r + (f_row - r * (q + 1)) / NULLIF(q, 0) END AS INT) AS f_score,
+         CAST(1 + CASE WHEN m_row < r * (q + 1) THEN m_row / (q + 1) ELSE r + (m_row - r * (q + 1)) / NULLIF(q, 0) END AS INT) AS m_score
+  FROM buckets
 )
 SELECT
   s.customer_id,
