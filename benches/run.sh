@@ -14,7 +14,7 @@ cp jobs/*.toml "$work/project/jobs/"
 cp -r sql "$work/project/sql"
 
 echo "## generate --customers $customers"
-/usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" generate --customers "$customers" --out "$work/raw" 2>&1 | tail -15
+/usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" generate --customers "$customers" --out "$work/raw" 2>&1 | tail -20
 du -sh "$work/raw"
 
 echo "## run --all"
