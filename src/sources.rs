@@ -332,7 +332,15 @@ impl Source {
                             let schema = format
                                 .infer_schema(state, &store, std::slice::from_ref(&meta))
                                 .await;
-                            (location, meta.size, schema)
+                            // Null counts from the footer's statistics, for NOT NULL columns.
+                            let stats = match &schema {
+                                Ok(s) => format
+                                    .infer_stats(state, &store, s.clone(), &meta)
+                                    .await
+                                    .ok(),
+                                Err(_) => None,
+                            };
+                            (location, meta.size, schema.map(|s| (s, stats)))
                         }
                     })
                     .buffer_unordered(16)
@@ -348,7 +356,11 @@ impl Source {
                             crate::storage::redact(&e.to_string())
                         ))
                     })?;
+                    let (schema, stats) = schema;
                     self.check_schema(&schema, &location)?;
+                    if let Some(stats) = stats {
+                        self.check_not_null(&schema, &stats, &location)?;
+                    }
                     schemas.push(schema);
                 }
                 let merged = Schema::try_merge(schemas.iter().map(|s| s.as_ref().clone()))
@@ -361,6 +373,34 @@ impl Source {
             .with_schema(file_schema);
         let table = ListingTable::try_new(config).map_err(|e| err(e.to_string()))?;
         Ok(Arc::new(table))
+    }
+
+    /// Columns declared `nullable = false` must hold no nulls (per the file's statistics).
+    pub fn check_not_null(
+        &self,
+        schema: &Schema,
+        stats: &datafusion::common::Statistics,
+        file: &str,
+    ) -> Result<()> {
+        for c in self.columns.iter().filter(|c| !c.nullable) {
+            let Ok(index) = schema.index_of(&c.name) else {
+                continue;
+            };
+            let nulls = stats
+                .column_statistics
+                .get(index)
+                .and_then(|s| s.null_count.get_value().copied());
+            if let Some(n) = nulls.filter(|n| *n > 0) {
+                return Err(Error::Contract {
+                    table: self.name.clone(),
+                    message: format!(
+                        "column `{}`: declared not null but {n} value(s) are null in file {file}",
+                        c.name
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Compare one file's schema with the contract.

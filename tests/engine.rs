@@ -2063,3 +2063,39 @@ async fn checks_pass_or_fail_the_job_before_publishing() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn nulls_in_a_not_null_column_break_the_contract() {
+    let (fx, before) = published().await;
+    // `status` is declared not null; one partition has a null status.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("gmv", DataType::Decimal128(18, 2), false),
+        Field::new("discount", DataType::Decimal128(18, 2), false),
+        Field::new("status", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![8, 9])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+            money(&[100, 200]),
+            money(&[0, 0]),
+            Arc::new(StringArray::from(vec![Some("completed"), None])),
+        ],
+    )
+    .unwrap();
+    fx.put_raw("orders/dt=2026-02-22/part-0.parquet", parquet(&batch))
+        .await;
+    expect_error(&fx, &["run", "daily_revenue"], &before).await;
+    let err = fx
+        .rows("select error from _runs where status = 'failed'")
+        .await;
+    assert!(
+        err.contains(
+            "source `orders`: column `status`: declared not null but 1 value(s) are null in file"
+        ) && err.contains("dt=2026-02-22/part-0.parquet"),
+        "{err}"
+    );
+}
