@@ -73,6 +73,11 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
     Table,
     Csv,
@@ -183,6 +188,24 @@ pub enum Command {
     /// Generate data if the raw root is empty, run every job, and say where the tables are.
     #[command(after_help = "Examples:\n  retention demo")]
     Demo,
+    /// Export a month of the budget reconciliation for finance: a summary and a detail file
+    /// (every ledger entry of the month with its mapping), exact decimal text.
+    #[command(
+        after_help = "Examples:\n  retention export budget_reconciliation --month 2026-10\n  retention export budget_reconciliation --month 2026-10 --out /tmp/close"
+    )]
+    Export {
+        /// The table to export (budget_reconciliation).
+        table: String,
+        /// Service month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Output format (CSV; the XLSX workbook comes with month close).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(
         after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24"
@@ -419,6 +442,18 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let ctx = ws.query_session().await?;
             let df = ctx.sql(&sql).await?;
             print_batches(&df.collect().await?, format)
+        }
+        Command::Export {
+            table,
+            month,
+            format: ExportFormat::Csv,
+            out,
+        } => {
+            let files = crate::export::export_month_csv(&ws, &table, &month, &out).await?;
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
         }
         Command::Vacuum {
             tables,

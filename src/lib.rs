@@ -6,6 +6,7 @@ pub mod curated;
 pub mod dag;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod finance_data;
 pub mod generate;
 pub mod ledger;

@@ -2099,3 +2099,114 @@ async fn nulls_in_a_not_null_column_break_the_contract() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_exact_decimal_csv_for_a_month() {
+    let lake = TempDir::new().unwrap();
+    let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
+    let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
+    let over = Overrides {
+        raw: Some(raw.to_string()),
+        curated: Some(curated_root.to_string()),
+        ..Default::default()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stores = Stores::default();
+    let opts = retention::generate::GenerateOptions {
+        seed: 5,
+        customers: 600,
+        months: 6,
+        ..Default::default()
+    };
+    let generated = retention::generate::generate(&stores, &raw, &opts)
+        .await
+        .unwrap();
+    let ws = Arc::new(
+        Workspace::load(Engine::new(Project::load(root, &over).unwrap(), stores).unwrap()).unwrap(),
+    );
+    let plan = ws
+        .plan(
+            &ws.graph
+                .select(&["+budget_reconciliation".into()], false)
+                .unwrap(),
+            "test",
+        )
+        .unwrap();
+    retention::runner::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+
+    let month = "2025-01";
+    let out = lake.path().join("export");
+    let files = retention::export::export_month_csv(&ws, "budget_reconciliation", month, &out)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 2);
+    let summary = std::fs::read_to_string(&files[0]).unwrap();
+    let mut lines = summary.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut exported = std::collections::BTreeMap::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let key = format!(
+            "{}/{}/{}",
+            cells[col("month")],
+            cells[col("program_id")],
+            cells[col("cost_center")]
+        );
+        exported.insert(key, cells[col("actual")].to_string());
+    }
+    let expected: std::collections::BTreeMap<String, String> = generated
+        .truth
+        .finance
+        .actual
+        .iter()
+        .filter(|(k, _)| k.starts_with(month))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Exact decimal text, no exponent, every cell of the month.
+    let exported_nonzero: std::collections::BTreeMap<String, String> = exported
+        .into_iter()
+        .filter(|(k, v)| v != "0.00" || expected.contains_key(k))
+        .collect();
+    assert_eq!(exported_nonzero, expected);
+    let detail = std::fs::read_to_string(&files[1]).unwrap();
+    assert!(
+        detail.starts_with("entry_id,posted_date,service_month,"),
+        "{detail}"
+    );
+    assert!(
+        detail
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(&format!(",{month},")))
+    );
+    assert!(
+        detail.lines().any(|l| l.ends_with(",mapped"))
+            && detail.lines().any(|l| l.ends_with(",unknown_program")),
+        "{detail}"
+    );
+    assert!(
+        !out.join(format!("budget_reconciliation_{month}_summary.csv.partial"))
+            .exists()
+    );
+
+    // A month that does not exist is a clear error (exit code 2) and writes nothing.
+    let err = retention::export::export_month_csv(
+        &ws,
+        "budget_reconciliation",
+        "2026-13",
+        &lake.path().join("bad"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--month: month: `2026-13` is not a month: expected YYYY-MM with a month from 01 to 12"
+    );
+    assert_eq!(retention::cli::exit_code(&err), 2);
+    assert!(!lake.path().join("bad").exists());
+}
