@@ -106,13 +106,16 @@ pub async fn generate(
     store: &Arc<dyn ObjectStore>,
     root: &StorePath,
     location: &Url,
-    seed: u64,
-    months: &[String],
+    opts: &crate::generate::GenerateOptions,
     spend: &MonthlySpend,
     program_ids: &[i64],
-    lines_per_entry: usize,
 ) -> Result<(BTreeMap<String, u64>, FinanceTruth)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xF1_4A_4C_E5);
+    let months: Vec<String> = (0..opts.months)
+        .map(|m| month_key(opts.start + chrono::Months::new(m)))
+        .collect();
+    let months = months.as_slice();
+    let lines_per_entry = opts.ledger_lines.max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xF1_4A_4C_E5);
     let mut truth = FinanceTruth {
         reporting_currency: "USD".into(),
         ..Default::default()
@@ -421,13 +424,8 @@ pub async fn generate(
 
     // Write: fx_rates and budget_plan as single files, the ledger by posting day.
     let mut counts = BTreeMap::new();
-    let fx_schema: SchemaRef = Arc::new(Schema::new(vec![
-        Field::new("month", DataType::Utf8, false),
-        Field::new("currency", DataType::Utf8, false),
-        Field::new("rate_to_reporting", DataType::Decimal128(18, 8), false),
-    ]));
     let fx_batch = RecordBatch::try_new(
-        fx_schema.clone(),
+        fx_schema(),
         vec![
             Arc::new(StringArray::from(
                 rates.keys().map(|k| k.0.clone()).collect::<Vec<_>>(),
@@ -533,6 +531,15 @@ async fn write_file(
         location,
     )
     .await
+}
+
+/// Schema of `fx_rates`.
+pub fn fx_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("month", DataType::Utf8, false),
+        Field::new("currency", DataType::Utf8, false),
+        Field::new("rate_to_reporting", DataType::Decimal128(18, 8), false),
+    ]))
 }
 
 /// Schema of `budget_plan`.

@@ -1388,19 +1388,14 @@ pub async fn generate(
     truth.gmv_total = cents_text(gmv_total);
     truth.refund_total = cents_text(refund_total);
     // Finance: plan, ledger and FX consistent with the spend above.
-    let months: Vec<String> = (0..opts.months)
-        .map(|m| crate::finance_data::month_key(opts.start + chrono::Months::new(m)))
-        .collect();
     let program_ids: Vec<i64> = truth.programs.iter().map(|p| p.program_id).collect();
     let (finance_counts, finance) = crate::finance_data::generate(
         &store,
         &root_path,
         raw_root,
-        opts.seed,
-        &months,
+        opts,
         &spend_by_month,
         &program_ids,
-        opts.ledger_lines.max(1),
     )
     .await?;
     counts.extend(finance_counts);
@@ -1584,11 +1579,7 @@ mod contract_tests {
             let generated = match s.name.as_str() {
                 "budget_plan" => crate::finance_data::plan_schema(),
                 "spend_ledger" => crate::finance_data::ledger_schema(),
-                "fx_rates" => Arc::new(Schema::new(vec![
-                    Field::new("month", DataType::Utf8, false),
-                    Field::new("currency", DataType::Utf8, false),
-                    Field::new("rate_to_reporting", DataType::Decimal128(18, 8), false),
-                ])),
+                "fx_rates" => crate::finance_data::fx_schema(),
                 other => schema(other),
             };
             s.check_schema(&generated, "generated").unwrap();

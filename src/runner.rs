@@ -451,7 +451,14 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                         output_version: None,
                         error: Some(msg.clone()),
                     };
-                    records.push(record(plan, &outcome, now, now, "{}".into()));
+                    records.push(record(
+                        &plan.run_id,
+                        &plan.trigger,
+                        &outcome,
+                        now,
+                        now,
+                        "{}".into(),
+                    ));
                     outcomes.insert(job.name.clone(), outcome);
                     pending.remove(i);
                     continue;
@@ -511,20 +518,14 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                                     )
                                 }
                             };
-                            let rec = RunRecord {
-                                run_id: plan_meta.0,
-                                job: outcome.job.clone(),
-                                trigger: plan_meta.1,
-                                started_at: started,
-                                finished_at: finished,
-                                status: outcome.status,
-                                rows_read: outcome.rows_read,
-                                rows_written: outcome.rows_written,
-                                bytes_read: outcome.bytes_read,
-                                input_versions: inputs,
-                                output_version: outcome.output_version,
-                                error: outcome.error.clone(),
-                            };
+                            let rec = record(
+                                &plan_meta.0,
+                                &plan_meta.1,
+                                &outcome,
+                                started,
+                                finished,
+                                inputs,
+                            );
                             (outcome, rec)
                         }
                         .instrument(span),
@@ -571,17 +572,19 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     .await
 }
 
+/// The ledger row of one job's outcome in run `run_id`.
 fn record(
-    plan: &RunPlan,
+    run_id: &str,
+    trigger: &str,
     o: &JobOutcome,
     start: chrono::DateTime<Utc>,
     end: chrono::DateTime<Utc>,
     inputs: String,
 ) -> RunRecord {
     RunRecord {
-        run_id: plan.run_id.clone(),
+        run_id: run_id.to_string(),
         job: o.job.clone(),
-        trigger: plan.trigger.clone(),
+        trigger: trigger.to_string(),
         started_at: start,
         finished_at: end,
         status: o.status,

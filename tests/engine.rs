@@ -413,17 +413,7 @@ fn render(batches: &[RecordBatch]) -> String {
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut lines = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = (0..b.num_columns())
-                .map(|c| {
-                    datafusion::arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
-                })
-                .collect();
-            lines.push(cells.join("|"));
-        }
-    }
+    let mut lines: Vec<String> = cells(batches).iter().map(|row| row.join("|")).collect();
     lines.sort();
     format!("{}\n{}", header.join("|"), lines.join("\n"))
 }
@@ -872,54 +862,75 @@ async fn source_files_missing() {
 
 #[tokio::test]
 async fn truncated_parquet_names_the_file() {
-    let (fx, before) = published().await;
     let mut bytes = parquet(&orders_batch(&[(7, 1, 100, 0, "completed")]));
     bytes.truncate(bytes.len() / 2);
-    fx.put_raw("orders/dt=2026-02-20/part-0.parquet", bytes)
+    broken_orders_partition(
+        "2026-02-20",
+        bytes,
+        &[
+            "orders/dt=2026-02-20/part-0.parquet",
+            "not readable Parquet",
+        ],
+    )
+    .await;
+}
+
+/// Hand-made orders (ids from 8) with column `name` replaced by `values`, whose type and
+/// nullability may break the contract.
+fn orders_with_column(name: &str, values: ArrayRef) -> RecordBatch {
+    let rows: Vec<(i64, i64, i128, i128, &str)> = (0..values.len())
+        .map(|i| {
+            (
+                8 + i as i64,
+                1 + i as i64,
+                100 * (i as i128 + 1),
+                0,
+                "completed",
+            )
+        })
+        .collect();
+    let base = orders_batch(&rows);
+    let index = base.schema().index_of(name).unwrap();
+    let mut fields: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[index] = Field::new(name, values.data_type().clone(), values.null_count() > 0);
+    let mut columns = base.columns().to_vec();
+    columns[index] = values;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// Publish the hand data, land `bytes` as the orders partition of `day`, and run
+/// `daily_revenue`: it fails, no curated table changes, and its ledger error has every piece.
+async fn broken_orders_partition(day: &str, bytes: Vec<u8>, expected: &[&str]) {
+    let (fx, before) = published().await;
+    fx.put_raw(&format!("orders/dt={day}/part-0.parquet"), bytes)
         .await;
     expect_error(&fx, &["run", "daily_revenue"], &before).await;
     let err = fx
         .rows("select error from _runs where status = 'failed'")
         .await;
-    assert!(
-        err.contains("orders/dt=2026-02-20/part-0.parquet") && err.contains("not readable Parquet"),
-        "{err}"
-    );
+    for piece in expected {
+        assert!(err.contains(piece), "expected `{piece}` in: {err}");
+    }
 }
 
 #[tokio::test]
 async fn contract_break_names_table_column_expected_found_and_file() {
-    let (fx, before) = published().await;
     // gmv arrives as a float in one partition.
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("order_id", DataType::Int64, false),
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("gmv", DataType::Float64, false),
-        Field::new("discount", DataType::Decimal128(18, 2), false),
-        Field::new("status", DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![8])),
-            Arc::new(Int64Array::from(vec![1])),
-            Arc::new(datafusion::arrow::array::Float64Array::from(vec![9.99])),
-            money(&[0]),
-            Arc::new(StringArray::from(vec!["completed"])),
+    let gmv = Arc::new(datafusion::arrow::array::Float64Array::from(vec![9.99]));
+    broken_orders_partition(
+        "2026-02-21",
+        parquet(&orders_with_column("gmv", gmv)),
+        &[
+            "source `orders`: column `gmv`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file",
+            "dt=2026-02-21/part-0.parquet",
         ],
     )
-    .unwrap();
-    fx.put_raw("orders/dt=2026-02-21/part-0.parquet", parquet(&batch))
-        .await;
-    expect_error(&fx, &["run", "daily_revenue"], &before).await;
-    let err = fx
-        .rows("select error from _runs where status = 'failed'")
-        .await;
-    assert!(
-        err.contains("source `orders`: column `gmv`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file")
-            && err.contains("dt=2026-02-21/part-0.parquet"),
-        "{err}"
-    );
+    .await;
 }
 
 #[tokio::test]
@@ -1615,9 +1626,13 @@ fn log_ratio_tolerance(x1: f64, n1: f64, x0: f64, n0: f64, bias: f64) -> f64 {
 }
 
 async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<String>> {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    cells(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
+/// Every cell of `batches` as Arrow displays it, row by row.
+fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         for r in 0..b.num_rows() {
             out.push(
                 (0..b.num_columns())
@@ -1632,36 +1647,51 @@ async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Ve
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_marketplace_marts_recover_planted_truth() {
+/// Run `selectors` (every job when empty) in one run; every job must succeed.
+async fn run_jobs(ws: &Arc<Workspace>, selectors: &[&str]) {
+    let selectors: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();
+    let selected = ws.graph.select(&selectors, selectors.is_empty()).unwrap();
+    let plan = ws.plan(&selected, "test").unwrap();
+    retention::runner::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+}
+
+/// The repository's project over a marketplace generated with `opts` into a temporary local
+/// lake, after running `selectors` (every job when empty).
+async fn generated_lake(
+    opts: retention::generate::GenerateOptions,
+    selectors: &[&str],
+) -> (TempDir, Arc<Workspace>, retention::generate::Generated) {
     let lake = TempDir::new().unwrap();
     let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
     let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let over = Overrides {
         raw: Some(raw.to_string()),
         curated: Some(curated_root.to_string()),
         ..Default::default()
     };
-    let project = Project::load(root, &over).unwrap();
+    let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
     let stores = Stores::default();
+    let generated = retention::generate::generate(&stores, &raw, &opts)
+        .await
+        .unwrap();
+    let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
+    run_jobs(&ws, selectors).await;
+    (lake, ws, generated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_marketplace_marts_recover_planted_truth() {
     let opts = retention::generate::GenerateOptions {
         seed: 7,
         customers: 40_000,
         ..Default::default()
     };
-    let generated = retention::generate::generate(&stores, &raw, &opts)
-        .await
-        .unwrap();
+    let (_lake, ws, generated) = generated_lake(opts, &[]).await;
     let truth = &generated.truth;
-    let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
-    let plan = ws
-        .plan(&ws.graph.select(&[], true).unwrap(), "test")
-        .unwrap();
-    let report = retention::runner::execute(ws.clone(), &plan, 2)
-        .await
-        .unwrap();
-    report.into_result().unwrap();
     let ctx = ws.query_session().await.unwrap();
 
     // 1. Exact: the retention curve per channel (active and eligible customers, months 0-12).
@@ -1875,41 +1905,15 @@ async fn assert_finance_matches_truth(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_ledger_entries_reconcile_to_the_cent() {
-    let lake = TempDir::new().unwrap();
-    let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
-    let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
-    let over = Overrides {
-        raw: Some(raw.to_string()),
-        curated: Some(curated_root.to_string()),
-        ..Default::default()
-    };
-    let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
-    let stores = Stores::default();
     let opts = retention::generate::GenerateOptions {
         seed: 11,
         customers: 2_000,
         ledger_lines: 5_000,
         ..Default::default()
     };
-    let generated = retention::generate::generate(&stores, &raw, &opts)
-        .await
-        .unwrap();
+    let (_lake, ws, generated) = generated_lake(opts, &["+budget_reconciliation"]).await;
     let entries = generated.tables["spend_ledger"];
     assert!(entries >= 1_000_000, "{entries} ledger entries");
-    let ws = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
-    let plan = ws
-        .plan(
-            &ws.graph
-                .select(&["+budget_reconciliation".into()], false)
-                .unwrap(),
-            "test",
-        )
-        .unwrap();
-    retention::runner::execute(ws.clone(), &plan, 2)
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
     let ctx = ws.query_session().await.unwrap();
     assert_finance_matches_truth(&ctx, &generated.truth.finance).await;
     // Every entry is accounted for: in the reconciliation or an exception.
@@ -1942,14 +1946,7 @@ async fn online_retail_example_accounts_for_every_line() {
     };
     let project = Project::load(&example, &over).unwrap();
     let ws = Arc::new(Workspace::load(Engine::new(project, Stores::default()).unwrap()).unwrap());
-    let plan = ws
-        .plan(&ws.graph.select(&[], true).unwrap(), "test")
-        .unwrap();
-    retention::runner::execute(ws.clone(), &plan, 2)
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
+    run_jobs(&ws, &[]).await;
     let ctx = ws.query_session().await.unwrap();
     let one = |sql: &'static str| {
         let ctx = ctx.clone();
@@ -2066,77 +2063,28 @@ async fn checks_pass_or_fail_the_job_before_publishing() {
 
 #[tokio::test]
 async fn nulls_in_a_not_null_column_break_the_contract() {
-    let (fx, before) = published().await;
     // `status` is declared not null; one partition has a null status.
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("order_id", DataType::Int64, false),
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("gmv", DataType::Decimal128(18, 2), false),
-        Field::new("discount", DataType::Decimal128(18, 2), false),
-        Field::new("status", DataType::Utf8, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![8, 9])),
-            Arc::new(Int64Array::from(vec![1, 2])),
-            money(&[100, 200]),
-            money(&[0, 0]),
-            Arc::new(StringArray::from(vec![Some("completed"), None])),
+    let status = Arc::new(StringArray::from(vec![Some("completed"), None]));
+    broken_orders_partition(
+        "2026-02-22",
+        parquet(&orders_with_column("status", status)),
+        &[
+            "source `orders`: column `status`: declared not null but 1 value(s) are null in file",
+            "dt=2026-02-22/part-0.parquet",
         ],
     )
-    .unwrap();
-    fx.put_raw("orders/dt=2026-02-22/part-0.parquet", parquet(&batch))
-        .await;
-    expect_error(&fx, &["run", "daily_revenue"], &before).await;
-    let err = fx
-        .rows("select error from _runs where status = 'failed'")
-        .await;
-    assert!(
-        err.contains(
-            "source `orders`: column `status`: declared not null but 1 value(s) are null in file"
-        ) && err.contains("dt=2026-02-22/part-0.parquet"),
-        "{err}"
-    );
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_exact_decimal_csv_for_a_month() {
-    let lake = TempDir::new().unwrap();
-    let raw = Url::from_directory_path(lake.path().join("raw")).unwrap();
-    let curated_root = Url::from_directory_path(lake.path().join("curated")).unwrap();
-    let over = Overrides {
-        raw: Some(raw.to_string()),
-        curated: Some(curated_root.to_string()),
-        ..Default::default()
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let stores = Stores::default();
     let opts = retention::generate::GenerateOptions {
         seed: 5,
         customers: 600,
         months: 6,
         ..Default::default()
     };
-    let generated = retention::generate::generate(&stores, &raw, &opts)
-        .await
-        .unwrap();
-    let ws = Arc::new(
-        Workspace::load(Engine::new(Project::load(root, &over).unwrap(), stores).unwrap()).unwrap(),
-    );
-    let plan = ws
-        .plan(
-            &ws.graph
-                .select(&["+budget_reconciliation".into()], false)
-                .unwrap(),
-            "test",
-        )
-        .unwrap();
-    retention::runner::execute(ws.clone(), &plan, 2)
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
+    let (lake, ws, generated) = generated_lake(opts, &["+budget_reconciliation"]).await;
 
     let month = "2025-01";
     let out = lake.path().join("export");
