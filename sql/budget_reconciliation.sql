@@ -1,6 +1,8 @@
 -- Budget against actual. Definitions: docs/metrics/budget_reconciliation.md.
--- Every ledger entry is converted at its service month's rate and rounded half-even to cents
--- before summing; entries that cannot be mapped are in reconciliation_exceptions instead.
+-- Actuals are the mapped entries of budget_reconciliation_entries (each converted at its service
+-- month's rate and rounded half-even to cents, then summed); entries that cannot be mapped are in
+-- reconciliation_exceptions instead. Entries that arrived after their month was closed are
+-- prior-period adjustments of the month they are reconciled in, apart from its own actual.
 WITH latest_plan AS (
   SELECT month, program_id, cost_center, currency, planned_amount, version FROM budget_plan_current
 ),
@@ -13,26 +15,20 @@ plan AS (
   JOIN fx_rates f ON f.month = lp.month AND f.currency = lp.currency
   GROUP BY lp.month, lp.program_id, lp.cost_center
 ),
-mapped AS (
-  SELECT l.service_month AS month, l.program_id, l.cost_center, l.entry_type,
-         round_half_even(l.amount * f.rate_to_reporting) AS converted
-  FROM spend_ledger l
-  JOIN programs p ON p.program_id = l.program_id
-  JOIN fx_rates f ON f.month = l.service_month AND f.currency = l.currency
-  JOIN (SELECT DISTINCT month, program_id, cost_center, currency FROM latest_plan) k
-    ON k.month = l.service_month AND k.program_id = l.program_id
-   AND k.cost_center = l.cost_center AND k.currency = l.currency
-  WHERE l.service_month ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'
-),
 actual AS (
-  SELECT month, program_id, cost_center,
-         sum(converted)                                                  AS actual,
-         sum(CASE WHEN entry_type = 'accrual' THEN 1 ELSE 0 END)         AS accrual_entries,
-         sum(CASE WHEN entry_type = 'invoice' THEN 1 ELSE 0 END)         AS invoice_entries,
-         sum(CASE WHEN entry_type = 'reversal' THEN 1 ELSE 0 END)        AS reversal_entries,
-         sum(CASE WHEN entry_type = 'credit_note' THEN 1 ELSE 0 END)     AS credit_note_entries
-  FROM mapped
-  GROUP BY month, program_id, cost_center
+  SELECT reconciled_month AS month, program_id, cost_center,
+         sum(CASE WHEN NOT prior_period THEN amount_reporting END)                       AS actual,
+         sum(CASE WHEN NOT prior_period AND entry_type = 'accrual' THEN 1 ELSE 0 END)     AS accrual_entries,
+         sum(CASE WHEN NOT prior_period AND entry_type = 'invoice' THEN 1 ELSE 0 END)     AS invoice_entries,
+         sum(CASE WHEN NOT prior_period AND entry_type = 'reversal' THEN 1 ELSE 0 END)    AS reversal_entries,
+         sum(CASE WHEN NOT prior_period AND entry_type = 'credit_note' THEN 1 ELSE 0 END) AS credit_note_entries,
+         sum(CASE WHEN prior_period THEN amount_reporting END)                           AS prior_period_adjustments,
+         sum(CASE WHEN prior_period THEN 1 ELSE 0 END)                                   AS prior_period_entries,
+         array_to_string(array_sort(array_distinct(
+           array_agg(service_month) FILTER (WHERE prior_period))), ',')                  AS adjusted_closed_months
+  FROM budget_reconciliation_entries
+  WHERE mapping = 'mapped'
+  GROUP BY reconciled_month, program_id, cost_center
 ),
 roi AS (
   SELECT program_id, month, spend AS program_spend, incremental_revenue, roi
@@ -50,7 +46,10 @@ joined AS (
          coalesce(a.accrual_entries, 0)     AS accrual_entries,
          coalesce(a.invoice_entries, 0)     AS invoice_entries,
          coalesce(a.reversal_entries, 0)    AS reversal_entries,
-         coalesce(a.credit_note_entries, 0) AS credit_note_entries
+         coalesce(a.credit_note_entries, 0) AS credit_note_entries,
+         CAST(coalesce(a.prior_period_adjustments, 0) AS DECIMAL(18,2)) AS prior_period_adjustments,
+         coalesce(a.prior_period_entries, 0) AS prior_period_entries,
+         nullif(a.adjusted_closed_months, '') AS adjusted_closed_months
   FROM cells c
   LEFT JOIN plan p     ON p.month = c.month AND p.program_id = c.program_id AND p.cost_center = c.cost_center
   LEFT JOIN actual a   ON a.month = c.month AND a.program_id = c.program_id AND a.cost_center = c.cost_center
@@ -76,6 +75,9 @@ SELECT
   j.invoice_entries,
   j.reversal_entries,
   j.credit_note_entries,
+  j.prior_period_adjustments,
+  j.prior_period_entries,
+  j.adjusted_closed_months,
   r.program_spend,
   r.incremental_revenue                                            AS program_incremental_revenue,
   r.roi                                                            AS program_roi

@@ -1,21 +1,8 @@
 -- Entries and plan lines the reconciliation cannot use. Definitions: docs/metrics/budget_reconciliation.md.
--- Reason priority: invalid_month > unknown_program > missing_fx_rate > currency_not_in_plan.
+-- Ledger entries come from budget_reconciliation_entries (reason priority there); plan lines are
+-- checked here.
 WITH latest_plan AS (
   SELECT month, program_id, cost_center, currency, planned_amount, version FROM budget_plan_current
-),
-entries AS (
-  SELECT l.entry_id, l.posted_date, l.service_month, l.program_id, l.cost_center, l.vendor,
-         l.invoice_id, l.currency, l.amount, l.entry_type,
-         l.service_month ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'   AS valid_month,
-         p.program_id IS NOT NULL                          AS known_program,
-         f.rate_to_reporting,
-         k.month IS NOT NULL                               AS in_plan
-  FROM spend_ledger l
-  LEFT JOIN programs p ON p.program_id = l.program_id
-  LEFT JOIN fx_rates f ON f.month = l.service_month AND f.currency = l.currency
-  LEFT JOIN (SELECT DISTINCT month, program_id, cost_center, currency FROM latest_plan) k
-    ON k.month = l.service_month AND k.program_id = l.program_id
-   AND k.cost_center = l.cost_center AND k.currency = l.currency
 ),
 plan_lines AS (
   SELECT lp.month, lp.program_id, lp.cost_center, lp.currency, lp.planned_amount, lp.version,
@@ -37,13 +24,10 @@ SELECT 'ledger'                      AS source,
        posted_date,
        currency,
        amount,
-       CAST(round_half_even(amount * rate_to_reporting) AS DECIMAL(18,2)) AS amount_reporting,
-       CASE WHEN NOT valid_month          THEN 'invalid_month'
-            WHEN NOT known_program        THEN 'unknown_program'
-            WHEN rate_to_reporting IS NULL THEN 'missing_fx_rate'
-            ELSE 'currency_not_in_plan' END AS reason
-FROM entries
-WHERE NOT (valid_month AND known_program AND rate_to_reporting IS NOT NULL AND in_plan)
+       amount_reporting,
+       mapping                       AS reason
+FROM budget_reconciliation_entries
+WHERE mapping <> 'mapped'
 UNION ALL
 SELECT 'plan', CAST(NULL AS BIGINT), month, program_id, cost_center, CAST(NULL AS VARCHAR),
        CAST(NULL AS VARCHAR), 'plan_v' || CAST(version AS VARCHAR), CAST(NULL AS DATE), currency,

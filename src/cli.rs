@@ -75,6 +75,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExportFormat {
     Csv,
+    Xlsx,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -199,12 +200,35 @@ pub enum Command {
         /// Service month, YYYY-MM.
         #[arg(long)]
         month: String,
-        /// Output format (CSV; the XLSX workbook comes with month close).
+        /// `xlsx`: one workbook with a summary and a detail sheet; `csv`: two files.
         #[arg(long, value_enum, default_value = "csv")]
         format: ExportFormat,
         /// Directory to write into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+    /// Close a month: run the finance jobs, then freeze the month of every frozen table as an
+    /// immutable snapshot that later runs never change. Late entries for a closed month become
+    /// prior-period adjustments of the first open month. Closing twice does nothing.
+    #[command(
+        name = "close-month",
+        after_help = "Examples:\n  retention close-month 2026-10\n  retention close-month 2026-10 --dry-run\n  retention close-month 2026-10 --reopen --reason \"vendor invoice INV-88 was booked to the wrong program\"\n\nWho closed is RETENTION_ACTOR, else the OS user. Old snapshots stay readable:\n  retention query \"select * from _closed_budget_reconciliation where closed_month = '2026-10'\"\n  retention query \"select * from _month_close\""
+    )]
+    CloseMonth {
+        /// The month, YYYY-MM.
+        month: String,
+        /// Re-open a closed month (needs --reason); its snapshot stays readable.
+        #[arg(long, requires = "reason")]
+        reopen: bool,
+        /// Why the month is re-opened (recorded in the close log and the run ledger).
+        #[arg(long, requires = "reopen")]
+        reason: Option<String>,
+        /// Print what the close would do and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Jobs run at once by the run before the close (overrides engine.jobs).
+        #[arg(long, short = 'j', env = "RETENTION_JOBS")]
+        jobs: Option<usize>,
     },
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(
@@ -253,7 +277,7 @@ pub fn exit_code(e: &Error) -> i32 {
 /// Run a parsed command line with the given stores (tests inject theirs).
 pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     let jobs_override = match &cli.command {
-        Command::Run { jobs, .. } => *jobs,
+        Command::Run { jobs, .. } | Command::CloseMonth { jobs, .. } => *jobs,
         _ => None,
     };
     let project = Project::load(
@@ -443,13 +467,75 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let df = ctx.sql(&sql).await?;
             print_batches(&df.collect().await?, format)
         }
+        Command::CloseMonth {
+            month,
+            reopen,
+            reason,
+            dry_run,
+            ..
+        } => {
+            let req = crate::close::Request {
+                month,
+                action: if reopen {
+                    crate::close::Action::Reopen {
+                        reason: reason.unwrap_or_default(),
+                    }
+                } else {
+                    crate::close::Action::Close
+                },
+                actor: crate::ledger::current_actor(),
+                now: chrono::Utc::now(),
+                concurrency: ws.engine.project.jobs,
+            };
+            let plan = crate::close::plan(&ws, &req).await?;
+            if dry_run {
+                print!("{}", plan.render());
+                return Ok(());
+            }
+            match crate::close::execute(ws.clone(), &plan, &req).await? {
+                crate::close::Outcome::AlreadyClosed(l) => println!(
+                    "{} is already closed (snapshot {}, by {} at {}); nothing changed",
+                    l.month, l.snapshot, l.actor, l.at
+                ),
+                crate::close::Outcome::Closed {
+                    snapshot,
+                    frozen,
+                    open_items,
+                } => {
+                    for (table, batches) in &open_items {
+                        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                        if n > 0 {
+                            tracing::warn!(month = %plan.month, table = %table, open_items = n, "closing a month with open items");
+                            eprintln!("warning: {} has {n} open items in {table}:", plan.month);
+                            print_batches(batches, OutputFormat::Table)?;
+                        }
+                    }
+                    println!("closed {} as snapshot {snapshot}:", plan.month);
+                    for (table, version, rows) in frozen {
+                        println!("  {table}: {rows} rows frozen (from version {version}) into {}", crate::close::snapshot_table(&table));
+                    }
+                }
+                crate::close::Outcome::Reopened { snapshot, report } => {
+                    println!(
+                        "reopened {} (snapshot {snapshot} stays readable in the _closed_* tables)",
+                        plan.month
+                    );
+                    print_summary("reopen", &report.outcomes);
+                    report.into_result()?;
+                }
+            }
+            Ok(())
+        }
         Command::Export {
             table,
             month,
-            format: ExportFormat::Csv,
+            format,
             out,
         } => {
-            let files = crate::export::export_month_csv(&ws, &table, &month, &out).await?;
+            let files = match format {
+                ExportFormat::Csv => crate::export::export_month_csv(&ws, &table, &month, &out).await?,
+                ExportFormat::Xlsx => crate::export::export_month_xlsx(&ws, &table, &month, &out).await?,
+            };
             for f in files {
                 println!("wrote {}", f.display());
             }

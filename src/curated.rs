@@ -209,6 +209,46 @@ pub async fn publish_to(
     })
 }
 
+/// Append `batches` to the engine-kept table `name` under the curated root in one Delta commit,
+/// creating it if needed; new nullable columns are merged into an older table's schema. Returns
+/// the new version. Used for the run ledger and the month-close tables, which only ever grow.
+pub async fn append(
+    stores: &Stores,
+    curated_root: &Url,
+    name: &str,
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+    partition_by: &[&str],
+    description: &str,
+) -> Result<i64> {
+    let url = table_url(curated_root, name)?;
+    let table = match open(stores, &url).await? {
+        Some(t) => t,
+        None => handle(stores, &url)?,
+    };
+    let fail = |message: String| Error::Publish {
+        table: name.to_string(),
+        location: url.to_string(),
+        message: redact(&message),
+    };
+    let exists = table.version().is_some();
+    let mut write = table
+        .write(batches)
+        .with_save_mode(SaveMode::Append)
+        .with_writer_properties(writer_properties())
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+    if !partition_by.is_empty() {
+        write = write.with_partition_columns(partition_by.iter().map(|c| c.to_string()));
+    }
+    if !exists {
+        write = write.with_table_name(name).with_description(description);
+    }
+    let written = write.await.map_err(|e| fail(e.to_string()))?;
+    written
+        .version()
+        .map(|v| v as i64)
+        .ok_or_else(|| fail("commit returned no version".into()))
+}
+
 /// What a publish committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {

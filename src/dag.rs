@@ -9,7 +9,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
 use crate::sources::Source;
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, OnClose};
 
 /// What a job reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,8 +45,13 @@ pub struct Graph {
     pub nodes: Vec<Node>,
 }
 
-/// System tables a job may read.
-pub const SYSTEM_TABLES: [&str; 1] = ["_runs"];
+/// System tables a job may read: the run ledger, the month-close log and the frozen record ids
+/// (`_closed_<table>` snapshots of frozen tables are system tables too).
+pub const SYSTEM_TABLES: [&str; 3] = [
+    crate::ledger::RUNS_TABLE,
+    crate::close::CLOSE_LOG,
+    crate::close::CLOSED_RECORDS,
+];
 
 /// Extract `line` and `column` from a sqlparser message (`... at Line: 3, Column: 7`).
 pub fn parser_position(message: &str) -> Option<(usize, usize)> {
@@ -151,7 +156,12 @@ impl Graph {
                     });
                 } else if sources.iter().any(|s| s.name == t) {
                     inputs.push(Input::Source(t));
-                } else if SYSTEM_TABLES.contains(&t.as_str()) {
+                } else if SYSTEM_TABLES.contains(&t.as_str())
+                    || specs.iter().any(|s| {
+                        s.close.as_ref().is_some_and(|c| c.on_close == OnClose::Freeze)
+                            && crate::close::snapshot_table(&s.table) == t
+                    })
+                {
                     inputs.push(Input::System(t));
                 } else {
                     problems.push(Error::UnknownTable {
@@ -159,6 +169,22 @@ impl Graph {
                         path: spec.sql_path.clone(),
                         table: t,
                     });
+                }
+            }
+            // A frozen table is overlaid with its closed months' snapshots on every run.
+            if spec
+                .close
+                .as_ref()
+                .is_some_and(|c| c.on_close == OnClose::Freeze)
+            {
+                for t in [
+                    crate::close::CLOSE_LOG.to_string(),
+                    crate::close::snapshot_table(&spec.table),
+                ] {
+                    let input = Input::System(t);
+                    if !inputs.contains(&input) {
+                        inputs.push(input);
+                    }
                 }
             }
             nodes.push(Node {
@@ -382,6 +408,7 @@ mod tests {
             mode: WriteMode::Overwrite,
             params: vec![],
             checks: vec![],
+            close: None,
         }
     }
 

@@ -93,6 +93,10 @@ pub enum Error {
     #[error("{0}")]
     DataFusion(String),
 
+    /// An export file could not be written; nothing was left under its name.
+    #[error("{path}: cannot write the export: {message}")]
+    Export { path: PathBuf, message: String },
+
     /// Delta Lake failed outside any job.
     #[error("delta: {0}")]
     Delta(String),

@@ -1,29 +1,36 @@
-//! Finance exports: a month of the budget reconciliation as CSV files with exact decimal text,
-//! written to a temporary name and renamed, so a reader never sees half a file.
+//! Finance exports: a month of the budget reconciliation as an XLSX workbook (summary and detail
+//! sheets, currency formats, variance highlighted) or as CSV files with exact decimal text. A
+//! closed month is read from its frozen snapshot. Files are written to a temporary name and
+//! renamed, so a reader never sees half a file.
 
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Date32Array, Decimal128Array, RecordBatch,
+};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::prelude::SessionContext;
+use rust_xlsxwriter::{Color, ExcelDateTime, Format, FormatBorder, Workbook, Worksheet, XlsxError};
 
 use crate::error::{Error, Result};
 use crate::runner::Workspace;
 
-/// Every ledger entry of the month with its mapping and converted amount.
-const DETAIL_SQL: &str = "
-SELECT l.entry_id, l.posted_date, l.service_month, l.program_id, l.cost_center, l.vendor,
-       l.invoice_id, l.entry_type, l.currency, l.amount, f.rate_to_reporting,
-       CAST(round_half_even(l.amount * f.rate_to_reporting) AS DECIMAL(18,2)) AS amount_reporting,
-       coalesce(e.reason, 'mapped') AS mapping
-FROM spend_ledger l
-LEFT JOIN fx_rates f ON f.month = l.service_month AND f.currency = l.currency
-LEFT JOIN (SELECT entry_id, reason FROM reconciliation_exceptions WHERE source = 'ledger') e
-  ON e.entry_id = l.entry_id
-WHERE l.service_month = $month
-ORDER BY l.entry_id";
-
+/// The month's reconciliation rows: from the current snapshot when the month is closed.
 const SUMMARY_SQL: &str = "
 SELECT * FROM budget_reconciliation WHERE month = $month ORDER BY program_id, cost_center";
+const CLOSED_SUMMARY_SQL: &str = "
+SELECT * EXCLUDE (closed_month, snapshot) FROM _closed_budget_reconciliation
+WHERE closed_month = $month AND snapshot = $snapshot ORDER BY program_id, cost_center";
+
+/// Every ledger entry reconciled in the month with its mapping (prior-period adjustments
+/// included, with their service month).
+const DETAIL_SQL: &str = "
+SELECT * FROM budget_reconciliation_entries WHERE reconciled_month = $month ORDER BY entry_id";
+const CLOSED_DETAIL_SQL: &str = "
+SELECT * EXCLUDE (closed_month, snapshot) FROM _closed_budget_reconciliation_entries
+WHERE closed_month = $month AND snapshot = $snapshot ORDER BY entry_id";
 
 /// Check a `YYYY-MM` month (01-12).
 pub fn parse_month(text: &str) -> Result<String> {
@@ -42,13 +49,18 @@ pub fn parse_month(text: &str) -> Result<String> {
     }
 }
 
-/// Write `<table>_<month>_summary.csv` and `<table>_<month>_detail.csv` into `dir`.
-pub async fn export_month_csv(
-    ws: &Workspace,
-    table: &str,
-    month: &str,
-    dir: &Path,
-) -> Result<Vec<PathBuf>> {
+/// A month of the reconciliation, read for export.
+pub struct MonthExport {
+    pub month: String,
+    /// The snapshot read, when the month is closed.
+    pub snapshot: Option<i64>,
+    pub summary: Vec<RecordBatch>,
+    pub detail: Vec<RecordBatch>,
+}
+
+/// Read a month's summary and detail: the current snapshot of a closed month, else the latest
+/// published tables.
+pub async fn read_month(ws: &Workspace, table: &str, month: &str) -> Result<MonthExport> {
     if table != "budget_reconciliation" {
         return Err(Error::Selector {
             selector: format!("{table} (only budget_reconciliation can be exported)"),
@@ -56,54 +68,355 @@ pub async fn export_month_csv(
     }
     let month = parse_month(month)?;
     let ctx = ws.query_session().await?;
-    let params = || ParamValues::from(vec![("month", ScalarValue::Utf8(Some(month.clone())))]);
-    let summary = ctx
-        .sql(SUMMARY_SQL)
+    let snapshot = crate::close::current_closes(&ctx)
         .await?
-        .with_param_values(params())?
-        .collect()
-        .await?;
+        .into_iter()
+        .find(|(m, _)| *m == month)
+        .map(|(_, s)| s);
+    let mut params = vec![("month", ScalarValue::Utf8(Some(month.clone())))];
+    let (summary_sql, detail_sql) = match snapshot {
+        Some(s) => {
+            params.push(("snapshot", ScalarValue::Int64(Some(s))));
+            (CLOSED_SUMMARY_SQL, CLOSED_DETAIL_SQL)
+        }
+        None => (SUMMARY_SQL, DETAIL_SQL),
+    };
+    let query = |sql: &'static str| {
+        let ctx: &SessionContext = &ctx;
+        let params = ParamValues::from(params.clone());
+        async move {
+            ctx.sql(sql)
+                .await?
+                .with_param_values(params)?
+                .collect()
+                .await
+                .map_err(Error::from)
+        }
+    };
+    let summary = query(summary_sql).await?;
     if summary.iter().all(|b| b.num_rows() == 0) {
         return Err(Error::Job {
             job: "export".into(),
             message: format!("budget_reconciliation has no rows for {month}; run it first"),
         });
     }
-    let detail = ctx
-        .sql(DETAIL_SQL)
-        .await?
-        .with_param_values(params())?
-        .collect()
-        .await?;
-    std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let detail = query(detail_sql).await?;
+    Ok(MonthExport {
+        month,
+        snapshot,
+        summary,
+        detail,
+    })
+}
+
+/// Write `<table>_<month>_summary.csv` and `<table>_<month>_detail.csv` into `dir`.
+pub async fn export_month_csv(
+    ws: &Workspace,
+    table: &str,
+    month: &str,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let m = read_month(ws, table, month).await?;
+    create_dir(dir)?;
     let mut written = Vec::new();
-    for (part, batches) in [("summary", &summary), ("detail", &detail)] {
-        let path = dir.join(format!("{table}_{month}_{part}.csv"));
-        write_csv_atomically(&path, batches)?;
+    for (part, batches) in [("summary", &m.summary), ("detail", &m.detail)] {
+        let path = dir.join(format!("{table}_{}_{part}.csv", m.month));
+        let mut bytes = Vec::new();
+        {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut bytes);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        write_atomically(&path, &bytes)?;
         written.push(path);
     }
     Ok(written)
 }
 
-fn write_csv_atomically(path: &Path, batches: &[RecordBatch]) -> Result<()> {
-    let tmp = path.with_extension("csv.partial");
-    let io = |source| Error::ReadFile {
-        path: path.to_path_buf(),
+/// Write `<table>_<month>.xlsx` into `dir`: a summary sheet (every program x cost center row,
+/// totals by program and by cost center, variance highlighted) and a detail sheet (every ledger
+/// entry reconciled in the month with its mapping).
+pub async fn export_month_xlsx(
+    ws: &Workspace,
+    table: &str,
+    month: &str,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let m = read_month(ws, table, month).await?;
+    create_dir(dir)?;
+    let path = dir.join(format!("{table}_{}.xlsx", m.month));
+    let currency = reporting_currency(&m.summary).unwrap_or_else(|| "USD".into());
+    let bytes = workbook(&m, &currency).map_err(|e| Error::Export {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomically(&path, &bytes)?;
+    Ok(vec![path])
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::ReadFile {
+        path: dir.to_path_buf(),
         source,
+    })
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let fail = |e: std::io::Error| Error::Export {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     };
-    {
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut w = datafusion::arrow::csv::WriterBuilder::new()
-            .with_header(true)
-            .build(file);
-        for b in batches {
-            w.write(b)?;
+    std::fs::write(&tmp, bytes).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
+
+fn reporting_currency(batches: &[RecordBatch]) -> Option<String> {
+    let b = batches.iter().find(|b| b.num_rows() > 0)?;
+    let i = b.schema().index_of("reporting_currency").ok()?;
+    array_value_to_string(b.column(i), 0).ok()
+}
+
+/// Cell formats of the workbook.
+struct Styles {
+    header: Format,
+    title: Format,
+    money: Format,
+    rate: Format,
+    integer: Format,
+    percent: Format,
+    date: Format,
+    text: Format,
+    over: Format,
+    under: Format,
+    total_label: Format,
+    total_money: Format,
+}
+
+impl Styles {
+    fn new(currency: &str) -> Styles {
+        // Accounting style: thousands separators, two decimals, negatives in parentheses.
+        let money = format!("#,##0.00 \"{currency}\";[Red](#,##0.00) \"{currency}\"");
+        Styles {
+            header: Format::new()
+                .set_bold()
+                .set_background_color(Color::RGB(0xD9E1F2))
+                .set_border_bottom(FormatBorder::Thin),
+            title: Format::new().set_bold().set_font_size(14),
+            money: Format::new().set_num_format(&money),
+            rate: Format::new().set_num_format("0.00000000"),
+            integer: Format::new().set_num_format("0"),
+            percent: Format::new().set_num_format("0.00\"%\""),
+            date: Format::new().set_num_format("yyyy-mm-dd"),
+            text: Format::new(),
+            over: Format::new()
+                .set_num_format(&money)
+                .set_background_color(Color::RGB(0xFFC7CE))
+                .set_font_color(Color::RGB(0x9C0006)),
+            under: Format::new()
+                .set_num_format(&money)
+                .set_background_color(Color::RGB(0xFFEB9C))
+                .set_font_color(Color::RGB(0x9C5700)),
+            total_label: Format::new().set_bold().set_border_top(FormatBorder::Thin),
+            total_money: Format::new()
+                .set_bold()
+                .set_num_format(&money)
+                .set_border_top(FormatBorder::Thin),
         }
     }
-    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// A Decimal128 cell as f64 for Excel (which stores every number as a double: amounts below
+/// 10^13 keep every cent).
+fn decimal_f64(a: &Decimal128Array, row: usize) -> f64 {
+    let scale = a.scale() as i32;
+    a.value(row) as f64 / 10f64.powi(scale)
+}
+
+/// Write one batch-set as a table at `first_row`, typed cells; returns the next free row.
+/// `highlight` picks a format for a money cell from its row (variance highlighting).
+fn write_table(
+    sheet: &mut Worksheet,
+    s: &Styles,
+    first_row: u32,
+    batches: &[RecordBatch],
+    highlight: &dyn Fn(&RecordBatch, usize, &str) -> Option<Format>,
+) -> std::result::Result<u32, XlsxError> {
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Ok(first_row);
+    };
+    for (c, f) in schema.fields().iter().enumerate() {
+        sheet.write_string_with_format(first_row, c as u16, f.name(), &s.header)?;
+        sheet.set_column_width(c as u16, (f.name().len() as f64 + 2.0).max(12.0))?;
+    }
+    let mut row = first_row + 1;
+    for b in batches {
+        for r in 0..b.num_rows() {
+            for (c, f) in schema.fields().iter().enumerate() {
+                let col = c as u16;
+                let a = b.column(c);
+                if a.is_null(r) {
+                    continue;
+                }
+                match a.data_type() {
+                    DataType::Decimal128(_, scale) => {
+                        let d = a.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
+                        let fmt = if *scale > 2 {
+                            s.rate.clone()
+                        } else {
+                            highlight(b, r, f.name()).unwrap_or_else(|| s.money.clone())
+                        };
+                        sheet.write_number_with_format(row, col, decimal_f64(d, r), &fmt)?;
+                    }
+                    DataType::Int64 => {
+                        let v = a.as_primitive::<Int64Type>().value(r);
+                        sheet.write_number_with_format(row, col, v as f64, &s.integer)?;
+                    }
+                    DataType::Float64 => {
+                        let v = a.as_primitive::<Float64Type>().value(r);
+                        let fmt = if f.name().ends_with("_pct") { &s.percent } else { &s.rate };
+                        sheet.write_number_with_format(row, col, v, fmt)?;
+                    }
+                    DataType::Date32 => {
+                        let days = a.as_any().downcast_ref::<Date32Array>().expect("date").value(r);
+                        let d = Date32Type::to_naive_date_opt(days).unwrap_or_default();
+                        let x = ExcelDateTime::from_ymd(
+                            chrono::Datelike::year(&d) as u16,
+                            chrono::Datelike::month(&d) as u8,
+                            chrono::Datelike::day(&d) as u8,
+                        )?;
+                        sheet.write_date_with_format(row, col, &x, &s.date)?;
+                    }
+                    DataType::Boolean => {
+                        let v = a.as_any().downcast_ref::<BooleanArray>().expect("bool").value(r);
+                        sheet.write_boolean(row, col, v)?;
+                    }
+                    _ => {
+                        let text = array_value_to_string(a, r).unwrap_or_default();
+                        sheet.write_string_with_format(row, col, text, &s.text)?;
+                    }
+                }
+            }
+            row += 1;
+        }
+    }
+    if row > first_row + 1 {
+        sheet.autofilter(first_row, 0, row - 1, schema.fields().len() as u16 - 1)?;
+    }
+    Ok(row)
+}
+
+/// Totals of the summary's money columns, grouped by a text column.
+fn totals_by(
+    batches: &[RecordBatch],
+    key: &str,
+    money: &[&str],
+) -> Vec<(String, Vec<i128>)> {
+    let mut out: std::collections::BTreeMap<String, Vec<i128>> = Default::default();
+    for b in batches {
+        let Ok(k) = b.schema().index_of(key) else { continue };
+        for r in 0..b.num_rows() {
+            let name = array_value_to_string(b.column(k), r).unwrap_or_default();
+            let sums = out.entry(name).or_insert_with(|| vec![0; money.len()]);
+            for (i, m) in money.iter().enumerate() {
+                if let Ok(c) = b.schema().index_of(m)
+                    && let Some(d) = b.column(c).as_any().downcast_ref::<Decimal128Array>()
+                    && !d.is_null(r)
+                {
+                    sums[i] += d.value(r);
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, XlsxError> {
+    let s = Styles::new(currency);
+    let mut wb = Workbook::new();
+    let status_of = |b: &RecordBatch, r: usize| -> Option<String> {
+        let i = b.schema().index_of("status").ok()?;
+        array_value_to_string(b.column(i), r).ok()
+    };
+    let highlight = |b: &RecordBatch, r: usize, column: &str| -> Option<Format> {
+        if column != "variance" {
+            return None;
+        }
+        match status_of(b, r).as_deref() {
+            Some("over") => Some(s.over.clone()),
+            Some("under") => Some(s.under.clone()),
+            _ => None,
+        }
+    };
+    {
+        let sheet = wb.add_worksheet();
+        sheet.set_name("Summary")?;
+        let state = match m.snapshot {
+            Some(n) => format!("closed, snapshot {n}"),
+            None => "open: preliminary, may still change".into(),
+        };
+        sheet.write_string_with_format(
+            0,
+            0,
+            format!("Budget reconciliation {} ({currency}), {state}", m.month),
+            &s.title,
+        )?;
+        let next = write_table(sheet, &s, 2, &m.summary, &highlight)?;
+        sheet.set_freeze_panes(3, 0)?;
+        // Totals by program and by cost center, then the grand total.
+        let money = ["planned", "actual", "variance", "prior_period_adjustments"];
+        let mut row = next + 1;
+        for (key, label) in [("program_name", "Totals by program"), ("cost_center", "Totals by cost center")] {
+            sheet.write_string_with_format(row, 0, label, &s.header)?;
+            for (i, m) in money.iter().enumerate() {
+                sheet.write_string_with_format(row, 1 + i as u16, *m, &s.header)?;
+            }
+            row += 1;
+            for (name, sums) in totals_by(&m.summary, key, &money) {
+                sheet.write_string(row, 0, &name)?;
+                for (i, v) in sums.iter().enumerate() {
+                    let fmt = if money[i] == "variance" && *v > 0 { &s.over } else { &s.money };
+                    sheet.write_number_with_format(row, 1 + i as u16, *v as f64 / 100.0, fmt)?;
+                }
+                row += 1;
+            }
+            row += 1;
+        }
+        sheet.write_string_with_format(row, 0, "Total", &s.total_label)?;
+        for (i, v) in totals_by(&m.summary, "reporting_currency", &money)
+            .first()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            sheet.write_number_with_format(row, 1 + i as u16, *v as f64 / 100.0, &s.total_money)?;
+        }
+    }
+    {
+        let sheet = wb.add_worksheet();
+        sheet.set_name("Detail")?;
+        sheet.write_string_with_format(
+            0,
+            0,
+            format!(
+                "Every ledger entry reconciled in {} with its mapping; amounts in the entry's currency and in {currency}",
+                m.month
+            ),
+            &s.title,
+        )?;
+        write_table(sheet, &s, 2, &m.detail, &|_, _, _| None)?;
+        sheet.set_freeze_panes(3, 0)?;
+    }
+    wb.save_to_buffer()
 }
 
 #[cfg(test)]

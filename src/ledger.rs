@@ -7,7 +7,6 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use deltalake::protocol::SaveMode;
 
 use crate::curated;
 use crate::error::{Error, Result};
@@ -15,6 +14,14 @@ use crate::storage::Stores;
 
 /// Table name of the ledger.
 pub const RUNS_TABLE: &str = "_runs";
+
+/// Who is running retention: `RETENTION_ACTOR` if set, else the OS user, else `unknown`.
+pub fn current_actor() -> String {
+    ["RETENTION_ACTOR", "USER", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
 
 /// Outcome of one job in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,10 @@ pub struct RunRecord {
     /// Version of the output table this run published.
     pub output_version: Option<i64>,
     pub error: Option<String>,
+    /// Who started the run (`RETENTION_ACTOR`, else the OS user).
+    pub actor: Option<String>,
+    /// Why, for runs that need a reason (re-opening a closed month).
+    pub reason: Option<String>,
 }
 
 /// Ledger schema; stable, BI tools read it.
@@ -71,6 +82,8 @@ pub fn schema() -> SchemaRef {
         Field::new("input_versions", DataType::Utf8, false),
         Field::new("output_version", DataType::Int64, true),
         Field::new("error", DataType::Utf8, true),
+        Field::new("actor", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
     ]))
 }
 
@@ -110,6 +123,12 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
         Arc::new(StringArray::from(
             records.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
         )),
+        Arc::new(StringArray::from(
+            records.iter().map(|r| r.actor.clone()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            records.iter().map(|r| r.reason.clone()).collect::<Vec<_>>(),
+        )),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| Error::DataFusion(e.to_string()))
 }
@@ -119,24 +138,16 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
     if records.is_empty() {
         return Ok(());
     }
-    let url = curated::table_url(curated_root, RUNS_TABLE)?;
-    let table = match curated::open(stores, &url).await? {
-        Some(t) => t,
-        None => curated::handle(stores, &url)?,
-    };
     let batch = to_batch(records)?;
-    table
-        .write(vec![batch])
-        .with_save_mode(SaveMode::Append)
-        .with_table_name(RUNS_TABLE)
-        .with_description("retention run ledger: one row per job run")
-        .with_writer_properties(curated::writer_properties())
-        .await
-        .map_err(|e| Error::Publish {
-            table: RUNS_TABLE.into(),
-            location: url.to_string(),
-            message: crate::storage::redact(&e.to_string()),
-        })?;
+    curated::append(
+        stores,
+        curated_root,
+        RUNS_TABLE,
+        vec![batch],
+        &[],
+        "retention run ledger: one row per job run",
+    )
+    .await?;
     Ok(())
 }
 
@@ -162,6 +173,8 @@ mod tests {
             input_versions: "{}".into(),
             output_version: None,
             error: Some("boom".into()),
+            actor: Some("ana".into()),
+            reason: None,
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);

@@ -1,6 +1,7 @@
 //! retention: batch pipeline from marketplace raw data to curated trust, recovery and retention tables.
 
 pub mod cli;
+pub mod close;
 pub mod config;
 pub mod curated;
 pub mod dag;

@@ -143,7 +143,11 @@ impl Workspace {
                     Input::Source(s) => {
                         self.source(s).expect("graph checked sources").schema_only()
                     }
-                    Input::System(_) => Arc::new(EmptyTable::new(ledger::schema())),
+                    Input::System(t) => match crate::close::fixed_system_schema(t) {
+                        Some(schema) => Arc::new(EmptyTable::new(schema)),
+                        // A snapshot table: with no close on record, it is never read.
+                        None => continue,
+                    },
                     Input::Job { job, .. } => match outputs.get(job) {
                         Some(schema) => Arc::new(EmptyTable::new(schema.clone())),
                         None => {
@@ -258,6 +262,13 @@ impl Workspace {
             .map(|n| n.spec.table.clone())
             .collect();
         curated_tables.push(ledger::RUNS_TABLE.to_string());
+        curated_tables.push(crate::close::CLOSE_LOG.to_string());
+        curated_tables.push(crate::close::CLOSED_RECORDS.to_string());
+        for n in &self.graph.nodes {
+            if n.spec.close.is_some() {
+                curated_tables.push(crate::close::snapshot_table(&n.spec.table));
+            }
+        }
         for table in curated_tables {
             if let Some(t) = curated::open(&self.engine.stores, &self.table_url(&table)?).await? {
                 tables.push((table, curated::provider(&t).await?));
@@ -594,6 +605,8 @@ fn record(
         input_versions: inputs,
         output_version: o.output_version,
         error: o.error.clone(),
+        actor: Some(ledger::current_actor()),
+        reason: None,
     }
 }
 
@@ -633,6 +646,19 @@ async fn run_job(
             Input::Job { table, .. } | Input::System(table) => {
                 let url = ws.table_url(table)?;
                 let Some(t) = curated::open(&ws.engine.stores, &url).await? else {
+                    if let Input::System(name) = input {
+                        // The close tables start empty; a snapshot table is only read once a
+                        // month is closed, and then it exists.
+                        if name == crate::close::CLOSE_LOG || name == crate::close::CLOSED_RECORDS {
+                            let schema = crate::close::fixed_system_schema(name).expect("fixed");
+                            tables.push((name.clone(), Arc::new(EmptyTable::new(schema))));
+                            versions.insert(name.clone(), (-1).into());
+                            continue;
+                        }
+                        if name.starts_with("_closed_") {
+                            continue;
+                        }
+                    }
                     return Err(job_err(match input {
                         Input::Job { job: upstream, .. } => format!(
                             "input table `{table}` has not been published yet; run `retention run +{}` to build it with its upstream (or `retention run {upstream}`)",

@@ -98,7 +98,8 @@ pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame>
         .with_param_values(ParamValues::from(params))
         .map_err(sql_err)?;
     check_output_schema(spec, df.schema().inner())?;
-    Ok(df)
+    // A frozen table shows its closed months exactly as they were frozen.
+    crate::close::overlay(ctx, spec, df).await
 }
 
 /// Plan a check's SQL with the job's parameters bound.

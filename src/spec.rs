@@ -38,6 +38,42 @@ pub struct RawJobSpec {
     /// job and nothing is published.
     #[serde(default)]
     pub checks: Vec<RawCheck>,
+    /// What `retention close-month` does with this job's table: freeze its rows for the month, or
+    /// list them as open items when the month is closed.
+    pub close: Option<RawClose>,
+}
+
+/// `[close]` of a job spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClose {
+    /// Column holding the `YYYY-MM` month a row belongs to.
+    pub month_column: String,
+    /// `freeze`: a closed month's rows are snapshotted and every later run shows them exactly as
+    /// frozen. `warn`: rows of the month being closed are open items, listed as a warning.
+    #[serde(default)]
+    pub on_close: OnClose,
+    /// For `freeze`: an integer column naming the source record each row accounts for (such as a
+    /// ledger `entry_id`). Frozen ids go to `_closed_entries`, so jobs can tell which records
+    /// arrived after a close.
+    pub record_id_column: Option<String>,
+}
+
+/// What closing a month does to a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnClose {
+    #[default]
+    Freeze,
+    Warn,
+}
+
+/// A validated `[close]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseSpec {
+    pub month_column: String,
+    pub on_close: OnClose,
+    pub record_id_column: Option<String>,
 }
 
 /// `[[checks]]` of a job spec: a query over the job's result (by its output table name) and
@@ -117,6 +153,8 @@ pub struct JobSpec {
     pub params: Vec<(String, ScalarValue)>,
     /// Checks run on the result before publishing.
     pub checks: Vec<Check>,
+    /// Month-close behaviour, if the table takes part in `close-month`.
+    pub close: Option<CloseSpec>,
 }
 
 /// A `[params]` value from TOML as a SQL value.
@@ -138,10 +176,10 @@ pub fn param_value(v: &toml::Value) -> std::result::Result<ScalarValue, String> 
 
 /// Parse a parameter value given on the command line (or in a SQL test) as the type of the
 /// spec's default. A string default that is `latest` or a `YYYY-MM-DD` date makes the parameter a
-/// date: the value must then be `latest` or a valid date, so a typo never silently empties a table.
+/// date: the value must then be `latest`, `today` or a valid date, so a typo never silently empties a table.
 pub fn parse_param(default: &ScalarValue, text: &str) -> std::result::Result<ScalarValue, String> {
     let is_date_like =
-        |s: &str| s == "latest" || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+        |s: &str| matches!(s, "latest" | "today") || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
     if let ScalarValue::Utf8(Some(d)) = default
         && is_date_like(d)
         && !is_date_like(text)
@@ -256,6 +294,20 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
             "`overwrite_partitions` needs `output.partition_by`".into(),
         ));
     }
+    if let Some(c) = &raw.close {
+        if c.on_close == OnClose::Warn && c.record_id_column.is_some() {
+            problems.push(bad(
+                "close.record_id_column",
+                "only tables frozen on close (`on_close = \"freeze\"`) record ids".into(),
+            ));
+        }
+        if c.on_close == OnClose::Freeze && raw.output.mode == WriteMode::OverwritePartitions {
+            problems.push(bad(
+                "close.on_close",
+                "a frozen table must be rebuilt whole (`mode = \"overwrite\"`) so closed months can be overlaid".into(),
+            ));
+        }
+    }
     let mut params = Vec::new();
     for (k, v) in &raw.params {
         match param_value(v) {
@@ -298,6 +350,11 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
                 sql: c.sql,
             })
             .collect(),
+        close: raw.close.map(|c| CloseSpec {
+            month_column: c.month_column,
+            on_close: c.on_close,
+            record_id_column: c.record_id_column,
+        }),
     })
 }
 

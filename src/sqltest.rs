@@ -31,6 +31,10 @@ impl JobTestDb {
             let table = MemTable::try_new(s.contract_schema(), vec![vec![]])?;
             ctx.register_table(s.name.as_str(), Arc::new(table))?;
         }
+        for name in [crate::close::CLOSE_LOG, crate::close::CLOSED_RECORDS] {
+            let schema = crate::close::fixed_system_schema(name).expect("fixed schema");
+            ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+        }
         Ok(JobTestDb { ws, ctx })
     }
 
@@ -94,6 +98,11 @@ impl JobTestDb {
     }
 }
 
+/// The fixed clock of SQL tests' close log.
+fn test_clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid time")
+}
+
 fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
     let t = text.trim_start();
     (t.len() >= keyword.len() && t[..keyword.len()].eq_ignore_ascii_case(keyword))
@@ -136,6 +145,21 @@ impl sqllogictest::AsyncDB for JobTestDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>> {
+        // `CLOSE MONTH 2026-01`: freeze the month of the frozen tables as they are now.
+        if let Some(rest) = strip_keyword(sql, "CLOSE MONTH") {
+            let month = rest.trim().trim_matches('\'');
+            let snapshot =
+                crate::close::close_in_memory(&self.ctx, &self.ws, month, test_clock()).await?;
+            return Ok(DBOutput::StatementComplete(snapshot as u64));
+        }
+        // `REOPEN MONTH 2026-01 REASON 'why'`.
+        if let Some(rest) = strip_keyword(sql, "REOPEN MONTH") {
+            let (month, reason) = rest.trim().split_once(char::is_whitespace).unwrap_or((rest.trim(), ""));
+            let reason = strip_keyword(reason, "REASON").unwrap_or("").trim().trim_matches('\'');
+            crate::close::reopen_in_memory(&self.ctx, month.trim_matches('\''), reason, test_clock())
+                .await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         if let Some(rest) = strip_keyword(sql, "RUN JOB") {
             return Ok(DBOutput::StatementComplete(
                 self.run_job(rest.trim()).await?,

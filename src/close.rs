@@ -1,0 +1,807 @@
+//! Month close: freezing a month of every frozen table (`[close]` in its job spec) as an
+//! immutable snapshot, the close log `_month_close`, the frozen record ids `_closed_entries`, and
+//! the overlay that makes every later run show a closed month exactly as it was frozen.
+//!
+//! Storage: `_closed_<table>` holds the snapshots of `<table>`, partitioned by `closed_month` and
+//! `snapshot`, and is only ever appended to, so a closed month's files are never rewritten. The
+//! row in `_month_close` is the commit point of a close: snapshot rows without one (a close that
+//! died half-way) are never read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, cast as cast_expr, ident, lit};
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::curated;
+use crate::error::{Error, Result};
+use crate::ledger::{self, RunRecord, Status};
+use crate::runner::{self, RunReport, Workspace};
+use crate::spec::{JobSpec, OnClose};
+
+/// The close log: one row per close and re-open.
+pub const CLOSE_LOG: &str = "_month_close";
+/// The record ids (e.g. ledger entry ids) frozen into each snapshot.
+pub const CLOSED_RECORDS: &str = "_closed_entries";
+
+/// The snapshot table of a frozen table.
+pub fn snapshot_table(table: &str) -> String {
+    format!("_closed_{table}")
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `_month_close` schema.
+pub fn log_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("month", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("snapshot", DataType::Int64, false),
+        Field::new("at", utc_micros(), false),
+        Field::new("actor", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("open_items", DataType::Int64, false),
+        Field::new("tables", DataType::Utf8, false),
+    ]))
+}
+
+/// `_closed_entries` schema.
+pub fn records_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("closed_month", DataType::Utf8, false),
+        Field::new("snapshot", DataType::Int64, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("record_id", DataType::Int64, false),
+    ]))
+}
+
+/// Schema of an engine-kept table with a fixed schema (`_closed_<table>` has its table's).
+pub fn fixed_system_schema(table: &str) -> Option<SchemaRef> {
+    match table {
+        ledger::RUNS_TABLE => Some(ledger::schema()),
+        CLOSE_LOG => Some(log_schema()),
+        CLOSED_RECORDS => Some(records_schema()),
+        _ => None,
+    }
+}
+
+/// The months closed now and the snapshot each is closed at: the latest log row per month,
+/// when that row is a close.
+const CURRENT_CLOSES_SQL: &str = "
+SELECT month, snapshot FROM (
+  SELECT month, action, snapshot,
+         row_number() OVER (PARTITION BY month ORDER BY at DESC, snapshot DESC) AS n
+  FROM _month_close
+) latest
+WHERE n = 1 AND action = 'close'
+ORDER BY month";
+
+/// Closed months and their current snapshot, read from `_month_close` as registered in `ctx`
+/// (none when it is not registered).
+pub async fn current_closes(ctx: &SessionContext) -> Result<Vec<(String, i64)>> {
+    if !ctx.table_exist(CLOSE_LOG)? {
+        return Ok(vec![]);
+    }
+    let batches = ctx.sql(CURRENT_CLOSES_SQL).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let months = string_column(b, 0)?;
+        let snaps = int_column(b, 1)?;
+        for i in 0..b.num_rows() {
+            out.push((months.value(i).to_string(), snaps.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+fn string_column(b: &RecordBatch, i: usize) -> Result<StringArray> {
+    let a = cast(b.column(i), &DataType::Utf8)?;
+    Ok(a.as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to Utf8")
+        .clone())
+}
+
+fn int_column(b: &RecordBatch, i: usize) -> Result<Int64Array> {
+    let a = cast(b.column(i), &DataType::Int64)?;
+    Ok(a.as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("cast to Int64")
+        .clone())
+}
+
+/// For a frozen job: replace the rows of every closed month in `df` by that month's current
+/// snapshot. Columns the snapshot lacks (added to the job after the close) read as NULL.
+pub async fn overlay(ctx: &SessionContext, spec: &JobSpec, df: DataFrame) -> Result<DataFrame> {
+    let Some(close) = spec
+        .close
+        .as_ref()
+        .filter(|c| c.on_close == OnClose::Freeze)
+    else {
+        return Ok(df);
+    };
+    let closes = current_closes(ctx).await?;
+    if closes.is_empty() {
+        return Ok(df);
+    }
+    let snap_name = snapshot_table(&spec.table);
+    if !ctx.table_exist(snap_name.as_str())? {
+        return Err(Error::Job {
+            job: spec.name.clone(),
+            message: format!(
+                "month {} is closed but the snapshot table `{snap_name}` is missing",
+                closes[0].0
+            ),
+        });
+    }
+    let month = ident(&close.month_column);
+    let closed_months: Vec<Expr> = closes.iter().map(|(m, _)| lit(m.clone())).collect();
+    let live = df.filter(
+        month
+            .clone()
+            .is_null()
+            .or(month.in_list(closed_months, true)),
+    )?;
+    let current = closes
+        .iter()
+        .map(|(m, s)| {
+            ident("closed_month")
+                .eq(lit(m.clone()))
+                .and(ident("snapshot").eq(lit(*s)))
+        })
+        .reduce(Expr::or)
+        .expect("at least one close");
+    let frozen = ctx.table(snap_name.as_str()).await?.filter(current)?;
+    let columns: Vec<Expr> = live
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let value = if frozen.schema().has_column_with_unqualified_name(f.name()) {
+                ident(f.name())
+            } else {
+                lit(ScalarValue::Null)
+            };
+            cast_expr(value, f.data_type().clone()).alias(f.name())
+        })
+        .collect();
+    Ok(live.union(frozen.select(columns)?)?)
+}
+
+/// One row of `_month_close`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub month: String,
+    /// `close` or `reopen`.
+    pub action: String,
+    pub snapshot: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub run_id: String,
+    /// Rows the `warn` tables had for the month when it was closed.
+    pub open_items: i64,
+    /// JSON: frozen table -> {"version": source version, "rows": rows frozen}.
+    pub tables: String,
+}
+
+fn log_batch(rows: &[LogRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&LogRow) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        s(&|r| r.month.clone()),
+        s(&|r| r.action.clone()),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.snapshot).collect::<Vec<_>>(),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                rows.iter()
+                    .map(|r| r.at.timestamp_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
+        s(&|r| r.actor.clone()),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.reason.clone()).collect::<Vec<_>>(),
+        )),
+        s(&|r| r.run_id.clone()),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.open_items).collect::<Vec<_>>(),
+        )),
+        s(&|r| r.tables.clone()),
+    ];
+    Ok(RecordBatch::try_new(log_schema(), columns)?)
+}
+
+/// The close log as rows (oldest first), read from `ctx`.
+pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
+    if !ctx.table_exist(CLOSE_LOG)? {
+        return Ok(vec![]);
+    }
+    let batches = ctx
+        .sql("SELECT month, action, snapshot, CAST(at AS BIGINT) AS at_micros, actor, reason, run_id, open_items, tables FROM _month_close ORDER BY at, snapshot")
+        .await?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let (month, action, snap) = (string_column(b, 0)?, string_column(b, 1)?, int_column(b, 2)?);
+        let (at, actor, reason) = (int_column(b, 3)?, string_column(b, 4)?, string_column(b, 5)?);
+        let (run_id, open_items, tables) =
+            (string_column(b, 6)?, int_column(b, 7)?, string_column(b, 8)?);
+        for i in 0..b.num_rows() {
+            out.push(LogRow {
+                month: month.value(i).to_string(),
+                action: action.value(i).to_string(),
+                snapshot: snap.value(i),
+                at: DateTime::from_timestamp_micros(at.value(i)).unwrap_or_default(),
+                actor: actor.value(i).to_string(),
+                reason: (!reason.is_null(i)).then(|| reason.value(i).to_string()),
+                run_id: run_id.value(i).to_string(),
+                open_items: open_items.value(i),
+                tables: tables.value(i).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Close,
+    Reopen { reason: String },
+}
+
+/// A close or re-open request; the clock is injected so tests can fix it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub month: String,
+    pub action: Action,
+    pub actor: String,
+    pub now: DateTime<Utc>,
+    /// Jobs run at once by the run before a close.
+    pub concurrency: usize,
+}
+
+/// What a close will do (`--dry-run` prints it).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub month: String,
+    pub action: Action,
+    /// The month's latest log row, if any.
+    pub latest: Option<LogRow>,
+    /// Jobs run first so the snapshot reflects the sources as they are now.
+    pub jobs: Vec<String>,
+    /// Jobs whose table is frozen, and jobs whose rows are listed as open items.
+    pub frozen: Vec<String>,
+    pub warn: Vec<String>,
+}
+
+impl Plan {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        match (&self.action, &self.latest) {
+            (Action::Close, Some(l)) if l.action == "close" => out.push_str(&format!(
+                "{} is already closed (snapshot {}, by {} at {}): nothing to do\n",
+                self.month, l.snapshot, l.actor, l.at
+            )),
+            (Action::Close, _) => {
+                out.push_str(&format!("close {}\n", self.month));
+                out.push_str(&format!("  run first: {}\n", self.jobs.join(", ")));
+                out.push_str(&format!("  freeze:    {}\n", self.frozen.join(", ")));
+                out.push_str(&format!("  open items from: {}\n", self.warn.join(", ")));
+            }
+            (Action::Reopen { reason }, Some(l)) if l.action == "close" => {
+                out.push_str(&format!(
+                    "reopen {} (snapshot {} stays readable in the _closed_* tables), reason: {reason}\n",
+                    self.month, l.snapshot
+                ));
+                out.push_str(&format!("  then run: {}\n", self.jobs.join(", ")));
+            }
+            (Action::Reopen { .. }, _) => {
+                out.push_str(&format!("{} is not closed: nothing to reopen\n", self.month))
+            }
+        }
+        out
+    }
+}
+
+/// The result of a close or re-open.
+#[derive(Debug)]
+pub enum Outcome {
+    Closed {
+        snapshot: i64,
+        /// Frozen table, its version, rows frozen.
+        frozen: Vec<(String, i64, usize)>,
+        /// Open items per `warn` table (rows of the month).
+        open_items: Vec<(String, Vec<RecordBatch>)>,
+    },
+    AlreadyClosed(LogRow),
+    Reopened {
+        snapshot: i64,
+        report: RunReport,
+    },
+}
+
+fn close_jobs(ws: &Workspace, on_close: OnClose) -> Vec<String> {
+    ws.graph
+        .nodes
+        .iter()
+        .filter(|n| n.spec.close.as_ref().is_some_and(|c| c.on_close == on_close))
+        .map(|n| n.spec.name.clone())
+        .collect()
+}
+
+/// A session over the engine-kept close tables (and any extra tables), latest versions.
+async fn close_session(
+    ws: &Workspace,
+    extra: Vec<(String, Arc<dyn TableProvider>)>,
+) -> Result<SessionContext> {
+    let mut tables = extra;
+    let mut names = vec![CLOSE_LOG.to_string(), CLOSED_RECORDS.to_string()];
+    names.extend(
+        close_jobs(ws, OnClose::Freeze)
+            .iter()
+            .filter_map(|j| ws.graph.node(j))
+            .map(|n| snapshot_table(&n.spec.table)),
+    );
+    for name in names {
+        if let Some(t) = curated::open(&ws.engine.stores, &ws.table_url(&name)?).await? {
+            tables.push((name, curated::provider(&t).await?));
+        }
+    }
+    ws.engine.session(&tables)
+}
+
+/// Plan a close or re-open of `req.month`.
+pub async fn plan(ws: &Workspace, req: &Request) -> Result<Plan> {
+    let month = crate::export::parse_month(&req.month)?;
+    let frozen = close_jobs(ws, OnClose::Freeze);
+    if frozen.is_empty() {
+        return Err(Error::Job {
+            job: "close-month".into(),
+            message: "no job spec has `[close] on_close = \"freeze\"`: there is nothing to close"
+                .into(),
+        });
+    }
+    let warn = close_jobs(ws, OnClose::Warn);
+    // The closable jobs, everything downstream of them, and everything those read.
+    let closable: Vec<String> = frozen.iter().chain(&warn).map(|j| format!("{j}+")).collect();
+    let down = ws.graph.select(&closable, false)?;
+    let up: Vec<String> = down.iter().map(|j| format!("+{j}")).collect();
+    let jobs = ws.graph.select(&up, false)?;
+    let ctx = close_session(ws, vec![]).await?;
+    let latest = log_rows(&ctx)
+        .await?
+        .into_iter()
+        .filter(|r| r.month == month)
+        .next_back();
+    Ok(Plan {
+        month,
+        action: req.action.clone(),
+        latest,
+        jobs,
+        frozen,
+        warn,
+    })
+}
+
+/// Carry out a close or re-open plan.
+pub async fn execute(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome> {
+    let closed_now = plan.latest.as_ref().filter(|l| l.action == "close");
+    match (&plan.action, closed_now) {
+        (Action::Close, Some(l)) => Ok(Outcome::AlreadyClosed(l.clone())),
+        (Action::Close, None) => close(ws, plan, req).await,
+        (Action::Reopen { reason }, Some(l)) => reopen(ws, plan, req, l, reason).await,
+        (Action::Reopen { .. }, None) => Err(Error::Job {
+            job: "close-month".into(),
+            message: format!("{} is not closed: there is nothing to reopen", plan.month),
+        }),
+    }
+}
+
+/// A log time strictly after the month's latest row, so the order of actions never ties.
+fn log_time(plan: &Plan, now: DateTime<Utc>) -> DateTime<Utc> {
+    match &plan.latest {
+        Some(l) if l.at >= now => l.at + chrono::Duration::microseconds(1),
+        _ => now,
+    }
+}
+
+async fn run_jobs(ws: &Arc<Workspace>, plan: &Plan, req: &Request) -> Result<RunReport> {
+    let trigger = match req.action {
+        Action::Close => "close-month",
+        Action::Reopen { .. } => "reopen-month",
+    };
+    let run = ws.plan(&plan.jobs, trigger)?;
+    runner::execute(ws.clone(), &run, req.concurrency.max(1)).await
+}
+
+async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome> {
+    let fail = |message: String| Error::Job {
+        job: "close-month".into(),
+        message,
+    };
+    // 1. Bring the reconciliation up to date, so the snapshot is what the sources say now.
+    let report = run_jobs(&ws, plan, req).await?;
+    if report.failed() > 0 {
+        let failed: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.status != Status::Succeeded)
+            .map(|o| format!("{} ({})", o.job, o.error.as_deref().unwrap_or("failed")))
+            .collect();
+        return Err(fail(format!(
+            "{} was not closed: the run before the close failed: {}",
+            plan.month,
+            failed.join("; ")
+        )));
+    }
+    let run_id = runner::new_run_id();
+    let version_of = |job: &str| {
+        report
+            .outcomes
+            .iter()
+            .find(|o| o.job == job)
+            .and_then(|o| o.output_version)
+    };
+
+    // 2. Read the month's rows of every closable table at the version this run published.
+    let mut month_rows: BTreeMap<String, (i64, Vec<RecordBatch>)> = BTreeMap::new();
+    for job in plan.frozen.iter().chain(&plan.warn) {
+        let node = ws.graph.node(job).expect("close job in graph");
+        let close = node.spec.close.as_ref().expect("closable");
+        let version = version_of(job).ok_or_else(|| fail(format!("job `{job}` published no version")))?;
+        let table = curated::open_version(&ws.engine.stores, &ws.table_url(&node.spec.table)?, version).await?;
+        let ctx = ws.engine.session(&[])?;
+        let rows = ctx
+            .read_table(curated::provider(&table).await?)?
+            .filter(cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(plan.month.clone())))?
+            .collect()
+            .await?;
+        month_rows.insert(job.clone(), (version, rows));
+    }
+    let frozen_rows: usize = plan
+        .frozen
+        .iter()
+        .map(|j| month_rows[j].1.iter().map(|b| b.num_rows()).sum::<usize>())
+        .sum();
+    if frozen_rows == 0 {
+        return Err(fail(format!(
+            "{} has no rows in {}: there is nothing to close (is the month right, and has its data arrived?)",
+            plan.month,
+            plan.frozen.join(", ")
+        )));
+    }
+
+    // 3. The snapshot number: one past any snapshot of this month, including orphans of a close
+    //    that died before its log row.
+    let ctx = close_session(&ws, vec![]).await?;
+    let mut snapshot = 0i64;
+    for table in std::iter::once(CLOSE_LOG.to_string())
+        .chain(std::iter::once(CLOSED_RECORDS.to_string()))
+        .chain(plan.frozen.iter().map(|j| snapshot_table(&ws.graph.node(j).expect("job").spec.table)))
+    {
+        if !ctx.table_exist(table.as_str())? {
+            continue;
+        }
+        let month_col = if table == CLOSE_LOG { "month" } else { "closed_month" };
+        let df = ctx
+            .table(table.as_str())
+            .await?
+            .filter(ident(month_col).eq(lit(plan.month.clone())))?
+            .aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::max(ident("snapshot"))])?;
+        for b in df.collect().await? {
+            let c = int_column(&b, 0)?;
+            if c.len() > 0 && !c.is_null(0) {
+                snapshot = snapshot.max(c.value(0));
+            }
+        }
+    }
+    let snapshot = snapshot + 1;
+
+    // 4. Write the snapshots, then the frozen record ids, then the log row (the commit point).
+    let stores = &ws.engine.stores;
+    let root = &ws.engine.project.curated;
+    let mut frozen = Vec::new();
+    let mut record_ids: Vec<(String, Int64Array)> = Vec::new();
+    let mut tables_json = serde_json::Map::new();
+    for job in &plan.frozen {
+        let node = ws.graph.node(job).expect("job");
+        let close = node.spec.close.as_ref().expect("closable");
+        let (version, batches) = &month_rows[job];
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        tables_json.insert(
+            node.spec.table.clone(),
+            serde_json::json!({"version": version, "rows": rows}),
+        );
+        frozen.push((node.spec.table.clone(), *version, rows));
+        if rows == 0 {
+            continue;
+        }
+        let stamped = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| stamp(b, &plan.month, snapshot))
+            .collect::<Result<Vec<_>>>()?;
+        curated::append(
+            stores,
+            root,
+            &snapshot_table(&node.spec.table),
+            stamped,
+            &["closed_month", "snapshot"],
+            &format!("closed-month snapshots of {}", node.spec.table),
+        )
+        .await?;
+        if let Some(id_col) = &close.record_id_column {
+            for b in batches.iter().filter(|b| b.num_rows() > 0) {
+                let idx = b.schema().index_of(id_col).map_err(|_| {
+                    fail(format!("`{}` has no column `{id_col}` (close.record_id_column)", node.spec.table))
+                })?;
+                let ids = cast(b.column(idx), &DataType::Int64)?;
+                let ids = ids.as_any().downcast_ref::<Int64Array>().expect("Int64").clone();
+                if ids.null_count() > 0 {
+                    return Err(fail(format!(
+                        "`{}`.{id_col} has NULL ids for {}: every frozen row must name its record",
+                        node.spec.table, plan.month
+                    )));
+                }
+                record_ids.push((node.spec.table.clone(), ids));
+            }
+        }
+    }
+    if !record_ids.is_empty() {
+        let batches = record_ids
+            .into_iter()
+            .map(|(table, ids)| {
+                let n = ids.len();
+                RecordBatch::try_new(
+                    records_schema(),
+                    vec![
+                        Arc::new(StringArray::from(vec![plan.month.clone(); n])),
+                        Arc::new(Int64Array::from(vec![snapshot; n])),
+                        Arc::new(StringArray::from(vec![table; n])),
+                        Arc::new(ids),
+                    ],
+                )
+                .map_err(Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        curated::append(stores, root, CLOSED_RECORDS, batches, &["closed_month"], "record ids frozen by month close").await?;
+    }
+    let open_items: Vec<(String, Vec<RecordBatch>)> = plan
+        .warn
+        .iter()
+        .map(|j| (ws.graph.node(j).expect("job").spec.table.clone(), month_rows[j].1.clone()))
+        .collect();
+    let open_count: usize = open_items.iter().flat_map(|(_, b)| b).map(|b| b.num_rows()).sum();
+    let at = log_time(plan, req.now);
+    let row = LogRow {
+        month: plan.month.clone(),
+        action: "close".into(),
+        snapshot,
+        at,
+        actor: req.actor.clone(),
+        reason: None,
+        run_id: run_id.clone(),
+        open_items: open_count as i64,
+        tables: serde_json::Value::Object(tables_json.clone()).to_string(),
+    };
+    let log_version =
+        curated::append(stores, root, CLOSE_LOG, vec![log_batch(&[row])?], &[], "month close log").await?;
+    record_in_ledger(&ws, req, &run_id, at, Some(log_version), frozen_rows as i64, tables_json, None).await;
+    Ok(Outcome::Closed {
+        snapshot,
+        frozen,
+        open_items,
+    })
+}
+
+/// Prefix a batch with `closed_month` and `snapshot`.
+fn stamp(b: &RecordBatch, month: &str, snapshot: i64) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let mut fields = vec![
+        Field::new("closed_month", DataType::Utf8, false),
+        Field::new("snapshot", DataType::Int64, false),
+    ];
+    fields.extend(b.schema().fields().iter().map(|f| f.as_ref().clone()));
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![month.to_string(); n])),
+        Arc::new(Int64Array::from(vec![snapshot; n])),
+    ];
+    columns.extend(b.columns().iter().cloned());
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+async fn reopen(
+    ws: Arc<Workspace>,
+    plan: &Plan,
+    req: &Request,
+    closed: &LogRow,
+    reason: &str,
+) -> Result<Outcome> {
+    if reason.trim().is_empty() {
+        return Err(Error::Job {
+            job: "close-month".into(),
+            message: "re-opening a month needs a reason: --reopen --reason \"...\"".into(),
+        });
+    }
+    let run_id = runner::new_run_id();
+    let at = log_time(plan, req.now);
+    let row = LogRow {
+        month: plan.month.clone(),
+        action: "reopen".into(),
+        snapshot: closed.snapshot,
+        at,
+        actor: req.actor.clone(),
+        reason: Some(reason.to_string()),
+        run_id: run_id.clone(),
+        open_items: 0,
+        tables: closed.tables.clone(),
+    };
+    let stores = &ws.engine.stores;
+    let root = &ws.engine.project.curated;
+    let log_version =
+        curated::append(stores, root, CLOSE_LOG, vec![log_batch(&[row])?], &[], "month close log").await?;
+    record_in_ledger(
+        &ws,
+        req,
+        &run_id,
+        at,
+        Some(log_version),
+        0,
+        serde_json::Map::new(),
+        Some(reason.to_string()),
+    )
+    .await;
+    // The live tables show the month recomputed from the sources again.
+    let report = run_jobs(&ws, plan, req).await?;
+    Ok(Outcome::Reopened {
+        snapshot: closed.snapshot,
+        report,
+    })
+}
+
+/// The close or re-open as a `_runs` row: who, when, why.
+#[allow(clippy::too_many_arguments)]
+async fn record_in_ledger(
+    ws: &Workspace,
+    req: &Request,
+    run_id: &str,
+    at: DateTime<Utc>,
+    log_version: Option<i64>,
+    rows: i64,
+    tables: serde_json::Map<String, serde_json::Value>,
+    reason: Option<String>,
+) {
+    let (job, trigger) = match req.action {
+        Action::Close => ("close-month", "close"),
+        Action::Reopen { .. } => ("close-month", "reopen"),
+    };
+    let rec = RunRecord {
+        run_id: run_id.to_string(),
+        job: format!("{job} {}", req.month),
+        trigger: trigger.to_string(),
+        started_at: at,
+        finished_at: at,
+        status: Status::Succeeded,
+        rows_read: 0,
+        rows_written: rows,
+        bytes_read: 0,
+        input_versions: serde_json::Value::Object(tables).to_string(),
+        output_version: log_version,
+        error: None,
+        actor: Some(req.actor.clone()),
+        reason,
+    };
+    if let Err(e) = ledger::append(&ws.engine.stores, &ws.engine.project.curated, &[rec]).await {
+        tracing::error!(error = %e, "run ledger not written for the month close");
+    }
+}
+
+/// For SQL tests: freeze `month` of the frozen tables registered in `ctx` into in-memory
+/// `_closed_*` tables and the close log, as `close` does in storage.
+pub async fn close_in_memory(ctx: &SessionContext, ws: &Workspace, month: &str, at: DateTime<Utc>) -> Result<i64> {
+    let month = crate::export::parse_month(month)?;
+    let log = log_rows(ctx).await?;
+    let month_log: Vec<&LogRow> = log.iter().filter(|r| r.month == month).collect();
+    if month_log.last().is_some_and(|r| r.action == "close") {
+        return Ok(month_log.last().expect("row").snapshot);
+    }
+    let snapshot = month_log.iter().map(|r| r.snapshot).max().unwrap_or(0) + 1;
+    for job in close_jobs(ws, OnClose::Freeze) {
+        let spec = &ws.graph.node(&job).expect("job").spec;
+        let close = spec.close.as_ref().expect("closable");
+        let rows = ctx
+            .table(spec.table.as_str())
+            .await?
+            .filter(cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(month.clone())))?
+            .collect()
+            .await?;
+        let stamped = rows.iter().map(|b| stamp(b, &month, snapshot)).collect::<Result<Vec<_>>>()?;
+        let name = snapshot_table(&spec.table);
+        append_mem(ctx, &name, stamped).await?;
+        if let Some(id_col) = &close.record_id_column {
+            let mut batches = Vec::new();
+            for b in &rows {
+                let ids = cast(b.column(b.schema().index_of(id_col)?), &DataType::Int64)?;
+                let n = ids.len();
+                batches.push(RecordBatch::try_new(
+                    records_schema(),
+                    vec![
+                        Arc::new(StringArray::from(vec![month.clone(); n])),
+                        Arc::new(Int64Array::from(vec![snapshot; n])),
+                        Arc::new(StringArray::from(vec![spec.table.clone(); n])),
+                        ids,
+                    ],
+                )?);
+            }
+            append_mem(ctx, CLOSED_RECORDS, batches).await?;
+        }
+    }
+    let row = LogRow {
+        month,
+        action: "close".into(),
+        snapshot,
+        at: log.iter().map(|r| r.at + chrono::Duration::microseconds(1)).max().unwrap_or(at).max(at),
+        actor: "sqltest".into(),
+        reason: None,
+        run_id: "sqltest".into(),
+        open_items: 0,
+        tables: "{}".into(),
+    };
+    append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await?;
+    Ok(snapshot)
+}
+
+/// For SQL tests: re-open `month` in the in-memory close log.
+pub async fn reopen_in_memory(ctx: &SessionContext, month: &str, reason: &str, at: DateTime<Utc>) -> Result<()> {
+    let log = log_rows(ctx).await?;
+    let Some(last) = log.iter().filter(|r| r.month == month).next_back().filter(|r| r.action == "close") else {
+        return Err(Error::Job {
+            job: "close-month".into(),
+            message: format!("{month} is not closed: there is nothing to reopen"),
+        });
+    };
+    let row = LogRow {
+        action: "reopen".into(),
+        reason: Some(reason.to_string()),
+        at: log.iter().map(|r| r.at + chrono::Duration::microseconds(1)).max().unwrap_or(at).max(at),
+        ..last.clone()
+    };
+    append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await
+}
+
+/// Append batches to an in-memory table (creating it with the batches' schema).
+async fn append_mem(ctx: &SessionContext, name: &str, batches: Vec<RecordBatch>) -> Result<()> {
+    let mut all = Vec::new();
+    let mut schema = batches.first().map(|b| b.schema());
+    if ctx.table_exist(name)? {
+        let df = ctx.table(name).await?;
+        schema = schema.or_else(|| Some(df.schema().inner().clone()));
+        all = df.collect().await?;
+    }
+    all.extend(batches);
+    let Some(schema) = schema else { return Ok(()) };
+    ctx.deregister_table(name)?;
+    ctx.register_table(
+        name,
+        Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![all])?),
+    )?;
+    Ok(())
+}
