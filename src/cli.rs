@@ -512,7 +512,10 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
                     }
                     println!("closed {} as snapshot {snapshot}:", plan.month);
                     for (table, version, rows) in frozen {
-                        println!("  {table}: {rows} rows frozen (from version {version}) into {}", crate::close::snapshot_table(&table));
+                        println!(
+                            "  {table}: {rows} rows frozen (from version {version}) into {}",
+                            crate::close::snapshot_table(&table)
+                        );
                     }
                 }
                 crate::close::Outcome::Reopened { snapshot, report } => {
@@ -533,8 +536,12 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             out,
         } => {
             let files = match format {
-                ExportFormat::Csv => crate::export::export_month_csv(&ws, &table, &month, &out).await?,
-                ExportFormat::Xlsx => crate::export::export_month_xlsx(&ws, &table, &month, &out).await?,
+                ExportFormat::Csv => {
+                    crate::export::export_month_csv(&ws, &table, &month, &out).await?
+                }
+                ExportFormat::Xlsx => {
+                    crate::export::export_month_xlsx(&ws, &table, &month, &out).await?
+                }
             };
             for f in files {
                 println!("wrote {}", f.display());

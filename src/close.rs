@@ -239,10 +239,21 @@ pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
         .await?;
     let mut out = Vec::new();
     for b in &batches {
-        let (month, action, snap) = (string_column(b, 0)?, string_column(b, 1)?, int_column(b, 2)?);
-        let (at, actor, reason) = (int_column(b, 3)?, string_column(b, 4)?, string_column(b, 5)?);
-        let (run_id, open_items, tables) =
-            (string_column(b, 6)?, int_column(b, 7)?, string_column(b, 8)?);
+        let (month, action, snap) = (
+            string_column(b, 0)?,
+            string_column(b, 1)?,
+            int_column(b, 2)?,
+        );
+        let (at, actor, reason) = (
+            int_column(b, 3)?,
+            string_column(b, 4)?,
+            string_column(b, 5)?,
+        );
+        let (run_id, open_items, tables) = (
+            string_column(b, 6)?,
+            int_column(b, 7)?,
+            string_column(b, 8)?,
+        );
         for i in 0..b.num_rows() {
             out.push(LogRow {
                 month: month.value(i).to_string(),
@@ -287,6 +298,8 @@ pub struct Plan {
     pub latest: Option<LogRow>,
     /// Jobs run first so the snapshot reflects the sources as they are now.
     pub jobs: Vec<String>,
+    /// Jobs that report on the close log (the close-candidate report), run after it changes.
+    pub after: Vec<String>,
     /// Jobs whose table is frozen, and jobs whose rows are listed as open items.
     pub frozen: Vec<String>,
     pub warn: Vec<String>,
@@ -305,17 +318,25 @@ impl Plan {
                 out.push_str(&format!("  run first: {}\n", self.jobs.join(", ")));
                 out.push_str(&format!("  freeze:    {}\n", self.frozen.join(", ")));
                 out.push_str(&format!("  open items from: {}\n", self.warn.join(", ")));
+                out.push_str(&format!("  then run:  {}\n", self.after.join(", ")));
             }
             (Action::Reopen { reason }, Some(l)) if l.action == "close" => {
                 out.push_str(&format!(
                     "reopen {} (snapshot {} stays readable in the _closed_* tables), reason: {reason}\n",
                     self.month, l.snapshot
                 ));
-                out.push_str(&format!("  then run: {}\n", self.jobs.join(", ")));
+                let all: Vec<&str> = self
+                    .jobs
+                    .iter()
+                    .chain(&self.after)
+                    .map(String::as_str)
+                    .collect();
+                out.push_str(&format!("  then run: {}\n", all.join(", ")));
             }
-            (Action::Reopen { .. }, _) => {
-                out.push_str(&format!("{} is not closed: nothing to reopen\n", self.month))
-            }
+            (Action::Reopen { .. }, _) => out.push_str(&format!(
+                "{} is not closed: nothing to reopen\n",
+                self.month
+            )),
         }
         out
     }
@@ -342,7 +363,12 @@ fn close_jobs(ws: &Workspace, on_close: OnClose) -> Vec<String> {
     ws.graph
         .nodes
         .iter()
-        .filter(|n| n.spec.close.as_ref().is_some_and(|c| c.on_close == on_close))
+        .filter(|n| {
+            n.spec
+                .close
+                .as_ref()
+                .is_some_and(|c| c.on_close == on_close)
+        })
         .map(|n| n.spec.name.clone())
         .collect()
 }
@@ -381,10 +407,35 @@ pub async fn plan(ws: &Workspace, req: &Request) -> Result<Plan> {
     }
     let warn = close_jobs(ws, OnClose::Warn);
     // The closable jobs, everything downstream of them, and everything those read.
-    let closable: Vec<String> = frozen.iter().chain(&warn).map(|j| format!("{j}+")).collect();
+    let closable: Vec<String> = frozen
+        .iter()
+        .chain(&warn)
+        .map(|j| format!("{j}+"))
+        .collect();
     let down = ws.graph.select(&closable, false)?;
     let up: Vec<String> = down.iter().map(|j| format!("+{j}")).collect();
-    let jobs = ws.graph.select(&up, false)?;
+    let selected = ws.graph.select(&up, false)?;
+    // Jobs that read the close log without being frozen report on it: they run after the close.
+    let reads_log: Vec<String> = selected
+        .iter()
+        .filter(|j| {
+            let node = ws.graph.node(j).expect("selected job");
+            node.spec.close.is_none()
+                && node
+                    .inputs
+                    .contains(&crate::dag::Input::System(CLOSE_LOG.to_string()))
+        })
+        .map(|j| format!("{j}+"))
+        .collect();
+    let after = if reads_log.is_empty() {
+        vec![]
+    } else {
+        ws.graph.select(&reads_log, false)?
+    };
+    let jobs = selected
+        .into_iter()
+        .filter(|j| !after.contains(j))
+        .collect();
     let ctx = close_session(ws, vec![]).await?;
     let latest = log_rows(&ctx)
         .await?
@@ -396,6 +447,7 @@ pub async fn plan(ws: &Workspace, req: &Request) -> Result<Plan> {
         action: req.action.clone(),
         latest,
         jobs,
+        after,
         frozen,
         warn,
     })
@@ -423,12 +475,15 @@ fn log_time(plan: &Plan, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-async fn run_jobs(ws: &Arc<Workspace>, plan: &Plan, req: &Request) -> Result<RunReport> {
+async fn run_jobs(ws: &Arc<Workspace>, jobs: &[String], req: &Request) -> Result<RunReport> {
     let trigger = match req.action {
         Action::Close => "close-month",
         Action::Reopen { .. } => "reopen-month",
     };
-    let run = ws.plan(&plan.jobs, trigger)?;
+    if jobs.is_empty() {
+        return Ok(RunReport::default());
+    }
+    let run = ws.plan(jobs, trigger)?;
     runner::execute(ws.clone(), &run, req.concurrency.max(1)).await
 }
 
@@ -438,7 +493,7 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
         message,
     };
     // 1. Bring the reconciliation up to date, so the snapshot is what the sources say now.
-    let report = run_jobs(&ws, plan, req).await?;
+    let report = run_jobs(&ws, &plan.jobs, req).await?;
     if report.failed() > 0 {
         let failed: Vec<String> = report
             .outcomes
@@ -466,12 +521,17 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
     for job in plan.frozen.iter().chain(&plan.warn) {
         let node = ws.graph.node(job).expect("close job in graph");
         let close = node.spec.close.as_ref().expect("closable");
-        let version = version_of(job).ok_or_else(|| fail(format!("job `{job}` published no version")))?;
-        let table = curated::open_version(&ws.engine.stores, &ws.table_url(&node.spec.table)?, version).await?;
+        let version =
+            version_of(job).ok_or_else(|| fail(format!("job `{job}` published no version")))?;
+        let table =
+            curated::open_version(&ws.engine.stores, &ws.table_url(&node.spec.table)?, version)
+                .await?;
         let ctx = ws.engine.session(&[])?;
         let rows = ctx
             .read_table(curated::provider(&table).await?)?
-            .filter(cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(plan.month.clone())))?
+            .filter(
+                cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(plan.month.clone())),
+            )?
             .collect()
             .await?;
         month_rows.insert(job.clone(), (version, rows));
@@ -495,17 +555,30 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
     let mut snapshot = 0i64;
     for table in std::iter::once(CLOSE_LOG.to_string())
         .chain(std::iter::once(CLOSED_RECORDS.to_string()))
-        .chain(plan.frozen.iter().map(|j| snapshot_table(&ws.graph.node(j).expect("job").spec.table)))
+        .chain(
+            plan.frozen
+                .iter()
+                .map(|j| snapshot_table(&ws.graph.node(j).expect("job").spec.table)),
+        )
     {
         if !ctx.table_exist(table.as_str())? {
             continue;
         }
-        let month_col = if table == CLOSE_LOG { "month" } else { "closed_month" };
+        let month_col = if table == CLOSE_LOG {
+            "month"
+        } else {
+            "closed_month"
+        };
         let df = ctx
             .table(table.as_str())
             .await?
             .filter(ident(month_col).eq(lit(plan.month.clone())))?
-            .aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::max(ident("snapshot"))])?;
+            .aggregate(
+                vec![],
+                vec![datafusion::functions_aggregate::expr_fn::max(ident(
+                    "snapshot",
+                ))],
+            )?;
         for b in df.collect().await? {
             let c = int_column(&b, 0)?;
             if c.len() > 0 && !c.is_null(0) {
@@ -551,10 +624,17 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
         if let Some(id_col) = &close.record_id_column {
             for b in batches.iter().filter(|b| b.num_rows() > 0) {
                 let idx = b.schema().index_of(id_col).map_err(|_| {
-                    fail(format!("`{}` has no column `{id_col}` (close.record_id_column)", node.spec.table))
+                    fail(format!(
+                        "`{}` has no column `{id_col}` (close.record_id_column)",
+                        node.spec.table
+                    ))
                 })?;
                 let ids = cast(b.column(idx), &DataType::Int64)?;
-                let ids = ids.as_any().downcast_ref::<Int64Array>().expect("Int64").clone();
+                let ids = ids
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("Int64")
+                    .clone();
                 if ids.null_count() > 0 {
                     return Err(fail(format!(
                         "`{}`.{id_col} has NULL ids for {}: every frozen row must name its record",
@@ -582,14 +662,31 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
                 .map_err(Error::from)
             })
             .collect::<Result<Vec<_>>>()?;
-        curated::append(stores, root, CLOSED_RECORDS, batches, &["closed_month"], "record ids frozen by month close").await?;
+        curated::append(
+            stores,
+            root,
+            CLOSED_RECORDS,
+            batches,
+            &["closed_month"],
+            "record ids frozen by month close",
+        )
+        .await?;
     }
     let open_items: Vec<(String, Vec<RecordBatch>)> = plan
         .warn
         .iter()
-        .map(|j| (ws.graph.node(j).expect("job").spec.table.clone(), month_rows[j].1.clone()))
+        .map(|j| {
+            (
+                ws.graph.node(j).expect("job").spec.table.clone(),
+                month_rows[j].1.clone(),
+            )
+        })
         .collect();
-    let open_count: usize = open_items.iter().flat_map(|(_, b)| b).map(|b| b.num_rows()).sum();
+    let open_count: usize = open_items
+        .iter()
+        .flat_map(|(_, b)| b)
+        .map(|b| b.num_rows())
+        .sum();
     let at = log_time(plan, req.now);
     let row = LogRow {
         month: plan.month.clone(),
@@ -602,9 +699,31 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
         open_items: open_count as i64,
         tables: serde_json::Value::Object(tables_json.clone()).to_string(),
     };
-    let log_version =
-        curated::append(stores, root, CLOSE_LOG, vec![log_batch(&[row])?], &[], "month close log").await?;
-    record_in_ledger(&ws, req, &run_id, at, Some(log_version), frozen_rows as i64, tables_json, None).await;
+    let log_version = curated::append(
+        stores,
+        root,
+        CLOSE_LOG,
+        vec![log_batch(&[row])?],
+        &[],
+        "month close log",
+    )
+    .await?;
+    record_in_ledger(
+        &ws,
+        req,
+        &run_id,
+        at,
+        Some(log_version),
+        frozen_rows as i64,
+        tables_json,
+        None,
+    )
+    .await;
+    // The reports on the close log see the month closed. The close stands even if they fail.
+    let after = run_jobs(&ws, &plan.after, req).await?;
+    if after.failed() > 0 {
+        tracing::warn!(month = %plan.month, "a report run after the close failed; see `retention runs`");
+    }
     Ok(Outcome::Closed {
         snapshot,
         frozen,
@@ -625,7 +744,10 @@ fn stamp(b: &RecordBatch, month: &str, snapshot: i64) -> Result<RecordBatch> {
         Arc::new(Int64Array::from(vec![snapshot; n])),
     ];
     columns.extend(b.columns().iter().cloned());
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 async fn reopen(
@@ -656,8 +778,15 @@ async fn reopen(
     };
     let stores = &ws.engine.stores;
     let root = &ws.engine.project.curated;
-    let log_version =
-        curated::append(stores, root, CLOSE_LOG, vec![log_batch(&[row])?], &[], "month close log").await?;
+    let log_version = curated::append(
+        stores,
+        root,
+        CLOSE_LOG,
+        vec![log_batch(&[row])?],
+        &[],
+        "month close log",
+    )
+    .await?;
     record_in_ledger(
         &ws,
         req,
@@ -670,7 +799,8 @@ async fn reopen(
     )
     .await;
     // The live tables show the month recomputed from the sources again.
-    let report = run_jobs(&ws, plan, req).await?;
+    let all: Vec<String> = plan.jobs.iter().chain(&plan.after).cloned().collect();
+    let report = run_jobs(&ws, &all, req).await?;
     Ok(Outcome::Reopened {
         snapshot: closed.snapshot,
         report,
@@ -716,7 +846,12 @@ async fn record_in_ledger(
 
 /// For SQL tests: freeze `month` of the frozen tables registered in `ctx` into in-memory
 /// `_closed_*` tables and the close log, as `close` does in storage.
-pub async fn close_in_memory(ctx: &SessionContext, ws: &Workspace, month: &str, at: DateTime<Utc>) -> Result<i64> {
+pub async fn close_in_memory(
+    ctx: &SessionContext,
+    ws: &Workspace,
+    month: &str,
+    at: DateTime<Utc>,
+) -> Result<i64> {
     let month = crate::export::parse_month(month)?;
     let log = log_rows(ctx).await?;
     let month_log: Vec<&LogRow> = log.iter().filter(|r| r.month == month).collect();
@@ -733,7 +868,10 @@ pub async fn close_in_memory(ctx: &SessionContext, ws: &Workspace, month: &str, 
             .filter(cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(month.clone())))?
             .collect()
             .await?;
-        let stamped = rows.iter().map(|b| stamp(b, &month, snapshot)).collect::<Result<Vec<_>>>()?;
+        let stamped = rows
+            .iter()
+            .map(|b| stamp(b, &month, snapshot))
+            .collect::<Result<Vec<_>>>()?;
         let name = snapshot_table(&spec.table);
         append_mem(ctx, &name, stamped).await?;
         if let Some(id_col) = &close.record_id_column {
@@ -758,7 +896,12 @@ pub async fn close_in_memory(ctx: &SessionContext, ws: &Workspace, month: &str, 
         month,
         action: "close".into(),
         snapshot,
-        at: log.iter().map(|r| r.at + chrono::Duration::microseconds(1)).max().unwrap_or(at).max(at),
+        at: log
+            .iter()
+            .map(|r| r.at + chrono::Duration::microseconds(1))
+            .max()
+            .unwrap_or(at)
+            .max(at),
         actor: "sqltest".into(),
         reason: None,
         run_id: "sqltest".into(),
@@ -770,9 +913,19 @@ pub async fn close_in_memory(ctx: &SessionContext, ws: &Workspace, month: &str, 
 }
 
 /// For SQL tests: re-open `month` in the in-memory close log.
-pub async fn reopen_in_memory(ctx: &SessionContext, month: &str, reason: &str, at: DateTime<Utc>) -> Result<()> {
+pub async fn reopen_in_memory(
+    ctx: &SessionContext,
+    month: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
     let log = log_rows(ctx).await?;
-    let Some(last) = log.iter().filter(|r| r.month == month).next_back().filter(|r| r.action == "close") else {
+    let Some(last) = log
+        .iter()
+        .filter(|r| r.month == month)
+        .next_back()
+        .filter(|r| r.action == "close")
+    else {
         return Err(Error::Job {
             job: "close-month".into(),
             message: format!("{month} is not closed: there is nothing to reopen"),
@@ -781,7 +934,12 @@ pub async fn reopen_in_memory(ctx: &SessionContext, month: &str, reason: &str, a
     let row = LogRow {
         action: "reopen".into(),
         reason: Some(reason.to_string()),
-        at: log.iter().map(|r| r.at + chrono::Duration::microseconds(1)).max().unwrap_or(at).max(at),
+        at: log
+            .iter()
+            .map(|r| r.at + chrono::Duration::microseconds(1))
+            .max()
+            .unwrap_or(at)
+            .max(at),
         ..last.clone()
     };
     append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await
@@ -801,7 +959,10 @@ async fn append_mem(ctx: &SessionContext, name: &str, batches: Vec<RecordBatch>)
     ctx.deregister_table(name)?;
     ctx.register_table(
         name,
-        Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![all])?),
+        Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![all],
+        )?),
     )?;
     Ok(())
 }

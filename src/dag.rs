@@ -158,7 +158,9 @@ impl Graph {
                     inputs.push(Input::Source(t));
                 } else if SYSTEM_TABLES.contains(&t.as_str())
                     || specs.iter().any(|s| {
-                        s.close.as_ref().is_some_and(|c| c.on_close == OnClose::Freeze)
+                        s.close
+                            .as_ref()
+                            .is_some_and(|c| c.on_close == OnClose::Freeze)
                             && crate::close::snapshot_table(&s.table) == t
                     })
                 {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::{
     Array, AsArray, BooleanArray, Date32Array, Decimal128Array, RecordBatch,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::{ParamValues, ScalarValue};
@@ -190,6 +191,8 @@ struct Styles {
     header: Format,
     title: Format,
     money: Format,
+    /// An amount in the entry's own currency (named in its `currency` column).
+    amount: Format,
     rate: Format,
     integer: Format,
     percent: Format,
@@ -212,6 +215,7 @@ impl Styles {
                 .set_border_bottom(FormatBorder::Thin),
             title: Format::new().set_bold().set_font_size(14),
             money: Format::new().set_num_format(&money),
+            amount: Format::new().set_num_format("#,##0.00;[Red](#,##0.00)"),
             rate: Format::new().set_num_format("0.00000000"),
             integer: Format::new().set_num_format("0"),
             percent: Format::new().set_num_format("0.00\"%\""),
@@ -233,6 +237,9 @@ impl Styles {
         }
     }
 }
+
+/// Money columns in the entry's own currency rather than the reporting currency.
+const ENTRY_CURRENCY_COLUMNS: [&str; 2] = ["amount", "planned_amount"];
 
 /// A Decimal128 cell as f64 for Excel (which stores every number as a double: amounts below
 /// 10^13 keep every cent).
@@ -268,25 +275,40 @@ fn write_table(
                 }
                 match a.data_type() {
                     DataType::Decimal128(_, scale) => {
-                        let d = a.as_any().downcast_ref::<Decimal128Array>().expect("decimal");
+                        let d = a
+                            .as_any()
+                            .downcast_ref::<Decimal128Array>()
+                            .expect("decimal");
                         let fmt = if *scale > 2 {
                             s.rate.clone()
+                        } else if ENTRY_CURRENCY_COLUMNS.contains(&f.name().as_str()) {
+                            s.amount.clone()
                         } else {
                             highlight(b, r, f.name()).unwrap_or_else(|| s.money.clone())
                         };
                         sheet.write_number_with_format(row, col, decimal_f64(d, r), &fmt)?;
                     }
-                    DataType::Int64 => {
-                        let v = a.as_primitive::<Int64Type>().value(r);
+                    t if t.is_integer() => {
+                        let v = cast(a, &DataType::Int64)
+                            .map(|c| c.as_primitive::<Int64Type>().value(r))
+                            .unwrap_or_default();
                         sheet.write_number_with_format(row, col, v as f64, &s.integer)?;
                     }
                     DataType::Float64 => {
                         let v = a.as_primitive::<Float64Type>().value(r);
-                        let fmt = if f.name().ends_with("_pct") { &s.percent } else { &s.rate };
+                        let fmt = if f.name().ends_with("_pct") {
+                            &s.percent
+                        } else {
+                            &s.rate
+                        };
                         sheet.write_number_with_format(row, col, v, fmt)?;
                     }
                     DataType::Date32 => {
-                        let days = a.as_any().downcast_ref::<Date32Array>().expect("date").value(r);
+                        let days = a
+                            .as_any()
+                            .downcast_ref::<Date32Array>()
+                            .expect("date")
+                            .value(r);
                         let d = Date32Type::to_naive_date_opt(days).unwrap_or_default();
                         let x = ExcelDateTime::from_ymd(
                             chrono::Datelike::year(&d) as u16,
@@ -296,7 +318,11 @@ fn write_table(
                         sheet.write_date_with_format(row, col, &x, &s.date)?;
                     }
                     DataType::Boolean => {
-                        let v = a.as_any().downcast_ref::<BooleanArray>().expect("bool").value(r);
+                        let v = a
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .expect("bool")
+                            .value(r);
                         sheet.write_boolean(row, col, v)?;
                     }
                     _ => {
@@ -315,14 +341,12 @@ fn write_table(
 }
 
 /// Totals of the summary's money columns, grouped by a text column.
-fn totals_by(
-    batches: &[RecordBatch],
-    key: &str,
-    money: &[&str],
-) -> Vec<(String, Vec<i128>)> {
+fn totals_by(batches: &[RecordBatch], key: &str, money: &[&str]) -> Vec<(String, Vec<i128>)> {
     let mut out: std::collections::BTreeMap<String, Vec<i128>> = Default::default();
     for b in batches {
-        let Ok(k) = b.schema().index_of(key) else { continue };
+        let Ok(k) = b.schema().index_of(key) else {
+            continue;
+        };
         for r in 0..b.num_rows() {
             let name = array_value_to_string(b.column(k), r).unwrap_or_default();
             let sums = out.entry(name).or_insert_with(|| vec![0; money.len()]);
@@ -374,7 +398,10 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
         // Totals by program and by cost center, then the grand total.
         let money = ["planned", "actual", "variance", "prior_period_adjustments"];
         let mut row = next + 1;
-        for (key, label) in [("program_name", "Totals by program"), ("cost_center", "Totals by cost center")] {
+        for (key, label) in [
+            ("program_name", "Totals by program"),
+            ("cost_center", "Totals by cost center"),
+        ] {
             sheet.write_string_with_format(row, 0, label, &s.header)?;
             for (i, m) in money.iter().enumerate() {
                 sheet.write_string_with_format(row, 1 + i as u16, *m, &s.header)?;
@@ -383,7 +410,11 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
             for (name, sums) in totals_by(&m.summary, key, &money) {
                 sheet.write_string(row, 0, &name)?;
                 for (i, v) in sums.iter().enumerate() {
-                    let fmt = if money[i] == "variance" && *v > 0 { &s.over } else { &s.money };
+                    let fmt = if money[i] == "variance" && *v > 0 {
+                        &s.over
+                    } else {
+                        &s.money
+                    };
                     sheet.write_number_with_format(row, 1 + i as u16, *v as f64 / 100.0, fmt)?;
                 }
                 row += 1;

@@ -17,7 +17,7 @@ pub const RUNS_TABLE: &str = "_runs";
 
 /// Who is running retention: `RETENTION_ACTOR` if set, else the OS user, else `unknown`.
 pub fn current_actor() -> String {
-    ["RETENTION_ACTOR", "USER", "USERNAME"]
+    ["RETENTION_ACTOR", "USER", "LOGNAME", "USERNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| "unknown".into())

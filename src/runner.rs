@@ -350,7 +350,7 @@ impl RunPlan {
 }
 
 /// What a run did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunReport {
     /// One outcome per planned job, in plan order.
     pub outcomes: Vec<JobOutcome>,

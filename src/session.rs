@@ -27,7 +27,13 @@ pub struct Engine {
 impl Engine {
     /// Build the runtime for `project` over `stores` (which tests may have pre-filled).
     pub fn new(project: Project, stores: Stores) -> Result<Engine> {
-        let mut builder = RuntimeEnvBuilder::new();
+        // DataFusion 55 caches object listings for the runtime's lifetime by default: files that
+        // land in the raw store later (a late ledger posting) would never be seen by a
+        // long-lived engine. Sources are listed afresh on every run.
+        let mut builder = RuntimeEnvBuilder::new().with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        );
         if let Some(limit) = project.memory_limit {
             builder = builder.with_memory_limit(limit, 1.0);
         }

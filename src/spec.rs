@@ -178,8 +178,9 @@ pub fn param_value(v: &toml::Value) -> std::result::Result<ScalarValue, String> 
 /// spec's default. A string default that is `latest` or a `YYYY-MM-DD` date makes the parameter a
 /// date: the value must then be `latest`, `today` or a valid date, so a typo never silently empties a table.
 pub fn parse_param(default: &ScalarValue, text: &str) -> std::result::Result<ScalarValue, String> {
-    let is_date_like =
-        |s: &str| matches!(s, "latest" | "today") || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+    let is_date_like = |s: &str| {
+        matches!(s, "latest" | "today") || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+    };
     if let ScalarValue::Utf8(Some(d)) = default
         && is_date_like(d)
         && !is_date_like(text)

@@ -154,10 +154,21 @@ impl sqllogictest::AsyncDB for JobTestDb {
         }
         // `REOPEN MONTH 2026-01 REASON 'why'`.
         if let Some(rest) = strip_keyword(sql, "REOPEN MONTH") {
-            let (month, reason) = rest.trim().split_once(char::is_whitespace).unwrap_or((rest.trim(), ""));
-            let reason = strip_keyword(reason, "REASON").unwrap_or("").trim().trim_matches('\'');
-            crate::close::reopen_in_memory(&self.ctx, month.trim_matches('\''), reason, test_clock())
-                .await?;
+            let (month, reason) = rest
+                .trim()
+                .split_once(char::is_whitespace)
+                .unwrap_or((rest.trim(), ""));
+            let reason = strip_keyword(reason, "REASON")
+                .unwrap_or("")
+                .trim()
+                .trim_matches('\'');
+            crate::close::reopen_in_memory(
+                &self.ctx,
+                month.trim_matches('\''),
+                reason,
+                test_clock(),
+            )
+            .await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(rest) = strip_keyword(sql, "RUN JOB") {

@@ -1911,7 +1911,11 @@ async fn a_million_ledger_entries_reconcile_to_the_cent() {
         ledger_lines: 5_000,
         ..Default::default()
     };
-    let (_lake, ws, generated) = generated_lake(opts, &["+budget_reconciliation"]).await;
+    let (_lake, ws, generated) = generated_lake(
+        opts,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
     let entries = generated.tables["spend_ledger"];
     assert!(entries >= 1_000_000, "{entries} ledger entries");
     let ctx = ws.query_session().await.unwrap();
@@ -2084,7 +2088,11 @@ async fn export_writes_exact_decimal_csv_for_a_month() {
         months: 6,
         ..Default::default()
     };
-    let (lake, ws, generated) = generated_lake(opts, &["+budget_reconciliation"]).await;
+    let (lake, ws, generated) = generated_lake(
+        opts,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
 
     let month = "2025-01";
     let out = lake.path().join("export");
@@ -2157,4 +2165,406 @@ async fn export_writes_exact_decimal_csv_for_a_month() {
     );
     assert_eq!(retention::cli::exit_code(&err), 2);
     assert!(!lake.path().join("bad").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Month close on a generated lake: frozen snapshots, late postings, re-open, XLSX.
+// ---------------------------------------------------------------------------------------------
+
+/// Every data file under a table directory with its bytes (the Delta log left out).
+fn data_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("_delta_log") {
+                    stack.push(p);
+                }
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn close_request(
+    month: &str,
+    action: retention::close::Action,
+    minute: u32,
+) -> retention::close::Request {
+    use chrono::TimeZone;
+    retention::close::Request {
+        month: month.into(),
+        action,
+        actor: "ana.finance".into(),
+        now: chrono::Utc
+            .with_ymd_and_hms(2025, 5, 1, 9, minute, 0)
+            .unwrap(),
+        concurrency: 2,
+    }
+}
+
+async fn close_month(
+    ws: &Arc<Workspace>,
+    req: &retention::close::Request,
+) -> retention::close::Outcome {
+    let plan = retention::close::plan(ws, req).await.unwrap();
+    retention::close::execute(ws.clone(), &plan, req)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_month_is_frozen_and_late_entries_adjust_the_next_open_month() {
+    use retention::close::{Action, Outcome};
+    let opts = retention::generate::GenerateOptions {
+        seed: 5,
+        customers: 600,
+        months: 6,
+        ..Default::default()
+    };
+    let (lake, ws, _generated) = generated_lake(
+        opts,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
+    let month = "2025-01";
+    let curated_dir = lake.path().join("curated");
+    let q = |sql: String| {
+        let ws = ws.clone();
+        async move { rows_of(&ws.query_session().await.unwrap(), &sql).await }
+    };
+    let month_rows = |table: &'static str, column: &'static str| {
+        q(format!(
+            "SELECT * FROM {table} WHERE {column} = '{month}' ORDER BY 1, 2, 3, 4"
+        ))
+    };
+    let exceptions = q(format!(
+        "SELECT count(*) FROM reconciliation_exceptions WHERE month = '{month}'"
+    ))
+    .await;
+    assert_ne!(exceptions[0][0], "0", "the generated month has open items");
+
+    // Close: snapshot 1, the month's open items listed.
+    let outcome = close_month(&ws, &close_request(month, Action::Close, 0)).await;
+    let Outcome::Closed {
+        snapshot,
+        frozen,
+        open_items,
+    } = outcome
+    else {
+        panic!("expected a close, got {outcome:?}");
+    };
+    assert_eq!(snapshot, 1);
+    assert_eq!(frozen.len(), 2);
+    let listed: usize = open_items
+        .iter()
+        .flat_map(|(_, b)| b)
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(listed.to_string(), exceptions[0][0]);
+    let frozen_summary = month_rows("budget_reconciliation", "month").await;
+    let frozen_entries = month_rows("budget_reconciliation_entries", "reconciled_month").await;
+    assert!(!frozen_summary.is_empty() && !frozen_entries.is_empty());
+    let snapshot_files = [
+        data_files(&curated_dir.join("_closed_budget_reconciliation")),
+        data_files(&curated_dir.join("_closed_budget_reconciliation_entries")),
+    ];
+    assert!(snapshot_files.iter().all(|f| !f.is_empty()));
+
+    // Closing twice changes nothing: no new log row, no new snapshot.
+    let log_before = q("SELECT count(*) FROM _month_close".into()).await;
+    let again = close_month(&ws, &close_request(month, Action::Close, 1)).await;
+    assert!(
+        matches!(again, Outcome::AlreadyClosed(ref l) if l.snapshot == 1),
+        "{again:?}"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM _month_close".into()).await,
+        log_before
+    );
+
+    // A late posting for the closed month arrives (a new file in the raw ledger): a copy of a
+    // mapped entry with a new id and 12.34 in the entry's currency, posted on 2025-03-03.
+    let template = q(format!(
+        "SELECT (SELECT max(entry_id) + 1 FROM budget_reconciliation_entries), program_id, cost_center, currency, rate_to_reporting
+         FROM budget_reconciliation_entries WHERE service_month = '{month}' AND mapping = 'mapped'
+         ORDER BY entry_id LIMIT 1"
+    ))
+    .await
+    .remove(0);
+    let late_id: i64 = template[0].parse().unwrap();
+    let late = RecordBatch::try_new(
+        retention::finance_data::ledger_schema(),
+        vec![
+            Arc::new(Int64Array::from(vec![late_id])),
+            Arc::new(datafusion::arrow::array::Date32Array::from(vec![20150])), // 2025-03-03
+            Arc::new(StringArray::from(vec![month])),
+            Arc::new(Int64Array::from(vec![template[1].parse::<i64>().unwrap()])),
+            Arc::new(StringArray::from(vec![template[2].as_str()])),
+            Arc::new(StringArray::from(vec!["LateVendor"])),
+            Arc::new(StringArray::from(vec!["LATE-1"])),
+            Arc::new(StringArray::from(vec![template[3].as_str()])),
+            money(&[1234]),
+            Arc::new(StringArray::from(vec!["invoice"])),
+        ],
+    )
+    .unwrap();
+    let late_dir = lake.path().join("raw/spend_ledger/dt=2025-03-03");
+    std::fs::create_dir_all(&late_dir).unwrap();
+    std::fs::write(late_dir.join("late-0000.parquet"), parquet(&late)).unwrap();
+    run_jobs(
+        &ws,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
+
+    // The closed month reads exactly as frozen, its snapshot files are byte-identical, and the
+    // late entry is a prior-period adjustment of February, linked to January.
+    assert_eq!(
+        month_rows("budget_reconciliation", "month").await,
+        frozen_summary
+    );
+    assert_eq!(
+        month_rows("budget_reconciliation_entries", "reconciled_month").await,
+        frozen_entries
+    );
+    assert_eq!(
+        data_files(&curated_dir.join("_closed_budget_reconciliation")),
+        snapshot_files[0]
+    );
+    assert_eq!(
+        data_files(&curated_dir.join("_closed_budget_reconciliation_entries")),
+        snapshot_files[1]
+    );
+    let placed = q(format!(
+        "SELECT reconciled_month, prior_period, amount_reporting FROM budget_reconciliation_entries WHERE entry_id = {late_id}"
+    ))
+    .await;
+    let rate: f64 = template[4].parse().unwrap();
+    let converted = format!("{:.2}", (12.34 * rate * 100.0).round() / 100.0);
+    assert_eq!(
+        placed,
+        vec![vec![
+            "2025-02".to_string(),
+            "true".into(),
+            converted.clone()
+        ]]
+    );
+    let adjusted = q(format!(
+        "SELECT prior_period_adjustments, adjusted_closed_months FROM budget_reconciliation
+         WHERE month = '2025-02' AND program_id = {} AND cost_center = '{}'",
+        template[1], template[2]
+    ))
+    .await;
+    assert_eq!(adjusted, vec![vec![converted.clone(), month.to_string()]]);
+
+    // The export of a closed month reads the snapshot: the XLSX summary says so and its
+    // actuals equal the frozen rows.
+    let out = lake.path().join("export");
+    let files = retention::export::export_month_xlsx(&ws, "budget_reconciliation", month, &out)
+        .await
+        .unwrap();
+    let script = r#"
+import sys, openpyxl
+wb = openpyxl.load_workbook(sys.argv[1])
+s = wb["Summary"]
+print(s["A1"].value)
+header = [c.value for c in s[3]]
+col = header.index("actual")
+for row in s.iter_rows(min_row=4, values_only=True):
+    if row[0] is None:
+        break
+    print("%s|%s|%.2f|%s" % (row[1], row[3], row[col], s.cell(row=4, column=col + 1).number_format))
+print(wb["Detail"].max_row - 3)
+"#;
+    match std::process::Command::new("python3")
+        .args(["-c", script, files[0].to_str().unwrap()])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8(o.stdout).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next().unwrap(),
+                format!("Budget reconciliation {month} (USD), closed, snapshot 1")
+            );
+            let expected = q(format!(
+                "SELECT program_id, cost_center, actual FROM budget_reconciliation
+                 WHERE month = '{month}' ORDER BY program_id, cost_center"
+            ))
+            .await;
+            let lines: Vec<&str> = lines.collect();
+            assert_eq!(lines.len(), expected.len() + 1, "{text}");
+            for (line, e) in lines.iter().zip(&expected) {
+                assert!(
+                    line.starts_with(&format!("{}|{}|{}|#,##0.00 \"USD\"", e[0], e[1], e[2])),
+                    "{line} vs {e:?}"
+                );
+            }
+            assert_eq!(
+                lines.last().unwrap().to_string(),
+                frozen_entries.len().to_string()
+            );
+        }
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'openpyxl'") => {
+            skip("python3 with openpyxl (pip install openpyxl) reads the workbook")
+        }
+        other => panic!("reading the workbook failed: {other:?}"),
+    }
+
+    // Re-opening needs a reason, is recorded with who/when/why, and keeps the old snapshot.
+    let no_reason = retention::close::plan(
+        &ws,
+        &close_request(month, Action::Reopen { reason: " ".into() }, 2),
+    )
+    .await
+    .unwrap();
+    let err = retention::close::execute(
+        ws.clone(),
+        &no_reason,
+        &close_request(month, Action::Reopen { reason: " ".into() }, 2),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("needs a reason"), "{err}");
+    let why = "vendor LateVendor invoice LATE-1 belongs to January";
+    let reopened = close_month(
+        &ws,
+        &close_request(month, Action::Reopen { reason: why.into() }, 3),
+    )
+    .await;
+    assert!(
+        matches!(reopened, Outcome::Reopened { snapshot: 1, .. }),
+        "{reopened:?}"
+    );
+    let ledger = q(format!(
+        "SELECT job, trigger, actor, reason, CAST(started_at AS VARCHAR) FROM _runs WHERE trigger = 'reopen'"
+    ))
+    .await;
+    assert_eq!(
+        ledger,
+        vec![vec![
+            format!("close-month {month}"),
+            "reopen".into(),
+            "ana.finance".into(),
+            why.into(),
+            "2025-05-01T09:03:00Z".into()
+        ]]
+    );
+    let old = q(format!(
+        "SELECT * EXCLUDE (closed_month, snapshot) FROM _closed_budget_reconciliation
+         WHERE closed_month = '{month}' AND snapshot = 1 ORDER BY 1, 2, 3, 4"
+    ))
+    .await;
+    assert_eq!(old, frozen_summary);
+    // Open again, January now counts the late entry in its own actual; February no longer
+    // shows it.
+    let january = q(format!(
+        "SELECT sum(actual) FROM budget_reconciliation WHERE month = '{month}'"
+    ))
+    .await;
+    let frozen_total = q(format!(
+        "SELECT sum(actual) + CAST('{converted}' AS DECIMAL(18,2)) FROM _closed_budget_reconciliation WHERE closed_month = '{month}'"
+    ))
+    .await;
+    assert_eq!(january, frozen_total);
+    let february = q(
+        "SELECT sum(prior_period_entries) FROM budget_reconciliation WHERE month = '2025-02'"
+            .into(),
+    )
+    .await;
+    assert_eq!(february[0][0], "0");
+    // Closing it again makes snapshot 2.
+    let closed = close_month(&ws, &close_request(month, Action::Close, 4)).await;
+    assert!(
+        matches!(closed, Outcome::Closed { snapshot: 2, .. }),
+        "{closed:?}"
+    );
+}
+
+/// A non-numeric amount in a CSV ledger is a contract error naming the file and line; nothing is
+/// published and the earlier reconciliation stays.
+#[tokio::test]
+async fn non_numeric_amount_in_a_csv_ledger_is_named_by_file_and_line() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    write(
+        fx.dir(),
+        "jobs/sources.toml",
+        &format!(
+            "{SOURCES}{}",
+            r#"
+[[source]]
+name = "spend_ledger"
+format = "csv"
+columns = [
+  { name = "entry_id", type = "bigint", nullable = false },
+  { name = "service_month", type = "string", nullable = false },
+  { name = "currency", type = "string", nullable = false },
+  { name = "amount", type = "decimal(18,2)", nullable = false },
+]
+"#
+        ),
+    );
+    write(
+        fx.dir(),
+        "jobs/ledger_totals.toml",
+        "description = \"Ledger per month\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/ledger_totals.sql",
+        "SELECT service_month, currency, count(*) AS entries, sum(amount) AS amount FROM spend_ledger GROUP BY service_month, currency",
+    );
+    fx.put_raw(
+        "spend_ledger/2026-10.csv",
+        b"entry_id,service_month,currency,amount\n1,2026-10,EUR,100.10\n2,2026-10,EUR,-0.05\n"
+            .to_vec(),
+    )
+    .await;
+    fx.cmd(&["run", "ledger_totals"]).await.unwrap();
+    assert_eq!(
+        rows_at_version(&fx, "ledger_totals", 0).await,
+        "service_month|currency|entries|amount\n2026-10|EUR|2|100.05"
+    );
+    for (body, found, line) in [
+        (
+            &b"entry_id,service_month,currency,amount\n3,2026-11,EUR,12.5O\n"[..],
+            "12.5O",
+            2,
+        ),
+        (
+            &b"entry_id,service_month,currency,amount\n3,2026-11,EUR,1.00\n4,2026-11,EUR,1e3\n"[..],
+            "1e3",
+            3,
+        ),
+        (
+            &b"entry_id,service_month,currency,amount\n3,2026-11,EUR,\"1,000.00\"\n"[..],
+            "1,000.00",
+            2,
+        ),
+    ] {
+        fx.put_raw("spend_ledger/2026-11.csv", body.to_vec()).await;
+        let err = fx.cmd(&["run", "ledger_totals"]).await.unwrap_err();
+        assert_eq!(err.to_string(), "1 of 1 job(s) failed");
+        let msg = fx
+            .rows(
+                "select error from _runs where status = 'failed' order by started_at desc limit 1",
+            )
+            .await;
+        assert!(
+            msg.contains(&format!(
+                "source `spend_ledger`: column `amount`: expected decimal(18,2) but found `{found}` in file"
+            )) && msg.contains(&format!("spend_ledger/2026-11.csv (line {line})")),
+            "{msg}"
+        );
+        assert_eq!(fx.version("ledger_totals").await, Some(0));
+        fx.delete_raw("spend_ledger/2026-11.csv").await;
+    }
 }
