@@ -230,6 +230,24 @@ pub enum Command {
         #[arg(long, short = 'j', env = "RETENTION_JOBS")]
         jobs: Option<usize>,
     },
+    /// Run every job on its `schedule` (cron, UTC) until stopped (Ctrl-C / SIGTERM).
+    #[command(
+        after_help = "Examples:\n  retention schedule\n  retention schedule --dry-run                        # the next 7 days of firings\n  retention schedule --dry-run --from 2026-11-30 --days 3"
+    )]
+    Schedule {
+        /// List the firings of a window and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start of the --dry-run window (YYYY-MM-DD, UTC; default now).
+        #[arg(long, requires = "dry_run")]
+        from: Option<chrono::NaiveDate>,
+        /// Length of the --dry-run window in days.
+        #[arg(long, default_value_t = 7, requires = "dry_run")]
+        days: u32,
+        /// Jobs run at once per firing (overrides engine.jobs).
+        #[arg(long, short = 'j', env = "RETENTION_JOBS")]
+        jobs: Option<usize>,
+    },
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(
         after_help = "Examples:\n  retention vacuum --dry-run\n  retention vacuum daily_orders --retention-hours 24"
@@ -277,7 +295,9 @@ pub fn exit_code(e: &Error) -> i32 {
 /// Run a parsed command line with the given stores (tests inject theirs).
 pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     let jobs_override = match &cli.command {
-        Command::Run { jobs, .. } | Command::CloseMonth { jobs, .. } => *jobs,
+        Command::Run { jobs, .. }
+        | Command::CloseMonth { jobs, .. }
+        | Command::Schedule { jobs, .. } => *jobs,
         _ => None,
     };
     let project = Project::load(
@@ -414,6 +434,10 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         }
         Command::Validate => {
             let outputs = ws.validate().await?;
+            for p in crate::schedule::order_problems(&ws, chrono::Utc::now())? {
+                tracing::warn!("{p}");
+                eprintln!("warning: {p}");
+            }
             println!(
                 "ok: {} source(s), {} job(s) planned against their contracts",
                 ws.sources.len(),
@@ -466,6 +490,35 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             let ctx = ws.query_session().await?;
             let df = ctx.sql(&sql).await?;
             print_batches(&df.collect().await?, format)
+        }
+        Command::Schedule {
+            dry_run: true,
+            from,
+            days,
+            ..
+        } => {
+            let from = from
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+                .unwrap_or_else(chrono::Utc::now);
+            let to = from + chrono::Duration::days(i64::from(days));
+            for (at, jobs) in crate::schedule::firings(&ws, from, to)? {
+                println!(
+                    "{}  {}",
+                    at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    jobs.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Schedule { .. } => {
+            for p in crate::schedule::order_problems(&ws, chrono::Utc::now())? {
+                tracing::warn!("{p}");
+            }
+            let concurrency = ws.engine.project.jobs;
+            crate::schedule::serve(ws.clone(), concurrency, async {
+                shutdown_signal().await;
+            })
+            .await
         }
         Command::CloseMonth {
             month,
@@ -590,6 +643,28 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

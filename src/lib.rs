@@ -12,6 +12,7 @@ pub mod finance_data;
 pub mod generate;
 pub mod ledger;
 pub mod runner;
+pub mod schedule;
 pub mod session;
 pub mod sources;
 pub mod spec;
