@@ -949,6 +949,7 @@ async fn store_that_refuses_writes() {
         &Url::parse("memory:///").unwrap(),
         Arc::new(RefusingStore {
             inner: inner.clone(),
+            needle: "/curated/",
         }),
     );
     let err = refusing.cmd(&["run", "--all"]).await.unwrap_err();
@@ -1091,6 +1092,8 @@ async fn count_files(fx: &Fixture) -> usize {
 #[derive(Debug)]
 struct RefusingStore {
     inner: Arc<dyn ObjectStore>,
+    /// Writes to paths containing this are refused.
+    needle: &'static str,
 }
 
 impl std::fmt::Display for RefusingStore {
@@ -1101,7 +1104,7 @@ impl std::fmt::Display for RefusingStore {
 
 impl RefusingStore {
     fn check(&self, location: &StorePath) -> object_store::Result<()> {
-        if location.as_ref().contains("/curated/") {
+        if location.as_ref().contains(self.needle) {
             return Err(object_store::Error::PermissionDenied {
                 path: location.to_string(),
                 source: "write refused by test store".into(),
@@ -2378,10 +2381,14 @@ s = wb["Summary"]
 print(s["A1"].value)
 header = [c.value for c in s[3]]
 col = header.index("actual")
+count = 0
 for row in s.iter_rows(min_row=4, values_only=True):
     if row[0] is None:
         break
-    print("%s|%s|%.2f|%s" % (row[1], row[3], row[col], s.cell(row=4, column=col + 1).number_format))
+    status = row[header.index("status")]
+    fill = s.cell(row=4 + count, column=header.index("variance") + 1).fill.fgColor.rgb
+    count += 1
+    print("%s|%s|%.2f|%s|%s|%s" % (row[1], row[3], row[col], s.cell(row=4, column=col + 1).number_format, status, fill))
 print(wb["Detail"].max_row - 3)
 "#;
     match std::process::Command::new("python3")
@@ -2407,6 +2414,13 @@ print(wb["Detail"].max_row - 3)
                     line.starts_with(&format!("{}|{}|{}|#,##0.00 \"USD\"", e[0], e[1], e[2])),
                     "{line} vs {e:?}"
                 );
+                // Variance highlighted: red over plan, amber under, none on plan.
+                let fill = match line.split('|').nth(4).unwrap() {
+                    "over" => "FFFFC7CE",
+                    "under" => "FFFFEB9C",
+                    _ => "00000000",
+                };
+                assert!(line.ends_with(fill), "{line}");
             }
             assert_eq!(
                 lines.last().unwrap().to_string(),
@@ -2418,6 +2432,16 @@ print(wb["Detail"].max_row - 3)
         }
         other => panic!("reading the workbook failed: {other:?}"),
     }
+
+    // A month that does not exist is a clear error (exit code 2); nothing is written.
+    let err = retention::close::plan(&ws, &close_request("2026-13", Action::Close, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--month: month: `2026-13` is not a month: expected YYYY-MM with a month from 01 to 12"
+    );
+    assert_eq!(retention::cli::exit_code(&err), 2);
 
     // Re-opening needs a reason, is recorded with who/when/why, and keeps the old snapshot.
     let no_reason = retention::close::plan(
@@ -2671,4 +2695,89 @@ async fn schedule_fires_jobs_and_flags_a_job_scheduled_before_its_input() {
         fx.rows("select * from customer_value order by 1").await,
         EXPECTED_CUSTOMER
     );
+}
+
+/// A close that dies after writing its snapshots but before its log row (the commit point)
+/// leaves the month open; the next close numbers past the orphaned snapshot, which is never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_that_dies_before_its_log_row_is_never_read() {
+    use retention::close::{Action, Outcome};
+    let opts = retention::generate::GenerateOptions {
+        seed: 9,
+        customers: 400,
+        months: 4,
+        ..Default::default()
+    };
+    let (lake, ws, _generated) = generated_lake(
+        opts,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
+    let month = "2025-01";
+    let q = |ws: Arc<Workspace>, sql: String| async move {
+        rows_of(&ws.query_session().await.unwrap(), &sql).await
+    };
+    let live =
+        format!("SELECT * FROM budget_reconciliation WHERE month = '{month}' ORDER BY 1, 2, 3, 4");
+    let before = q(ws.clone(), live.clone()).await;
+
+    // The same lake through a store that refuses writes to the close log.
+    let stores = Stores::default();
+    stores.inject(
+        &Url::parse("file:///").unwrap(),
+        Arc::new(RefusingStore {
+            inner: Arc::new(object_store::local::LocalFileSystem::new()),
+            needle: "_month_close",
+        }),
+    );
+    let over = Overrides {
+        raw: Some(
+            Url::from_directory_path(lake.path().join("raw"))
+                .unwrap()
+                .to_string(),
+        ),
+        curated: Some(
+            Url::from_directory_path(lake.path().join("curated"))
+                .unwrap()
+                .to_string(),
+        ),
+        ..Default::default()
+    };
+    let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
+    let dying = Arc::new(Workspace::load(Engine::new(project, stores).unwrap()).unwrap());
+    let req = close_request(month, Action::Close, 0);
+    let plan = retention::close::plan(&dying, &req).await.unwrap();
+    let err = retention::close::execute(dying.clone(), &plan, &req)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("_month_close"), "{err}");
+    let orphans = q(ws.clone(), format!(
+        "SELECT DISTINCT snapshot FROM _closed_budget_reconciliation WHERE closed_month = '{month}'"
+    ))
+    .await;
+    assert_eq!(
+        orphans,
+        vec![vec!["1".to_string()]],
+        "the snapshot rows were written"
+    );
+
+    // The month is still open: a run shows it live, as before.
+    run_jobs(
+        &ws,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
+    assert_eq!(q(ws.clone(), live.clone()).await, before);
+    // The next close is snapshot 2, and only its rows are read.
+    let closed = close_month(&ws, &close_request(month, Action::Close, 1)).await;
+    assert!(
+        matches!(closed, Outcome::Closed { snapshot: 2, .. }),
+        "{closed:?}"
+    );
+    run_jobs(
+        &ws,
+        &["+budget_reconciliation", "reconciliation_exceptions"],
+    )
+    .await;
+    assert_eq!(q(ws.clone(), live).await, before);
 }
