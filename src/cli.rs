@@ -149,7 +149,8 @@ pub enum Command {
         after_help = "Examples:\n  retention query \"select * from daily_orders limit 5\"\n  retention query --format csv \"select count(*) from orders\""
     )]
     Query {
-        /// The SQL text.
+        /// The SQL text (may start with a `--` comment).
+        #[arg(allow_hyphen_values = true)]
         sql: String,
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,

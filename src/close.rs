@@ -79,17 +79,26 @@ pub fn fixed_system_schema(table: &str) -> Option<SchemaRef> {
 /// The months closed now and the snapshot each is closed at: the latest log row per month,
 /// when that row is a close.
 const CURRENT_CLOSES_SQL: &str = "
-SELECT month, snapshot FROM (
-  SELECT month, action, snapshot,
+SELECT month, snapshot, tables FROM (
+  SELECT month, action, snapshot, tables,
          row_number() OVER (PARTITION BY month ORDER BY at DESC, snapshot DESC) AS n
   FROM _month_close
 ) latest
 WHERE n = 1 AND action = 'close'
 ORDER BY month";
 
+/// A closed month: its current snapshot and the tables frozen in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedMonth {
+    pub month: String,
+    pub snapshot: i64,
+    /// Tables frozen by the close (a table that got `[close]` later is not among them).
+    pub tables: Vec<String>,
+}
+
 /// Closed months and their current snapshot, read from `_month_close` as registered in `ctx`
 /// (none when it is not registered).
-pub async fn current_closes(ctx: &SessionContext) -> Result<Vec<(String, i64)>> {
+pub async fn current_closes(ctx: &SessionContext) -> Result<Vec<ClosedMonth>> {
     if !ctx.table_exist(CLOSE_LOG)? {
         return Ok(vec![]);
     }
@@ -98,8 +107,15 @@ pub async fn current_closes(ctx: &SessionContext) -> Result<Vec<(String, i64)>> 
     for b in &batches {
         let months = string_column(b, 0)?;
         let snaps = int_column(b, 1)?;
+        let tables = string_column(b, 2)?;
         for i in 0..b.num_rows() {
-            out.push((months.value(i).to_string(), snaps.value(i)));
+            let frozen: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(tables.value(i)).unwrap_or_default();
+            out.push(ClosedMonth {
+                month: months.value(i).to_string(),
+                snapshot: snaps.value(i),
+                tables: frozen.keys().cloned().collect(),
+            });
         }
     }
     Ok(out)
@@ -131,34 +147,35 @@ pub async fn overlay(ctx: &SessionContext, spec: &JobSpec, df: DataFrame) -> Res
     else {
         return Ok(df);
     };
-    let closes = current_closes(ctx).await?;
+    // Months whose close froze this table; a table that got `[close]` after a month was closed
+    // has nothing frozen for it and shows that month live.
+    let closes: Vec<ClosedMonth> = current_closes(ctx)
+        .await?
+        .into_iter()
+        .filter(|c| c.tables.contains(&spec.table))
+        .collect();
     if closes.is_empty() {
         return Ok(df);
     }
-    let snap_name = snapshot_table(&spec.table);
-    if !ctx.table_exist(snap_name.as_str())? {
-        return Err(Error::Job {
-            job: spec.name.clone(),
-            message: format!(
-                "month {} is closed but the snapshot table `{snap_name}` is missing",
-                closes[0].0
-            ),
-        });
-    }
     let month = ident(&close.month_column);
-    let closed_months: Vec<Expr> = closes.iter().map(|(m, _)| lit(m.clone())).collect();
+    let closed_months: Vec<Expr> = closes.iter().map(|c| lit(c.month.clone())).collect();
     let live = df.filter(
         month
             .clone()
             .is_null()
             .or(month.in_list(closed_months, true)),
     )?;
+    let snap_name = snapshot_table(&spec.table);
+    if !ctx.table_exist(snap_name.as_str())? {
+        // Every close froze no rows of this table.
+        return Ok(live);
+    }
     let current = closes
         .iter()
-        .map(|(m, s)| {
+        .map(|c| {
             ident("closed_month")
-                .eq(lit(m.clone()))
-                .and(ident("snapshot").eq(lit(*s)))
+                .eq(lit(c.month.clone()))
+                .and(ident("snapshot").eq(lit(c.snapshot)))
         })
         .reduce(Expr::or)
         .expect("at least one close");
@@ -373,12 +390,9 @@ fn close_jobs(ws: &Workspace, on_close: OnClose) -> Vec<String> {
         .collect()
 }
 
-/// A session over the engine-kept close tables (and any extra tables), latest versions.
-async fn close_session(
-    ws: &Workspace,
-    extra: Vec<(String, Arc<dyn TableProvider>)>,
-) -> Result<SessionContext> {
-    let mut tables = extra;
+/// A session over the engine-kept close tables, latest versions.
+async fn close_session(ws: &Workspace) -> Result<SessionContext> {
+    let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
     let mut names = vec![CLOSE_LOG.to_string(), CLOSED_RECORDS.to_string()];
     names.extend(
         close_jobs(ws, OnClose::Freeze)
@@ -436,7 +450,7 @@ pub async fn plan(ws: &Workspace, req: &Request) -> Result<Plan> {
         .into_iter()
         .filter(|j| !after.contains(j))
         .collect();
-    let ctx = close_session(ws, vec![]).await?;
+    let ctx = close_session(ws).await?;
     let latest = log_rows(&ctx)
         .await?
         .into_iter()
@@ -467,12 +481,16 @@ pub async fn execute(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<O
     }
 }
 
-/// A log time strictly after the month's latest row, so the order of actions never ties.
-fn log_time(plan: &Plan, now: DateTime<Utc>) -> DateTime<Utc> {
-    match &plan.latest {
-        Some(l) if l.at >= now => l.at + chrono::Duration::microseconds(1),
+/// A log time strictly after `latest`, so the order of a month's actions never ties.
+fn next_log_time(latest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match latest {
+        Some(l) if l >= now => l + chrono::Duration::microseconds(1),
         _ => now,
     }
+}
+
+fn log_time(plan: &Plan, now: DateTime<Utc>) -> DateTime<Utc> {
+    next_log_time(plan.latest.as_ref().map(|l| l.at), now)
 }
 
 async fn run_jobs(ws: &Arc<Workspace>, jobs: &[String], req: &Request) -> Result<RunReport> {
@@ -551,7 +569,7 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
 
     // 3. The snapshot number: one past any snapshot of this month, including orphans of a close
     //    that died before its log row.
-    let ctx = close_session(&ws, vec![]).await?;
+    let ctx = close_session(&ws).await?;
     let mut snapshot = 0i64;
     for table in std::iter::once(CLOSE_LOG.to_string())
         .chain(std::iter::once(CLOSED_RECORDS.to_string()))
@@ -648,19 +666,7 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
     if !record_ids.is_empty() {
         let batches = record_ids
             .into_iter()
-            .map(|(table, ids)| {
-                let n = ids.len();
-                RecordBatch::try_new(
-                    records_schema(),
-                    vec![
-                        Arc::new(StringArray::from(vec![plan.month.clone(); n])),
-                        Arc::new(Int64Array::from(vec![snapshot; n])),
-                        Arc::new(StringArray::from(vec![table; n])),
-                        Arc::new(ids),
-                    ],
-                )
-                .map_err(Error::from)
-            })
+            .map(|(table, ids)| records_batch(&plan.month, snapshot, &table, Arc::new(ids)))
             .collect::<Result<Vec<_>>>()?;
         curated::append(
             stores,
@@ -729,6 +735,20 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
         frozen,
         open_items,
     })
+}
+
+/// `_closed_entries` rows: the ids (Int64) frozen from `table` into a snapshot of `month`.
+fn records_batch(month: &str, snapshot: i64, table: &str, ids: ArrayRef) -> Result<RecordBatch> {
+    let n = ids.len();
+    Ok(RecordBatch::try_new(
+        records_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![month.to_string(); n])),
+            Arc::new(Int64Array::from(vec![snapshot; n])),
+            Arc::new(StringArray::from(vec![table.to_string(); n])),
+            ids,
+        ],
+    )?)
 }
 
 /// Prefix a batch with `closed_month` and `snapshot`.
@@ -859,6 +879,7 @@ pub async fn close_in_memory(
         return Ok(month_log.last().expect("row").snapshot);
     }
     let snapshot = month_log.iter().map(|r| r.snapshot).max().unwrap_or(0) + 1;
+    let mut tables = serde_json::Map::new();
     for job in close_jobs(ws, OnClose::Freeze) {
         let spec = &ws.graph.node(&job).expect("job").spec;
         let close = spec.close.as_ref().expect("closable");
@@ -868,6 +889,8 @@ pub async fn close_in_memory(
             .filter(cast_expr(ident(&close.month_column), DataType::Utf8).eq(lit(month.clone())))?
             .collect()
             .await?;
+        let count: usize = rows.iter().map(|b| b.num_rows()).sum();
+        tables.insert(spec.table.clone(), serde_json::json!({"rows": count}));
         let stamped = rows
             .iter()
             .map(|b| stamp(b, &month, snapshot))
@@ -878,16 +901,7 @@ pub async fn close_in_memory(
             let mut batches = Vec::new();
             for b in &rows {
                 let ids = cast(b.column(b.schema().index_of(id_col)?), &DataType::Int64)?;
-                let n = ids.len();
-                batches.push(RecordBatch::try_new(
-                    records_schema(),
-                    vec![
-                        Arc::new(StringArray::from(vec![month.clone(); n])),
-                        Arc::new(Int64Array::from(vec![snapshot; n])),
-                        Arc::new(StringArray::from(vec![spec.table.clone(); n])),
-                        ids,
-                    ],
-                )?);
+                batches.push(records_batch(&month, snapshot, &spec.table, ids)?);
             }
             append_mem(ctx, CLOSED_RECORDS, batches).await?;
         }
@@ -896,17 +910,12 @@ pub async fn close_in_memory(
         month,
         action: "close".into(),
         snapshot,
-        at: log
-            .iter()
-            .map(|r| r.at + chrono::Duration::microseconds(1))
-            .max()
-            .unwrap_or(at)
-            .max(at),
+        at: next_log_time(log.iter().map(|r| r.at).max(), at),
         actor: "sqltest".into(),
         reason: None,
         run_id: "sqltest".into(),
         open_items: 0,
-        tables: "{}".into(),
+        tables: serde_json::Value::Object(tables).to_string(),
     };
     append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await?;
     Ok(snapshot)
@@ -934,12 +943,7 @@ pub async fn reopen_in_memory(
     let row = LogRow {
         action: "reopen".into(),
         reason: Some(reason.to_string()),
-        at: log
-            .iter()
-            .map(|r| r.at + chrono::Duration::microseconds(1))
-            .max()
-            .unwrap_or(at)
-            .max(at),
+        at: next_log_time(log.iter().map(|r| r.at).max(), at),
         ..last.clone()
     };
     append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await

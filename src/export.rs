@@ -72,8 +72,8 @@ pub async fn read_month(ws: &Workspace, table: &str, month: &str) -> Result<Mont
     let snapshot = crate::close::current_closes(&ctx)
         .await?
         .into_iter()
-        .find(|(m, _)| *m == month)
-        .map(|(_, s)| s);
+        .find(|c| c.month == month && c.tables.iter().any(|t| t == table))
+        .map(|c| c.snapshot);
     let mut params = vec![("month", ScalarValue::Utf8(Some(month.clone())))];
     let (summary_sql, detail_sql) = match snapshot {
         Some(s) => {

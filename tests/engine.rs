@@ -367,7 +367,11 @@ impl Fixture {
             "customer_value",
             "channel_value",
             "fx_summary",
+            "ledger_totals",
+            "monthly_net",
+            "monthly_orders",
             "_runs",
+            "_month_close",
         ] {
             let url = curated::table_url(&self.curated, t).unwrap();
             if let Some(table) = curated::open(&self.stores, &url).await.unwrap() {
@@ -2780,4 +2784,79 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
     )
     .await;
     assert_eq!(q(ws.clone(), live).await, before);
+}
+
+/// `[close]` is plain configuration: any job can be frozen by month. A closed month stays as
+/// frozen after new data arrives; a job that gets `[close]` after the close shows it live.
+#[tokio::test]
+async fn any_job_can_be_frozen_by_month_with_close_in_its_spec() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "jobs/monthly_net.toml",
+        "[close]\nmonth_column = \"order_month\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/monthly_net.sql",
+        "SELECT substr(dt, 1, 7) AS order_month, sum(gmv - discount) AS net FROM orders WHERE status = 'completed' GROUP BY 1",
+    );
+    write(fx.dir(), "jobs/monthly_orders.toml", "");
+    write(
+        fx.dir(),
+        "sql/monthly_orders.sql",
+        "SELECT substr(dt, 1, 7) AS order_month, count(*) AS orders FROM orders GROUP BY 1",
+    );
+    fx.cmd(&["run", "monthly_net", "monthly_orders"])
+        .await
+        .unwrap();
+    fx.cmd(&["close-month", "2026-01"]).await.unwrap();
+    // A late completed order for January: 50.00.
+    fx.put_raw(
+        "orders/dt=2026-01-25/part-0.parquet",
+        parquet(&orders_batch(&[(6, 2, 5000, 0, "completed")])),
+    )
+    .await;
+    fx.cmd(&["run", "monthly_net", "monthly_orders"])
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.rows("select * from monthly_net order by 1").await,
+        "order_month|net\n2026-01|29.50\n2026-02|97.00"
+    );
+    assert_eq!(
+        fx.rows("select * from monthly_orders order by 1").await,
+        "order_month|orders\n2026-01|4\n2026-02|2"
+    );
+    // monthly_orders gets [close] now: January was not frozen for it, so it stays live.
+    write(
+        fx.dir(),
+        "jobs/monthly_orders.toml",
+        "[close]\nmonth_column = \"order_month\"\n",
+    );
+    fx.cmd(&["run", "monthly_net", "monthly_orders"])
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.rows("select * from monthly_orders order by 1").await,
+        "order_month|orders\n2026-01|4\n2026-02|2"
+    );
+    // Re-opening January (with a reason) lets the late order in.
+    fx.cmd(&[
+        "close-month",
+        "2026-01",
+        "--reopen",
+        "--reason",
+        "late order 6",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        fx.rows("select * from monthly_net order by 1").await,
+        "order_month|net\n2026-01|79.50\n2026-02|97.00"
+    );
+    // --reason is required with --reopen (a usage error before anything runs).
+    let cli = Cli::try_parse_from(["retention", "close-month", "2026-01", "--reopen"]);
+    assert!(cli.unwrap_err().to_string().contains("--reason"));
 }
