@@ -64,7 +64,7 @@ SELECT
   j.planned,
   j.actual,
   CAST(j.actual - j.planned AS DECIMAL(18,2))                      AS variance,
-  round(CAST(j.actual - j.planned AS DOUBLE) / NULLIF(CAST(j.planned AS DOUBLE), 0) * 100, 2) AS variance_pct,
+  CAST(round_half_even((j.actual - j.planned) * 100 / NULLIF(j.planned, 0)) AS DECIMAL(18,2)) AS variance_pct,
   CASE
     WHEN abs(j.actual - j.planned) * 100 <= j.planned * $tolerance_pct THEN 'on_plan'
     WHEN j.actual > j.planned THEN 'over'

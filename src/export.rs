@@ -279,7 +279,9 @@ fn write_table(
                             .as_any()
                             .downcast_ref::<Decimal128Array>()
                             .expect("decimal");
-                        let fmt = if *scale > 2 {
+                        let fmt = if f.name().ends_with("_pct") {
+                            s.percent.clone()
+                        } else if *scale > 2 {
                             s.rate.clone()
                         } else if ENTRY_CURRENCY_COLUMNS.contains(&f.name().as_str()) {
                             s.amount.clone()
