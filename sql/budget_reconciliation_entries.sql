@@ -6,13 +6,10 @@
 WITH plan_keys AS (
   SELECT DISTINCT month, program_id, cost_center, currency FROM budget_plan_current
 ),
-close_log AS (
-  SELECT month, action, snapshot,
-         row_number() OVER (PARTITION BY month ORDER BY at DESC, snapshot DESC) AS n
-  FROM _month_close
-),
+-- Months closed with this table frozen (a month closed before it had [close] counts as open).
 closed AS (
-  SELECT month, snapshot FROM close_log WHERE n = 1 AND action = 'close'
+  SELECT month, snapshot FROM _closed_months
+  WHERE array_has(string_to_array(frozen_tables, ','), 'budget_reconciliation_entries')
 ),
 frozen AS (
   SELECT e.record_id AS entry_id, e.closed_month

@@ -31,6 +31,8 @@ use crate::spec::{JobSpec, OnClose};
 pub const CLOSE_LOG: &str = "_month_close";
 /// The record ids (e.g. ledger entry ids) frozen into each snapshot.
 pub const CLOSED_RECORDS: &str = "_closed_entries";
+/// A view over the close log: the months closed now, one row each.
+pub const CLOSED_MONTHS: &str = "_closed_months";
 
 /// The snapshot table of a frozen table.
 pub fn snapshot_table(table: &str) -> String {
@@ -53,6 +55,7 @@ pub fn log_schema() -> SchemaRef {
         Field::new("run_id", DataType::Utf8, false),
         Field::new("open_items", DataType::Int64, false),
         Field::new("tables", DataType::Utf8, false),
+        Field::new("frozen_tables", DataType::Utf8, false),
     ]))
 }
 
@@ -76,45 +79,83 @@ pub fn fixed_system_schema(table: &str) -> Option<SchemaRef> {
     }
 }
 
-/// The months closed now and the snapshot each is closed at: the latest log row per month,
-/// when that row is a close.
-const CURRENT_CLOSES_SQL: &str = "
-SELECT month, snapshot, tables FROM (
-  SELECT month, action, snapshot, tables,
+/// `_closed_months`: the months closed now (their latest log row is a close), with the current
+/// snapshot, who closed them and when, and the tables frozen (comma-separated).
+const CLOSED_MONTHS_SQL: &str = "
+SELECT month, snapshot, at AS closed_at, actor AS closed_by, frozen_tables, tables FROM (
+  SELECT month, action, snapshot, at, actor, frozen_tables, tables,
          row_number() OVER (PARTITION BY month ORDER BY at DESC, snapshot DESC) AS n
   FROM _month_close
 ) latest
-WHERE n = 1 AND action = 'close'
-ORDER BY month";
+WHERE n = 1 AND action = 'close'";
+
+/// Register the `_closed_months` view in `ctx` when `_month_close` is registered and the view
+/// is not (yet).
+pub async fn register_closed_months(ctx: &SessionContext) -> Result<()> {
+    if ctx.table_exist(CLOSE_LOG)? && !ctx.table_exist(CLOSED_MONTHS)? {
+        let view = ctx.sql(CLOSED_MONTHS_SQL).await?.into_view();
+        ctx.register_table(CLOSED_MONTHS, view)?;
+    }
+    Ok(())
+}
 
 /// A closed month: its current snapshot and the tables frozen in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedMonth {
     pub month: String,
     pub snapshot: i64,
-    /// Tables frozen by the close (a table that got `[close]` later is not among them).
-    pub tables: Vec<String>,
+    /// Tables frozen by the close, with the rows frozen (a table that got `[close]` later is not
+    /// among them).
+    pub tables: Vec<(String, i64)>,
+}
+
+impl ClosedMonth {
+    /// Rows frozen of `table`, if the close froze it.
+    pub fn frozen(&self, table: &str) -> Option<i64> {
+        self.tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, n)| *n)
+    }
 }
 
 /// Closed months and their current snapshot, read from `_month_close` as registered in `ctx`
 /// (none when it is not registered).
 pub async fn current_closes(ctx: &SessionContext) -> Result<Vec<ClosedMonth>> {
-    if !ctx.table_exist(CLOSE_LOG)? {
+    register_closed_months(ctx).await?;
+    if !ctx.table_exist(CLOSED_MONTHS)? {
         return Ok(vec![]);
     }
-    let batches = ctx.sql(CURRENT_CLOSES_SQL).await?.collect().await?;
+    let batches = ctx
+        .sql("SELECT month, snapshot, frozen_tables, tables FROM _closed_months ORDER BY month")
+        .await?
+        .collect()
+        .await?;
     let mut out = Vec::new();
     for b in &batches {
         let months = string_column(b, 0)?;
         let snaps = int_column(b, 1)?;
-        let tables = string_column(b, 2)?;
+        let names = string_column(b, 2)?;
+        let tables = string_column(b, 3)?;
         for i in 0..b.num_rows() {
-            let frozen: serde_json::Map<String, serde_json::Value> =
+            let counts: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(tables.value(i)).unwrap_or_default();
             out.push(ClosedMonth {
                 month: months.value(i).to_string(),
                 snapshot: snaps.value(i),
-                tables: frozen.keys().cloned().collect(),
+                tables: names
+                    .value(i)
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(|t| {
+                        let rows = counts
+                            .get(t)
+                            .and_then(|v| v.get("rows"))
+                            .and_then(|v| v.as_i64())
+                            .unwrap_or(0);
+                        (t.to_string(), rows)
+                    })
+                    .collect(),
             });
         }
     }
@@ -152,7 +193,7 @@ pub async fn overlay(ctx: &SessionContext, spec: &JobSpec, df: DataFrame) -> Res
     let closes: Vec<ClosedMonth> = current_closes(ctx)
         .await?
         .into_iter()
-        .filter(|c| c.tables.contains(&spec.table))
+        .filter(|c| c.frozen(&spec.table).is_some())
         .collect();
     if closes.is_empty() {
         return Ok(df);
@@ -167,7 +208,18 @@ pub async fn overlay(ctx: &SessionContext, spec: &JobSpec, df: DataFrame) -> Res
     )?;
     let snap_name = snapshot_table(&spec.table);
     if !ctx.table_exist(snap_name.as_str())? {
-        // Every close froze no rows of this table.
+        // Fine only when every close froze no rows of this table.
+        if let Some(c) = closes.iter().find(|c| c.frozen(&spec.table) > Some(0)) {
+            return Err(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{} was closed with {} frozen row(s) of `{}`, but the snapshot table `{snap_name}` is missing; restore it (a closed month is never recomputed)",
+                    c.month,
+                    c.frozen(&spec.table).unwrap_or(0),
+                    spec.table
+                ),
+            });
+        }
         return Ok(live);
     }
     let current = closes
@@ -211,6 +263,8 @@ pub struct LogRow {
     pub open_items: i64,
     /// JSON: frozen table -> {"version": source version, "rows": rows frozen}.
     pub tables: String,
+    /// The frozen tables, comma-separated (for SQL: `string_to_array(frozen_tables, ',')`).
+    pub frozen_tables: String,
 }
 
 fn log_batch(rows: &[LogRow]) -> Result<RecordBatch> {
@@ -240,6 +294,7 @@ fn log_batch(rows: &[LogRow]) -> Result<RecordBatch> {
             rows.iter().map(|r| r.open_items).collect::<Vec<_>>(),
         )),
         s(&|r| r.tables.clone()),
+        s(&|r| r.frozen_tables.clone()),
     ];
     Ok(RecordBatch::try_new(log_schema(), columns)?)
 }
@@ -250,7 +305,7 @@ pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
         return Ok(vec![]);
     }
     let batches = ctx
-        .sql("SELECT month, action, snapshot, CAST(at AS BIGINT) AS at_micros, actor, reason, run_id, open_items, tables FROM _month_close ORDER BY at, snapshot")
+        .sql("SELECT month, action, snapshot, CAST(at AS BIGINT) AS at_micros, actor, reason, run_id, open_items, tables, frozen_tables FROM _month_close ORDER BY at, snapshot")
         .await?
         .collect()
         .await?;
@@ -271,6 +326,7 @@ pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
             int_column(b, 7)?,
             string_column(b, 8)?,
         );
+        let frozen_tables = string_column(b, 9)?;
         for i in 0..b.num_rows() {
             out.push(LogRow {
                 month: month.value(i).to_string(),
@@ -282,6 +338,7 @@ pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
                 run_id: run_id.value(i).to_string(),
                 open_items: open_items.value(i),
                 tables: tables.value(i).to_string(),
+                frozen_tables: frozen_tables.value(i).to_string(),
             });
         }
     }
@@ -570,6 +627,16 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
     // 3. The snapshot number: one past any snapshot of this month, including orphans of a close
     //    that died before its log row.
     let ctx = close_session(&ws).await?;
+    // Someone else closed the month while this close ran its jobs: theirs stands.
+    if let Some(l) = log_rows(&ctx)
+        .await?
+        .into_iter()
+        .filter(|r| r.month == plan.month)
+        .next_back()
+        .filter(|r| r.action == "close")
+    {
+        return Ok(Outcome::AlreadyClosed(l));
+    }
     let mut snapshot = 0i64;
     for table in std::iter::once(CLOSE_LOG.to_string())
         .chain(std::iter::once(CLOSED_RECORDS.to_string()))
@@ -638,7 +705,13 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
             &["closed_month", "snapshot"],
             &format!("closed-month snapshots of {}", node.spec.table),
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "{} was not closed: its snapshot of `{}` could not be written ({e}). If a column of the job changed type since an earlier close, snapshots keep the old type: give the column a new name",
+                plan.month, node.spec.table
+            ))
+        })?;
         if let Some(id_col) = &close.record_id_column {
             for b in batches.iter().filter(|b| b.num_rows() > 0) {
                 let idx = b.schema().index_of(id_col).map_err(|_| {
@@ -704,6 +777,11 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
         run_id: run_id.clone(),
         open_items: open_count as i64,
         tables: serde_json::Value::Object(tables_json.clone()).to_string(),
+        frozen_tables: frozen
+            .iter()
+            .map(|(t, _, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     };
     let log_version = curated::append(
         stores,
@@ -795,6 +873,7 @@ async fn reopen(
         run_id: run_id.clone(),
         open_items: 0,
         tables: closed.tables.clone(),
+        frozen_tables: closed.frozen_tables.clone(),
     };
     let stores = &ws.engine.stores;
     let root = &ws.engine.project.curated;
@@ -915,6 +994,7 @@ pub async fn close_in_memory(
         reason: None,
         run_id: "sqltest".into(),
         open_items: 0,
+        frozen_tables: tables.keys().cloned().collect::<Vec<_>>().join(","),
         tables: serde_json::Value::Object(tables).to_string(),
     };
     append_mem(ctx, CLOSE_LOG, vec![log_batch(&[row])?]).await?;
@@ -961,6 +1041,10 @@ async fn append_mem(ctx: &SessionContext, name: &str, batches: Vec<RecordBatch>)
     all.extend(batches);
     let Some(schema) = schema else { return Ok(()) };
     ctx.deregister_table(name)?;
+    if name == CLOSE_LOG {
+        // The view was planned over the old table: plan it again on next use.
+        ctx.deregister_table(CLOSED_MONTHS)?;
+    }
     ctx.register_table(
         name,
         Arc::new(datafusion::datasource::MemTable::try_new(

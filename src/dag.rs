@@ -47,10 +47,11 @@ pub struct Graph {
 
 /// System tables a job may read: the run ledger, the month-close log and the frozen record ids
 /// (`_closed_<table>` snapshots of frozen tables are system tables too).
-pub const SYSTEM_TABLES: [&str; 3] = [
+pub const SYSTEM_TABLES: [&str; 4] = [
     crate::ledger::RUNS_TABLE,
     crate::close::CLOSE_LOG,
     crate::close::CLOSED_RECORDS,
+    crate::close::CLOSED_MONTHS,
 ];
 
 /// Extract `line` and `column` from a sqlparser message (`... at Line: 3, Column: 7`).
@@ -171,6 +172,13 @@ impl Graph {
                         path: spec.sql_path.clone(),
                         table: t,
                     });
+                }
+            }
+            // `_closed_months` is a view over the close log.
+            if inputs.contains(&Input::System(crate::close::CLOSED_MONTHS.to_string())) {
+                let log = Input::System(crate::close::CLOSE_LOG.to_string());
+                if !inputs.contains(&log) {
+                    inputs.push(log);
                 }
             }
             // A frozen table is overlaid with its closed months' snapshots on every run.

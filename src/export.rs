@@ -72,7 +72,7 @@ pub async fn read_month(ws: &Workspace, table: &str, month: &str) -> Result<Mont
     let snapshot = crate::close::current_closes(&ctx)
         .await?
         .into_iter()
-        .find(|c| c.month == month && c.tables.iter().any(|t| t == table))
+        .find(|c| c.month == month && c.frozen(table).is_some())
         .map(|c| c.snapshot);
     let mut params = vec![("month", ScalarValue::Utf8(Some(month.clone())))];
     let (summary_sql, detail_sql) = match snapshot {
@@ -101,7 +101,13 @@ pub async fn read_month(ws: &Workspace, table: &str, month: &str) -> Result<Mont
             message: format!("budget_reconciliation has no rows for {month}; run it first"),
         });
     }
-    let detail = query(detail_sql).await?;
+    // A closed month without ledger entries froze none: its snapshot table may not exist.
+    let detail =
+        if snapshot.is_some() && !ctx.table_exist("_closed_budget_reconciliation_entries")? {
+            vec![]
+        } else {
+            query(detail_sql).await?
+        };
     Ok(MonthExport {
         month,
         snapshot,

@@ -143,6 +143,8 @@ impl Workspace {
                     Input::Source(s) => {
                         self.source(s).expect("graph checked sources").schema_only()
                     }
+                    // A view over `_month_close`, registered when the job is planned.
+                    Input::System(t) if t == crate::close::CLOSED_MONTHS => continue,
                     Input::System(t) => match crate::close::fixed_system_schema(t) {
                         Some(schema) => Arc::new(EmptyTable::new(schema)),
                         // A snapshot table: with no close on record, it is never read.
@@ -174,6 +176,7 @@ impl Workspace {
                                 Arc::new(EmptyTable::new(schema.clone())),
                             )?;
                             problems.extend(crate::session::plan_checks(&ctx, &node.spec).await);
+                            problems.extend(close_columns_problems(&node.spec, &schema));
                             outputs.insert(node.spec.name.clone(), schema);
                         }
                         Err(e) => problems.push(crate::session::sql_error(&node.spec, e)),
@@ -282,8 +285,66 @@ impl Workspace {
                 tables.push((table, Arc::new(EmptyTable::new(schema.clone()))));
             }
         }
-        self.engine.session(&tables)
+        let ctx = self.engine.session(&tables)?;
+        crate::close::register_closed_months(&ctx).await?;
+        Ok(ctx)
     }
+}
+
+/// `[close]` names output columns: the month must be a string column, a record id an integer.
+fn close_columns_problems(spec: &spec::JobSpec, schema: &SchemaRef) -> Vec<Error> {
+    let Some(close) = &spec.close else {
+        return vec![];
+    };
+    let mut problems = Vec::new();
+    let mut check = |key: &str,
+                     column: &str,
+                     ok: &dyn Fn(&datafusion::arrow::datatypes::DataType) -> bool,
+                     what: &str| {
+        match schema.field_with_name(column) {
+            Ok(f) if ok(f.data_type()) => {}
+            Ok(f) => problems.push(Error::Config {
+                path: spec.spec_path.clone(),
+                key: key.into(),
+                message: format!("column `{column}` is {}, expected {what}", f.data_type()),
+            }),
+            Err(_) => problems.push(Error::Config {
+                path: spec.spec_path.clone(),
+                key: key.into(),
+                message: format!(
+                    "`{column}` is not a column of the job's output (columns: {})",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    };
+    check(
+        "close.month_column",
+        &close.month_column,
+        &|t| {
+            matches!(
+                t,
+                datafusion::arrow::datatypes::DataType::Utf8
+                    | datafusion::arrow::datatypes::DataType::Utf8View
+                    | datafusion::arrow::datatypes::DataType::LargeUtf8
+            )
+        },
+        "a YYYY-MM string",
+    );
+    if let Some(id) = &close.record_id_column {
+        check(
+            "close.record_id_column",
+            id,
+            &|t| t.is_integer(),
+            "an integer id",
+        );
+    }
+    problems
 }
 
 fn flatten(e: Error) -> Vec<Error> {
@@ -633,7 +694,14 @@ async fn run_job(
     };
     let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
     let mut versions = serde_json::Map::new();
-    for input in &job.inputs {
+    // The close log first: a close that commits while this job opens its inputs is then either
+    // unseen (its frozen rows are ignored) or seen with everything it froze.
+    let mut inputs: Vec<&Input> = job.inputs.iter().collect();
+    inputs.sort_by_key(|i| *i != &Input::System(crate::close::CLOSE_LOG.to_string()));
+    for input in inputs {
+        if *input == Input::System(crate::close::CLOSED_MONTHS.to_string()) {
+            continue; // a view over `_month_close`, registered when the job is planned
+        }
         match input {
             Input::Source(name) => match sources.get(name) {
                 Some(Ok(p)) => {

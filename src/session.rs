@@ -98,6 +98,7 @@ impl Engine {
 /// Plan a job's SQL in `ctx` with its parameters bound; errors carry file:line:column.
 pub async fn plan_job(ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame> {
     let sql_err = |e: DataFusionError| sql_error(spec, e);
+    crate::close::register_closed_months(ctx).await?;
     let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
     let params: Vec<(String, datafusion::common::ScalarValue)> = spec.params.clone();
     let df = df

@@ -2860,3 +2860,28 @@ async fn any_job_can_be_frozen_by_month_with_close_in_its_spec() {
     let cli = Cli::try_parse_from(["retention", "close-month", "2026-01", "--reopen"]);
     assert!(cli.unwrap_err().to_string().contains("--reason"));
 }
+
+/// A `[close]` naming a column the job does not output is a validate error (before any close).
+#[tokio::test]
+async fn close_columns_are_checked_by_validate() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    write(
+        fx.dir(),
+        "jobs/monthly_net.toml",
+        "[close]\nmonth_column = \"order_mnth\"\nrecord_id_column = \"order_month\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/monthly_net.sql",
+        "SELECT substr(dt, 1, 7) AS order_month, sum(gmv - discount) AS net FROM orders GROUP BY 1",
+    );
+    let err = fx.cmd(&["validate"]).await.unwrap_err().to_string();
+    assert!(
+        err.contains("monthly_net.toml: close.month_column: `order_mnth` is not a column of the job's output (columns: order_month, net)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("monthly_net.toml: close.record_id_column: column `order_month` is Utf8, expected an integer id"),
+        "{err}"
+    );
+}
