@@ -11,23 +11,24 @@
 WITH params AS (
   -- 'latest' -> the latest order day in the data (any order status). Written as an aggregate
   -- over order_experience rather than CASE ... ELSE CAST($as_of AS DATE) (the constant folder
-  -- casts 'latest' to a date and fails) or a scalar subquery (its plan root reports no row
-  -- count, so the run ledger would record rows_written = 0).
+  -- casts 'latest' to a date and fails).
   SELECT coalesce(CAST(CASE WHEN $as_of = 'latest' THEN NULL ELSE $as_of END AS DATE),
-                  max(order_date))     AS as_of_date,
-         CAST($churn_days AS BIGINT)   AS churn_days
+                  max(order_date))     AS as_of_date
   FROM order_experience
 ),
 bounds AS (
   SELECT as_of_date,
-         churn_days,
+         CAST($churn_days AS BIGINT)   AS churn_days,
          CAST(extract(epoch FROM CAST(as_of_date AS TIMESTAMP)) / 86400 AS BIGINT) AS as_of_day,
          CAST(date_part('year', as_of_date) AS BIGINT) * 12
            + CAST(date_part('month', as_of_date) AS BIGINT) - 1                   AS as_of_month
   FROM params
 ),
 -- One row per customer and day with a completed order on or before as_of (several orders on
--- one day are one purchase day), with the customer's segment.
+-- one day are one purchase day), with the customer's segment. The as-of cut is a constant
+-- predicate on the bound parameter ('latest' keeps every order, which is at most the latest
+-- day): no join, so the large side is scanned once. The other as-of cuts are applied after
+-- aggregating, where they are cheap.
 order_day AS (
   SELECT d.customer_id,
          c.acquisition_channel,
@@ -36,89 +37,86 @@ order_day AS (
          CAST(date_part('year', d.order_date) AS BIGINT) * 12
            + CAST(date_part('month', d.order_date) AS BIGINT) - 1                   AS month_num
   FROM (
-    SELECT oe.customer_id, oe.order_date
-    FROM bounds b
-    CROSS JOIN order_experience oe
-    WHERE oe.status = 'completed'
-      AND oe.order_date <= b.as_of_date
-    GROUP BY oe.customer_id, oe.order_date
+    SELECT customer_id, order_date
+    FROM order_experience
+    WHERE status = 'completed'
+      AND ($as_of = 'latest' OR order_date <= TRY_CAST($as_of AS DATE))
+    GROUP BY customer_id, order_date
   ) d
   LEFT JOIN customers c ON c.customer_id = d.customer_id
 ),
--- Each purchase day with the customer's previous and next purchase day.
+-- Each purchase day with the customer's next purchase day.
 spell AS (
   SELECT customer_id,
          acquisition_channel,
          region,
          day_num,
          month_num,
-         lag(day_num)  OVER (PARTITION BY customer_id ORDER BY day_num) AS prev_day_num,
          lead(day_num) OVER (PARTITION BY customer_id ORDER BY day_num) AS next_day_num
   FROM order_day
 ),
--- Churn events observed by as_of: day_num + churn_days is the churn day.
-churn_event AS (
-  SELECT s.customer_id,
-         s.acquisition_channel,
-         s.region,
-         CAST(CAST(s.day_num + b.churn_days AS INT) AS DATE) AS churn_date
-  FROM bounds b
-  CROSS JOIN spell s
-  WHERE (s.next_day_num IS NULL OR s.next_day_num - s.day_num > b.churn_days)
-    AND s.day_num + b.churn_days <= b.as_of_day
-),
-churned_agg AS (
-  SELECT CAST(date_part('year', churn_date) AS BIGINT) * 12
-           + CAST(date_part('month', churn_date) AS BIGINT) - 1 AS month_num,
+-- Churn events: day_num + churn_days is the churn day. One customer's events are more than
+-- churn_days apart, so at most one falls in a month: counting events per day and summing per
+-- month counts distinct customers. Events after as_of are dropped after aggregating.
+churn_by_day AS (
+  SELECT day_num + CAST($churn_days AS BIGINT) AS churn_day,
          acquisition_channel,
          region,
-         count(DISTINCT customer_id) AS n
-  FROM churn_event
+         count(*) AS n
+  FROM spell
+  WHERE next_day_num IS NULL OR next_day_num - day_num > CAST($churn_days AS BIGINT)
+  GROUP BY 1, 2, 3
+),
+churned_agg AS (
+  SELECT CAST(date_part('year', CAST(CAST(d.churn_day AS INT) AS DATE)) AS BIGINT) * 12
+           + CAST(date_part('month', CAST(CAST(d.churn_day AS INT) AS DATE)) AS BIGINT) - 1 AS month_num,
+         d.acquisition_channel,
+         d.region,
+         sum(d.n) AS n
+  FROM bounds b
+  CROSS JOIN churn_by_day d
+  WHERE d.churn_day <= b.as_of_day
   GROUP BY 1, 2, 3
 ),
 -- A purchase day L with next purchase day N puts its customer "at start" of every month whose
 -- 1st day d0 has L < d0 <= min(N, L + churn_days): L is then the latest purchase before d0 and
--- at most churn_days before it. Those months are month(L) + 1 .. month(min(N, L + churn_days)),
--- capped at the month of as_of. The ranges of one customer's purchase days never overlap.
-coverage AS (
-  SELECT s.customer_id,
-         s.acquisition_channel,
-         s.region,
-         s.month_num + 1 AS first_month,
-         CAST(CAST(least(coalesce(s.next_day_num, s.day_num + b.churn_days),
-                         s.day_num + b.churn_days) AS INT) AS DATE) AS end_date,
-         b.as_of_month
-  FROM bounds b
-  CROSS JOIN spell s
-),
+-- at most churn_days before it. Those months are month(L) + 1 .. month(min(N, L + churn_days)).
+-- The ranges of one customer's purchase days never overlap, so rows per month are distinct
+-- customers; months after the month of as_of are dropped after aggregating.
 coverage_months AS (
   SELECT customer_id,
          acquisition_channel,
          region,
-         first_month,
-         least(CAST(date_part('year', end_date) AS BIGINT) * 12
-                 + CAST(date_part('month', end_date) AS BIGINT) - 1,
-               as_of_month) AS last_month
-  FROM coverage
+         month_num + 1 AS first_month,
+         CAST(date_part('year', end_date) AS BIGINT) * 12
+           + CAST(date_part('month', end_date) AS BIGINT) - 1 AS last_month
+  FROM (
+    SELECT *,
+           CAST(CAST(least(coalesce(next_day_num, day_num + CAST($churn_days AS BIGINT)),
+                           day_num + CAST($churn_days AS BIGINT)) AS INT) AS DATE) AS end_date
+    FROM spell
+  ) s
 ),
 at_start AS (
-  SELECT customer_id,
-         acquisition_channel,
+  SELECT acquisition_channel,
          region,
          unnest(generate_series(first_month, last_month)) AS month_num
   FROM coverage_months
   WHERE first_month <= last_month
 ),
 at_start_agg AS (
-  SELECT month_num, acquisition_channel, region, count(DISTINCT customer_id) AS n
-  FROM at_start
+  SELECT a.month_num, a.acquisition_channel, a.region, count(*) AS n
+  FROM at_start a
   GROUP BY 1, 2, 3
 ),
--- A customer's first purchase day is the one with no previous purchase day.
+-- A customer's first purchase month.
 new_agg AS (
-  SELECT month_num, acquisition_channel, region, count(DISTINCT customer_id) AS n
-  FROM spell
-  WHERE prev_day_num IS NULL
+  SELECT month_num, acquisition_channel, region, count(*) AS n
+  FROM (
+    SELECT customer_id, acquisition_channel, region, min(month_num) AS month_num
+    FROM order_day
+    GROUP BY 1, 2, 3
+  ) first_purchase
   GROUP BY 1, 2, 3
 ),
 -- Every month from the first month with a completed order through the month of as_of, for

@@ -96,10 +96,26 @@ pub async fn open_version(stores: &Stores, url: &Url, version: i64) -> Result<De
 /// A DataFusion provider reading the table's loaded version.
 pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
     let url = table.table_url().clone();
-    table.table_provider().await.map_err(|e| Error::Storage {
-        location: url.to_string(),
-        message: redact(&e.to_string()),
-    })
+    // Read strings as plain Utf8 (see `Engine::config`), keeping Delta's default of pushing
+    // filters into the Parquet scan.
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    let scan_defaults = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .build();
+    table
+        .table_provider()
+        .with_session(Arc::new(scan_defaults))
+        .await
+        .map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: redact(&e.to_string()),
+        })
 }
 
 /// Parquet settings for curated files: zstd, page statistics.
