@@ -46,7 +46,8 @@ pub struct RawStorage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
-    /// Memory limit for query execution, e.g. `"4GiB"`, `"512MiB"`. Default: no limit.
+    /// Memory limit for query execution: a size (`"4GiB"`, `"512MiB"`), a share of physical
+    /// memory (`"60%"`), or `"none"`. Default: 75% of physical memory.
     pub memory_limit: Option<String>,
     /// DataFusion target partitions. Default: number of cores.
     pub target_partitions: Option<usize>,
@@ -152,12 +153,13 @@ impl Project {
 
         let memory_limit = match overrides
             .memory_limit
-            .as_ref()
-            .or(raw.engine.memory_limit.as_ref())
+            .as_deref()
+            .or(raw.engine.memory_limit.as_deref())
+            .unwrap_or(DEFAULT_MEMORY_LIMIT)
         {
-            None => None,
-            Some(text) => match parse_bytes(text) {
-                Ok(n) => Some(n),
+            t if t.trim().eq_ignore_ascii_case("none") => None,
+            text => match parse_memory_limit(text, physical_memory()) {
+                Ok(n) => n,
                 Err(message) => {
                     problems.push(Error::Config {
                         path: path.to_path_buf(),
@@ -321,6 +323,39 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Parse `"4GiB"`, `"512MiB"`, `"1000000"` into bytes.
+/// The memory limit when none is configured: a share of physical memory, so a run that outgrows
+/// the machine fails with DataFusion's "resources exhausted" (or spills) instead of being killed
+/// by the OS.
+pub const DEFAULT_MEMORY_LIMIT: &str = "75%";
+
+/// Physical memory in bytes (Linux `/proc/meminfo`), if known.
+pub fn physical_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A memory limit: a size (`4GiB`) or a share of physical memory (`75%`). A share on a system
+/// whose memory is unknown means no limit.
+pub fn parse_memory_limit(
+    text: &str,
+    physical: Option<usize>,
+) -> std::result::Result<Option<usize>, String> {
+    match text.trim().strip_suffix('%') {
+        Some(pct) => {
+            let pct: f64 = pct
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| format!("`{text}`: expected a share like 75% (1-100)"))?;
+            Ok(physical.map(|p| (p as f64 * pct / 100.0) as usize))
+        }
+        None => parse_bytes(text).map(Some),
+    }
+}
+
 pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
     let t = text.trim();
     let split = t
@@ -348,6 +383,34 @@ pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limit_is_a_size_a_share_or_none() {
+        let gib = 1024 * 1024 * 1024;
+        assert_eq!(
+            parse_memory_limit("4GiB", Some(16 * gib)),
+            Ok(Some(4 * gib))
+        );
+        assert_eq!(
+            parse_memory_limit("75%", Some(16 * gib)),
+            Ok(Some(12 * gib))
+        );
+        assert_eq!(parse_memory_limit("75%", None), Ok(None));
+        assert!(
+            parse_memory_limit("0%", Some(gib))
+                .unwrap_err()
+                .contains("expected a share")
+        );
+        assert!(parse_memory_limit("150%", Some(gib)).is_err());
+        // Absent: 75% of this machine's memory; `none` lifts it.
+        let project = load("", &Overrides::default()).unwrap();
+        assert_eq!(
+            project.memory_limit,
+            physical_memory().map(|p| (p as f64 * 0.75) as usize)
+        );
+        let project = load("[engine]\nmemory_limit = \"none\"\n", &Overrides::default()).unwrap();
+        assert_eq!(project.memory_limit, None);
+    }
 
     fn load(text: &str, over: &Overrides) -> Result<Project> {
         let raw: RawProject =
