@@ -43,7 +43,7 @@ pub struct GlobalArgs {
     /// Curated data root URL or path (overrides storage.curated).
     #[arg(long, global = true, env = "RETENTION_CURATED")]
     pub curated: Option<String>,
-    /// Query memory limit, e.g. 4GiB (overrides engine.memory_limit).
+    /// Query memory limit: a size (4GiB), a share of physical memory (60%), or none (overrides engine.memory_limit; default 75%).
     #[arg(long, global = true, env = "RETENTION_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// DataFusion target partitions (overrides engine.target_partitions).
