@@ -262,13 +262,14 @@ fn write_table(
     first_row: u32,
     batches: &[RecordBatch],
     highlight: &dyn Fn(&RecordBatch, usize, &str) -> Option<Format>,
+    widths: &mut Widths,
 ) -> std::result::Result<u32, XlsxError> {
     let Some(schema) = batches.first().map(|b| b.schema()) else {
         return Ok(first_row);
     };
     for (c, f) in schema.fields().iter().enumerate() {
         sheet.write_string_with_format(first_row, c as u16, f.name(), &s.header)?;
-        sheet.set_column_width(c as u16, (f.name().len() as f64 + 2.0).max(12.0))?;
+        widths.see(c as u16, f.name().len() + 2);
     }
     let mut row = first_row + 1;
     for b in batches {
@@ -279,6 +280,13 @@ fn write_table(
                 if a.is_null(r) {
                     continue;
                 }
+                // Displayed width: the value, plus separators and the currency code for money.
+                let shown = array_value_to_string(a, r).map(|t| t.len()).unwrap_or(8);
+                let extra = match a.data_type() {
+                    DataType::Decimal128(_, 2) => 10,
+                    _ => 0,
+                };
+                widths.see(col, shown + extra);
                 match a.data_type() {
                     DataType::Decimal128(_, scale) => {
                         let d = a
@@ -371,6 +379,32 @@ fn totals_by(batches: &[RecordBatch], key: &str, money: &[&str]) -> Vec<(String,
     out.into_iter().collect()
 }
 
+/// The widest displayed text per column, in characters.
+#[derive(Default)]
+struct Widths(Vec<usize>);
+
+impl Widths {
+    fn see(&mut self, col: u16, chars: usize) {
+        let col = col as usize;
+        if self.0.len() <= col {
+            self.0.resize(col + 1, 0);
+        }
+        self.0[col] = self.0[col].max(chars);
+    }
+}
+
+/// Column widths from the contents (the title row left out), the header row frozen, and a
+/// landscape page one sheet wide for printing.
+fn finish_sheet(sheet: &mut Worksheet, widths: &Widths) -> std::result::Result<(), XlsxError> {
+    for (col, chars) in widths.0.iter().enumerate() {
+        sheet.set_column_width(col as u16, (*chars as f64 + 1.0).clamp(8.0, 60.0))?;
+    }
+    sheet.set_freeze_panes(3, 0)?;
+    sheet.set_landscape();
+    sheet.set_print_fit_to_pages(1, 0);
+    Ok(())
+}
+
 fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, XlsxError> {
     let s = Styles::new(currency);
     let mut wb = Workbook::new();
@@ -395,14 +429,8 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
             Some(n) => format!("closed, snapshot {n}"),
             None => "open: preliminary, may still change".into(),
         };
-        sheet.write_string_with_format(
-            0,
-            0,
-            format!("Budget reconciliation {} ({currency}), {state}", m.month),
-            &s.title,
-        )?;
-        let next = write_table(sheet, &s, 2, &m.summary, &highlight)?;
-        sheet.set_freeze_panes(3, 0)?;
+        let mut widths = Widths::default();
+        let next = write_table(sheet, &s, 2, &m.summary, &highlight, &mut widths)?;
         // Totals by program and by cost center, then the grand total.
         let money = ["planned", "actual", "variance", "prior_period_adjustments"];
         let mut row = next + 1;
@@ -411,12 +439,14 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
             ("cost_center", "Totals by cost center"),
         ] {
             sheet.write_string_with_format(row, 0, label, &s.header)?;
+            widths.see(0, label.len() + 2);
             for (i, m) in money.iter().enumerate() {
                 sheet.write_string_with_format(row, 1 + i as u16, *m, &s.header)?;
             }
             row += 1;
             for (name, sums) in totals_by(&m.summary, key, &money) {
                 sheet.write_string(row, 0, &name)?;
+                widths.see(0, name.len());
                 for (i, v) in sums.iter().enumerate() {
                     let fmt = if money[i] == "variance" && *v > 0 {
                         &s.over
@@ -424,6 +454,7 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
                         &s.money
                     };
                     sheet.write_number_with_format(row, 1 + i as u16, *v as f64 / 100.0, fmt)?;
+                    widths.see(1 + i as u16, format!("{:.2}", *v as f64 / 100.0).len() + 10);
                 }
                 row += 1;
             }
@@ -438,11 +469,23 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
             .enumerate()
         {
             sheet.write_number_with_format(row, 1 + i as u16, *v as f64 / 100.0, &s.total_money)?;
+            widths.see(1 + i as u16, format!("{:.2}", *v as f64 / 100.0).len() + 11);
         }
+        finish_sheet(sheet, &widths)?;
+        // The title after the widths are fitted, so it does not widen the first column.
+        sheet.write_string_with_format(
+            0,
+            0,
+            format!("Budget reconciliation {} ({currency}), {state}", m.month),
+            &s.title,
+        )?;
     }
     {
         let sheet = wb.add_worksheet();
         sheet.set_name("Detail")?;
+        let mut widths = Widths::default();
+        write_table(sheet, &s, 2, &m.detail, &|_, _, _| None, &mut widths)?;
+        finish_sheet(sheet, &widths)?;
         sheet.write_string_with_format(
             0,
             0,
@@ -452,8 +495,6 @@ fn workbook(m: &MonthExport, currency: &str) -> std::result::Result<Vec<u8>, Xls
             ),
             &s.title,
         )?;
-        write_table(sheet, &s, 2, &m.detail, &|_, _, _| None)?;
-        sheet.set_freeze_panes(3, 0)?;
     }
     wb.save_to_buffer()
 }
