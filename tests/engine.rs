@@ -657,6 +657,10 @@ macro_rules! shared_suite {
             async fn failed_job_skips_downstream_and_keeps_tables() {
                 suite_failed_job_skips_downstream_and_keeps_tables($backend).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn any_job_can_be_frozen_by_month() {
+                suite_any_job_can_be_frozen_by_month($backend).await
+            }
         }
     };
 }
@@ -2788,9 +2792,11 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
 
 /// `[close]` is plain configuration: any job can be frozen by month. A closed month stays as
 /// frozen after new data arrives; a job that gets `[close]` after the close shows it live.
-#[tokio::test]
-async fn any_job_can_be_frozen_by_month_with_close_in_its_spec() {
-    let fx = Fixture::new(Backend::Memory).unwrap();
+/// Run against every backend (the close tables are partitioned Delta appends).
+async fn suite_any_job_can_be_frozen_by_month(backend: Backend) {
+    let Some(fx) = Fixture::new(backend) else {
+        return;
+    };
     fx.write_hand_data().await;
     write(
         fx.dir(),
