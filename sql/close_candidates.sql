@@ -57,6 +57,7 @@ SELECT *,
        status = 'open' AND month_ended AND open_items = 0 AS ready_to_close,
        CASE WHEN status = 'closed'   THEN 'closed'
             WHEN NOT month_ended     THEN 'month not over'
-            WHEN open_items > 0      THEN 'resolve ' || CAST(open_items AS VARCHAR) || ' exceptions first'
+            WHEN open_items = 1      THEN 'resolve 1 exception first'
+            WHEN open_items > 1      THEN 'resolve ' || CAST(open_items AS VARCHAR) || ' exceptions first'
             ELSE 'ready to close' END                      AS next_step
 FROM report

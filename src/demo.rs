@@ -1,5 +1,6 @@
-//! What `retention demo` shows a retention lead after the run: the cohort retention triangle,
-//! churn by first-order root cause, recovery of bad experiences, and ROI per program.
+//! What `retention demo` shows after the run: the cohort retention triangle, churn by
+//! first-order root cause, recovery of bad experiences, ROI per program, and for finance the
+//! last months of the budget reconciliation with what can be closed.
 
 use datafusion::prelude::SessionContext;
 
@@ -57,7 +58,14 @@ WHERE window_complete
 GROUP BY program_id, program_name, program_kind
 ORDER BY program_id";
 
-/// Print the four views, each under a heading.
+/// The last six months: planned against actual, open items, and the next step to close.
+const CLOSE_CANDIDATES: &str = "
+SELECT month, status, planned, actual, variance, ledger_entries, open_items, next_step
+FROM close_candidates
+ORDER BY month DESC
+LIMIT 6";
+
+/// Print the five views, each under a heading.
 pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
     for (title, sql) in [
         (
@@ -75,6 +83,10 @@ pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
         (
             "Programs (months with a complete attribution window)",
             PROGRAM_ROI,
+        ),
+        (
+            "Finance: budget against actual and the close candidates (close with `retention close-month YYYY-MM`)",
+            CLOSE_CANDIDATES,
         ),
     ] {
         println!("\n{title}");
