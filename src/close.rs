@@ -783,26 +783,7 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
             .collect::<Vec<_>>()
             .join(","),
     };
-    let log_version = curated::append(
-        stores,
-        root,
-        CLOSE_LOG,
-        vec![log_batch(&[row])?],
-        &[],
-        "month close log",
-    )
-    .await?;
-    record_in_ledger(
-        &ws,
-        req,
-        &run_id,
-        at,
-        Some(log_version),
-        frozen_rows as i64,
-        tables_json,
-        None,
-    )
-    .await;
+    commit(&ws, req, row, frozen_rows as i64, tables_json).await?;
     // The reports on the close log see the month closed. The close stands even if they fail.
     let after = run_jobs(&ws, &plan.after, req).await?;
     if after.failed() > 0 {
@@ -875,28 +856,7 @@ async fn reopen(
         tables: closed.tables.clone(),
         frozen_tables: closed.frozen_tables.clone(),
     };
-    let stores = &ws.engine.stores;
-    let root = &ws.engine.project.curated;
-    let log_version = curated::append(
-        stores,
-        root,
-        CLOSE_LOG,
-        vec![log_batch(&[row])?],
-        &[],
-        "month close log",
-    )
-    .await?;
-    record_in_ledger(
-        &ws,
-        req,
-        &run_id,
-        at,
-        Some(log_version),
-        0,
-        serde_json::Map::new(),
-        Some(reason.to_string()),
-    )
-    .await;
+    commit(&ws, req, row, 0, serde_json::Map::new()).await?;
     // The live tables show the month recomputed from the sources again.
     let all: Vec<String> = plan.jobs.iter().chain(&plan.after).cloned().collect();
     let report = run_jobs(&ws, &all, req).await?;
@@ -906,41 +866,45 @@ async fn reopen(
     })
 }
 
-/// The close or re-open as a `_runs` row: who, when, why.
-#[allow(clippy::too_many_arguments)]
-async fn record_in_ledger(
+/// Append `row` to the close log, the commit point of a close or re-open, and record it as a
+/// `_runs` row (who, when, why; `input_versions` = `frozen`). A ledger failure is logged: the
+/// close stands.
+async fn commit(
     ws: &Workspace,
     req: &Request,
-    run_id: &str,
-    at: DateTime<Utc>,
-    log_version: Option<i64>,
-    rows: i64,
-    tables: serde_json::Map<String, serde_json::Value>,
-    reason: Option<String>,
-) {
-    let (job, trigger) = match req.action {
-        Action::Close => ("close-month", "close"),
-        Action::Reopen { .. } => ("close-month", "reopen"),
-    };
+    row: LogRow,
+    rows_written: i64,
+    frozen: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let log_version = curated::append(
+        &ws.engine.stores,
+        &ws.engine.project.curated,
+        CLOSE_LOG,
+        vec![log_batch(std::slice::from_ref(&row))?],
+        &[],
+        "month close log",
+    )
+    .await?;
     let rec = RunRecord {
-        run_id: run_id.to_string(),
-        job: format!("{job} {}", req.month),
-        trigger: trigger.to_string(),
-        started_at: at,
-        finished_at: at,
+        run_id: row.run_id,
+        job: format!("close-month {}", row.month),
+        trigger: row.action,
+        started_at: row.at,
+        finished_at: row.at,
         status: Status::Succeeded,
         rows_read: 0,
-        rows_written: rows,
+        rows_written,
         bytes_read: 0,
-        input_versions: serde_json::Value::Object(tables).to_string(),
-        output_version: log_version,
+        input_versions: serde_json::Value::Object(frozen).to_string(),
+        output_version: Some(log_version),
         error: None,
         actor: Some(req.actor.clone()),
-        reason,
+        reason: row.reason,
     };
     if let Err(e) = ledger::append(&ws.engine.stores, &ws.engine.project.curated, &[rec]).await {
         tracing::error!(error = %e, "run ledger not written for the month close");
     }
+    Ok(())
 }
 
 /// For SQL tests: freeze `month` of the frozen tables registered in `ctx` into in-memory
