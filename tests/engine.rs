@@ -1670,6 +1670,10 @@ async fn run_jobs(ws: &Arc<Workspace>, selectors: &[&str]) {
         .unwrap();
 }
 
+/// The finance jobs with everything they read: the reconciliation (with its entries) and the
+/// exceptions, which no other finance job reads.
+const FINANCE_JOBS: &[&str] = &["+budget_reconciliation", "reconciliation_exceptions"];
+
 /// The repository's project over a marketplace generated with `opts` into a temporary local
 /// lake, after running `selectors` (every job when empty).
 async fn generated_lake(
@@ -1922,11 +1926,7 @@ async fn a_million_ledger_entries_reconcile_to_the_cent() {
         ledger_lines: 5_000,
         ..Default::default()
     };
-    let (_lake, ws, generated) = generated_lake(
-        opts,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    let (_lake, ws, generated) = generated_lake(opts, FINANCE_JOBS).await;
     let entries = generated.tables["spend_ledger"];
     assert!(entries >= 1_000_000, "{entries} ledger entries");
     let ctx = ws.query_session().await.unwrap();
@@ -2099,11 +2099,7 @@ async fn export_writes_exact_decimal_csv_for_a_month() {
         months: 6,
         ..Default::default()
     };
-    let (lake, ws, generated) = generated_lake(
-        opts,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    let (lake, ws, generated) = generated_lake(opts, FINANCE_JOBS).await;
 
     let month = "2025-01";
     let out = lake.path().join("export");
@@ -2240,11 +2236,7 @@ async fn closed_month_is_frozen_and_late_entries_adjust_the_next_open_month() {
         months: 6,
         ..Default::default()
     };
-    let (lake, ws, _generated) = generated_lake(
-        opts,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    let (lake, ws, _generated) = generated_lake(opts, FINANCE_JOBS).await;
     let month = "2025-01";
     let curated_dir = lake.path().join("curated");
     let q = |sql: String| {
@@ -2330,11 +2322,7 @@ async fn closed_month_is_frozen_and_late_entries_adjust_the_next_open_month() {
     let late_dir = lake.path().join("raw/spend_ledger/dt=2025-03-03");
     std::fs::create_dir_all(&late_dir).unwrap();
     std::fs::write(late_dir.join("late-0000.parquet"), parquet(&late)).unwrap();
-    run_jobs(
-        &ws,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    run_jobs(&ws, FINANCE_JOBS).await;
 
     // The closed month reads exactly as frozen, its snapshot files are byte-identical, and the
     // late entry is a prior-period adjustment of February, linked to January.
@@ -2716,11 +2704,7 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
         months: 4,
         ..Default::default()
     };
-    let (lake, ws, _generated) = generated_lake(
-        opts,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    let (lake, ws, _generated) = generated_lake(opts, FINANCE_JOBS).await;
     let month = "2025-01";
     let q = |ws: Arc<Workspace>, sql: String| async move {
         rows_of(&ws.query_session().await.unwrap(), &sql).await
@@ -2770,11 +2754,7 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
     );
 
     // The month is still open: a run shows it live, as before.
-    run_jobs(
-        &ws,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    run_jobs(&ws, FINANCE_JOBS).await;
     assert_eq!(q(ws.clone(), live.clone()).await, before);
     // The next close is snapshot 2, and only its rows are read.
     let closed = close_month(&ws, &close_request(month, Action::Close, 1)).await;
@@ -2782,11 +2762,7 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
         matches!(closed, Outcome::Closed { snapshot: 2, .. }),
         "{closed:?}"
     );
-    run_jobs(
-        &ws,
-        &["+budget_reconciliation", "reconciliation_exceptions"],
-    )
-    .await;
+    run_jobs(&ws, FINANCE_JOBS).await;
     assert_eq!(q(ws.clone(), live).await, before);
 }
 
