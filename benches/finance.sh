@@ -6,13 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${1:-5000}"
-bin="${CARGO_TARGET_DIR:-target}/release/retention"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/project/jobs"
-cp retention.toml "$work/project/"
-cp jobs/*.toml "$work/project/jobs/"
-cp -r sql "$work/project/sql"
+source benches/project.sh
 r=("$bin" -C "$work/project" --raw "$work/raw" --curated "$work/curated")
 t() { /usr/bin/time -f "  wall %e s, max RSS %M KiB" "$@"; }
 export RUST_LOG=warn RETENTION_ACTOR=bench

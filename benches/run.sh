@@ -5,13 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers="${1:-5400000}"
-bin="${CARGO_TARGET_DIR:-target}/release/retention"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/project/jobs"
-cp retention.toml "$work/project/"
-cp jobs/*.toml "$work/project/jobs/"
-cp -r sql "$work/project/sql"
+source benches/project.sh
 
 echo "## generate --customers $customers"
 /usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" generate --customers "$customers" --out "$work/raw" 2>&1 | tail -20
