@@ -299,6 +299,11 @@ fn log_batch(rows: &[LogRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(log_schema(), columns)?)
 }
 
+/// A month's latest row in the close log (rows oldest first): its current state.
+fn latest_for<'a>(log: &'a [LogRow], month: &str) -> Option<&'a LogRow> {
+    log.iter().rfind(|r| r.month == month)
+}
+
 /// The close log as rows (oldest first), read from `ctx`.
 pub async fn log_rows(ctx: &SessionContext) -> Result<Vec<LogRow>> {
     if !ctx.table_exist(CLOSE_LOG)? {
@@ -508,11 +513,7 @@ pub async fn plan(ws: &Workspace, req: &Request) -> Result<Plan> {
         .filter(|j| !after.contains(j))
         .collect();
     let ctx = close_session(ws).await?;
-    let latest = log_rows(&ctx)
-        .await?
-        .into_iter()
-        .filter(|r| r.month == month)
-        .next_back();
+    let latest = latest_for(&log_rows(&ctx).await?, &month).cloned();
     Ok(Plan {
         month,
         action: req.action.clone(),
@@ -628,14 +629,9 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
     //    that died before its log row.
     let ctx = close_session(&ws).await?;
     // Someone else closed the month while this close ran its jobs: theirs stands.
-    if let Some(l) = log_rows(&ctx)
-        .await?
-        .into_iter()
-        .filter(|r| r.month == plan.month)
-        .next_back()
-        .filter(|r| r.action == "close")
+    if let Some(l) = latest_for(&log_rows(&ctx).await?, &plan.month).filter(|r| r.action == "close")
     {
-        return Ok(Outcome::AlreadyClosed(l));
+        return Ok(Outcome::AlreadyClosed(l.clone()));
     }
     let mut snapshot = 0i64;
     for table in std::iter::once(CLOSE_LOG.to_string())
@@ -666,7 +662,7 @@ async fn close(ws: Arc<Workspace>, plan: &Plan, req: &Request) -> Result<Outcome
             )?;
         for b in df.collect().await? {
             let c = int_column(&b, 0)?;
-            if c.len() > 0 && !c.is_null(0) {
+            if !c.is_empty() && !c.is_null(0) {
                 snapshot = snapshot.max(c.value(0));
             }
         }
@@ -918,8 +914,8 @@ pub async fn close_in_memory(
     let month = crate::export::parse_month(month)?;
     let log = log_rows(ctx).await?;
     let month_log: Vec<&LogRow> = log.iter().filter(|r| r.month == month).collect();
-    if month_log.last().is_some_and(|r| r.action == "close") {
-        return Ok(month_log.last().expect("row").snapshot);
+    if let Some(closed) = latest_for(&log, &month).filter(|r| r.action == "close") {
+        return Ok(closed.snapshot);
     }
     let snapshot = month_log.iter().map(|r| r.snapshot).max().unwrap_or(0) + 1;
     let mut tables = serde_json::Map::new();
@@ -973,12 +969,7 @@ pub async fn reopen_in_memory(
     at: DateTime<Utc>,
 ) -> Result<()> {
     let log = log_rows(ctx).await?;
-    let Some(last) = log
-        .iter()
-        .filter(|r| r.month == month)
-        .next_back()
-        .filter(|r| r.action == "close")
-    else {
+    let Some(last) = latest_for(&log, month).filter(|r| r.action == "close") else {
         return Err(Error::Job {
             job: "close-month".into(),
             message: format!("{month} is not closed: there is nothing to reopen"),

@@ -2464,9 +2464,10 @@ print(wb["Detail"].max_row - 3)
         matches!(reopened, Outcome::Reopened { snapshot: 1, .. }),
         "{reopened:?}"
     );
-    let ledger = q(format!(
+    let ledger = q(
         "SELECT job, trigger, actor, reason, CAST(started_at AS VARCHAR) FROM _runs WHERE trigger = 'reopen'"
-    ))
+            .to_string(),
+    )
     .await;
     assert_eq!(
         ledger,
