@@ -1,9 +1,14 @@
-//! The crate's one error type: every variant names the file, job, table or column it is about.
+//! The crate's one error type: every variant names the file, job, table or column it is about and
+//! keeps the error that caused it as its `#[source]`. Nothing here is redacted: credentials are
+//! stripped once, where text leaves the process (`crate::redact`).
 
 use std::path::PathBuf;
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any underlying error kept as a cause (object store, Delta, Parquet, I/O, ...).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in `retention`, with enough context to act on it.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +21,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file or directory could not be written.
+    #[error("{path}: cannot write: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A TOML file did not parse or did not match its schema.
     #[error("{path}:{line}:{column}: {message}")]
     Toml {
@@ -23,12 +36,22 @@ pub enum Error {
         line: usize,
         column: usize,
         message: String,
+        #[source]
+        source: Box<toml::de::Error>,
     },
 
     /// A value in a configuration or spec file is not valid.
     #[error("{path}: {key}: {message}")]
     Config {
         path: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    /// A command-line value is not valid (`--month`, `--param`, `--out`, ...).
+    #[error("{flag}: {key}: {message}")]
+    Argument {
+        flag: &'static str,
         key: String,
         message: String,
     },
@@ -41,6 +64,8 @@ pub enum Error {
         line: usize,
         column: usize,
         message: String,
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A job reads a table that is neither a source nor another job's output.
@@ -61,17 +86,59 @@ pub enum Error {
     #[error("selector `{selector}` matches no job")]
     Selector { selector: String },
 
+    /// A table that `export` cannot export.
+    #[error("`{table}` cannot be exported: only {exportable} can")]
+    NotExportable {
+        table: String,
+        exportable: &'static str,
+    },
+
     /// A source's files do not match its contract.
     #[error("source `{table}`: {message}")]
-    Contract { table: String, message: String },
+    Contract {
+        table: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 
-    /// An object store URL or backend problem, with credentials stripped.
+    /// An object store URL or backend problem.
     #[error("storage `{location}`: {message}")]
-    Storage { location: String, message: String },
+    Storage {
+        location: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// A job failed while running or publishing.
     #[error("job `{job}`: {message}")]
     Job { job: String, message: String },
+
+    /// DataFusion failed while running a job.
+    #[error("job `{job}`: {source}")]
+    JobEngine {
+        job: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// A data check does not plan.
+    #[error("job `{job}`: check `{check}`: {source}")]
+    Check {
+        job: String,
+        check: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// A job's input source broke its contract.
+    #[error("job `{job}`: input {source}")]
+    JobInput {
+        job: String,
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
 
     /// A publish to a curated Delta table failed; the previous version is unchanged.
     #[error("table `{table}` at {location}: publish failed, previous version kept: {message}")]
@@ -79,11 +146,38 @@ pub enum Error {
         table: String,
         location: String,
         message: String,
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Some jobs of a run failed.
     #[error("{failed} of {total} job(s) failed")]
     RunFailed { failed: usize, total: usize },
+
+    /// A month close or re-open was refused or failed.
+    #[error("close-month {month}: {message}")]
+    Close {
+        month: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The scheduler could not start or stop.
+    #[error("schedule: {message}")]
+    Schedule {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// SQL unit test files failed.
+    #[error("{failed} SQL test file(s) failed")]
+    SqlTests { failed: usize },
+
+    /// A statement `query` refuses without `--allow-write`.
+    #[error("read-only: {message} (pass --allow-write to `retention query` to run it)")]
+    ReadOnly { message: String },
 
     /// Several problems found at once (by `validate` and `run`'s planning step).
     #[error("{} problem(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
@@ -91,15 +185,28 @@ pub enum Error {
 
     /// DataFusion failed outside any job (e.g. an ad-hoc query).
     #[error("{0}")]
-    DataFusion(String),
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// Arrow failed outside any job (building or printing batches).
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// Parquet encoding failed (the generator's raw files).
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
 
     /// An export file could not be written; nothing was left under its name.
     #[error("{path}: cannot write the export: {message}")]
-    Export { path: PathBuf, message: String },
+    Export {
+        path: PathBuf,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// Delta Lake failed outside any job.
     #[error("delta: {0}")]
-    Delta(String),
+    Delta(#[from] deltalake::DeltaTableError),
 }
 
 impl Error {
@@ -109,6 +216,14 @@ impl Error {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
             _ => Err(Error::Many(errors)),
+        }
+    }
+
+    /// The problems inside `Many`, or this error alone.
+    pub fn flatten(self) -> Vec<Error> {
+        match self {
+            Error::Many(v) => v,
+            other => vec![other],
         }
     }
 
@@ -123,25 +238,36 @@ impl Error {
             line,
             column,
             message: err.message().to_string(),
+            source: Box::new(err),
         }
     }
-}
 
-impl From<datafusion::error::DataFusionError> for Error {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        Error::DataFusion(crate::storage::redact(&e.to_string()))
+    /// A storage error at `location` caused by `source`.
+    pub fn storage(location: impl ToString, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Error::Storage {
+            location: location.to_string(),
+            message: source.to_string(),
+            source: Some(source),
+        }
     }
-}
 
-impl From<datafusion::arrow::error::ArrowError> for Error {
-    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        Error::DataFusion(e.to_string())
-    }
-}
-
-impl From<deltalake::DeltaTableError> for Error {
-    fn from(e: deltalake::DeltaTableError) -> Self {
-        Error::Delta(crate::storage::redact(&e.to_string()))
+    /// Exit code: 2 for problems in the project's files or the command line, 1 for failures
+    /// while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Toml { .. }
+            | Error::Config { .. }
+            | Error::Argument { .. }
+            | Error::Sql { .. }
+            | Error::UnknownTable { .. }
+            | Error::Cycle { .. }
+            | Error::Selector { .. }
+            | Error::NotExportable { .. }
+            | Error::ReadOnly { .. } => 2,
+            Error::Many(v) if v.iter().all(|e| e.exit_code() == 2) => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -192,5 +318,21 @@ mod tests {
             two.to_string(),
             "2 problem(s):\n  - selector `x` matches no job\n  - selector `y` matches no job"
         );
+    }
+
+    #[test]
+    fn causes_are_kept() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::storage("s3://b/x", io);
+        assert_eq!(e.to_string(), "storage `s3://b/x`: denied");
+        assert_eq!(e.source().unwrap().to_string(), "denied");
+        let df = datafusion::error::DataFusionError::Plan("bad".into());
+        let e = Error::JobEngine {
+            job: "j".into(),
+            source: df,
+        };
+        assert!(e.source().is_some());
+        assert_eq!(e.to_string(), "job `j`: Error during planning: bad");
     }
 }

@@ -1,19 +1,15 @@
-//! The run ledger: the `_runs` Delta table in the curated store, one row per job run.
+//! The run ledger: the `_runs` Delta table in the curated store, one row per job run (and per
+//! month close or re-open), appended in one commit per run.
 
-use std::sync::Arc;
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::array::RecordBatch;
+use serde::Serialize;
 
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-
-use crate::curated;
-use crate::error::{Error, Result};
-use crate::storage::Stores;
-
-/// Table name of the ledger.
-pub const RUNS_TABLE: &str = "_runs";
+use crate::error::Result;
+use crate::store::Stores;
+use crate::store::delta;
+use crate::store::system::{RUNS_TABLE, runs_schema};
+use crate::values::Trigger;
 
 /// Who is running retention: `RETENTION_ACTOR` if set, else the OS user, else `unknown`.
 pub fn current_actor() -> String {
@@ -24,7 +20,8 @@ pub fn current_actor() -> String {
 }
 
 /// Outcome of one job in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Succeeded,
     Failed,
@@ -43,13 +40,16 @@ impl std::fmt::Display for Status {
 }
 
 /// One ledger row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub run_id: String,
     pub job: String,
-    /// `manual`, `schedule`, ...
-    pub trigger: String,
+    /// What started the run.
+    #[serde(serialize_with = "as_text")]
+    pub trigger: Trigger,
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub finished_at: DateTime<Utc>,
     pub status: Status,
     pub rows_read: i64,
@@ -59,78 +59,30 @@ pub struct RunRecord {
     pub input_versions: String,
     /// Version of the output table this run published.
     pub output_version: Option<i64>,
+    /// Redacted: this text leaves the process.
     pub error: Option<String>,
     /// Who started the run (`RETENTION_ACTOR`, else the OS user).
     pub actor: Option<String>,
     /// Why, for runs that need a reason (re-opening a closed month).
     pub reason: Option<String>,
+    /// The run's as-of day (`$as_of`), when it was resolved.
+    pub as_of: Option<NaiveDate>,
 }
 
-/// Ledger schema; stable, BI tools read it.
-pub fn schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("job", DataType::Utf8, false),
-        Field::new("trigger", DataType::Utf8, false),
-        Field::new("started_at", ts.clone(), false),
-        Field::new("finished_at", ts, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("rows_read", DataType::Int64, false),
-        Field::new("rows_written", DataType::Int64, false),
-        Field::new("bytes_read", DataType::Int64, false),
-        Field::new("input_versions", DataType::Utf8, false),
-        Field::new("output_version", DataType::Int64, true),
-        Field::new("error", DataType::Utf8, true),
-        Field::new("actor", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, true),
-    ]))
+fn as_text<S: serde::Serializer>(t: &Trigger, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(t.as_str())
 }
 
-/// Records as one Arrow batch.
+/// Records as one Arrow batch of the ledger's schema.
 pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
-    let strings = |f: &dyn Fn(&RunRecord) -> String| -> ArrayRef {
-        Arc::new(StringArray::from(records.iter().map(f).collect::<Vec<_>>()))
-    };
-    let ts = |f: &dyn Fn(&RunRecord) -> DateTime<Utc>| -> ArrayRef {
-        Arc::new(
-            TimestampMicrosecondArray::from(
-                records
-                    .iter()
-                    .map(|r| f(r).timestamp_micros())
-                    .collect::<Vec<_>>(),
-            )
-            .with_timezone("UTC"),
-        )
-    };
-    let ints = |f: &dyn Fn(&RunRecord) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::from(records.iter().map(f).collect::<Vec<_>>()))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        strings(&|r| r.run_id.clone()),
-        strings(&|r| r.job.clone()),
-        strings(&|r| r.trigger.clone()),
-        ts(&|r| r.started_at),
-        ts(&|r| r.finished_at),
-        strings(&|r| r.status.to_string()),
-        ints(&|r| r.rows_read),
-        ints(&|r| r.rows_written),
-        ints(&|r| r.bytes_read),
-        strings(&|r| r.input_versions.clone()),
-        Arc::new(Int64Array::from(
-            records.iter().map(|r| r.output_version).collect::<Vec<_>>(),
-        )),
-        Arc::new(StringArray::from(
-            records.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
-        )),
-        Arc::new(StringArray::from(
-            records.iter().map(|r| r.actor.clone()).collect::<Vec<_>>(),
-        )),
-        Arc::new(StringArray::from(
-            records.iter().map(|r| r.reason.clone()).collect::<Vec<_>>(),
-        )),
-    ];
-    RecordBatch::try_new(schema(), columns).map_err(|e| Error::DataFusion(e.to_string()))
+    let schema = runs_schema();
+    serde_arrow::to_record_batch(schema.fields(), &records).map_err(|e| {
+        crate::error::Error::Storage {
+            location: RUNS_TABLE.into(),
+            message: format!("cannot build ledger rows: {e}"),
+            source: Some(Box::new(e)),
+        }
+    })
 }
 
 /// Append records to `_runs` under the curated root (one Delta commit).
@@ -139,7 +91,7 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
         return Ok(());
     }
     let batch = to_batch(records)?;
-    curated::append(
+    delta::append(
         stores,
         curated_root,
         RUNS_TABLE,
@@ -154,6 +106,8 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
 
     #[test]
     fn batch_matches_schema() {
@@ -163,7 +117,7 @@ mod tests {
         let r = RunRecord {
             run_id: "r1".into(),
             job: "j".into(),
-            trigger: "manual".into(),
+            trigger: Trigger::CloseMonth,
             started_at: t,
             finished_at: t,
             status: Status::Failed,
@@ -175,11 +129,24 @@ mod tests {
             error: Some("boom".into()),
             actor: Some("ana".into()),
             reason: None,
+            as_of: NaiveDate::from_ymd_opt(2026, 10, 31),
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);
-        assert_eq!(b.schema(), schema());
-        let status = b.column(5).as_any().downcast_ref::<StringArray>().unwrap();
-        assert_eq!(status.value(0), "failed");
+        assert_eq!(b.schema(), runs_schema());
+        assert_eq!(b.column(2).as_string::<i32>().value(0), "close-month");
+        assert_eq!(b.column(5).as_string::<i32>().value(0), "failed");
+        assert_eq!(
+            b.column(3)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            t.timestamp_micros()
+        );
+        assert!(b.column(10).is_null(0));
+        let days = b.column(14).as_primitive::<Date32Type>().value(0);
+        assert_eq!(
+            Date32Type::to_naive_date_opt(days),
+            NaiveDate::from_ymd_opt(2026, 10, 31)
+        );
     }
 }

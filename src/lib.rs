@@ -1,23 +1,30 @@
-//! retention: batch pipeline from marketplace raw data to curated trust, recovery and retention tables.
+//! retention: batch pipeline from marketplace raw data to curated trust, recovery and retention
+//! tables. The modules follow the data: project files → source contracts and the engine → job
+//! graph and run plan → execute (checks, publish) → run ledger, with the tools beside them.
 
-pub mod cli;
-pub mod close;
-pub mod config;
-pub mod curated;
-pub mod dag;
-pub mod demo;
+// The foundation every layer uses.
+pub mod clock;
 pub mod error;
-pub mod export;
-pub mod finance_data;
-pub mod generate;
+pub mod redact;
+pub mod values;
+
+// The data's path.
+pub mod engine;
+pub mod execute;
 pub mod ledger;
-pub mod runner;
+pub mod plan;
+pub mod project;
+pub mod store;
+
+// The tools beside it.
+pub mod close;
+pub mod export;
+pub mod generate;
 pub mod schedule;
-pub mod session;
-pub mod sources;
-pub mod spec;
 pub mod sqltest;
-pub mod storage;
-pub mod udf;
+
+// Assembly and the command line.
+pub mod app;
+pub mod cli;
 
 pub use error::{Error, Result};

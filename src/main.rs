@@ -1,8 +1,10 @@
-//! The `retention` binary: parse arguments, set up logging, run the command, map errors to exit codes.
+//! The `retention` binary: parse arguments, set up logging (redacted), run the command, and map
+//! errors to exit codes.
 
 use clap::Parser;
 use retention::cli::{self, Cli, LogFormat};
-use retention::storage::Stores;
+use retention::redact::{redact, redacted_stderr};
+use retention::store::Stores;
 use tracing_subscriber::EnvFilter;
 
 /// Our own info logs; only warnings from libraries (the Delta kernel logs expected misses as errors).
@@ -14,7 +16,7 @@ fn main() {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(redacted_stderr);
     match cli.global.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.compact().init(),
@@ -30,7 +32,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(cli::run(cli, Stores::default())) {
-        eprintln!("error: {e}");
-        std::process::exit(cli::exit_code(&e));
+        eprintln!("error: {}", redact(&e.to_string()));
+        std::process::exit(e.exit_code());
     }
 }

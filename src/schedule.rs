@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::error::{Error, Result};
-use crate::runner::{self, Workspace};
-use crate::spec;
+use crate::execute;
+use crate::plan::workspace::Workspace;
+use crate::project::spec;
+use crate::values::Trigger;
 
 /// Jobs grouped by their schedule expression, each group in dependency order.
 pub fn groups(ws: &Workspace) -> BTreeMap<String, Vec<String>> {
@@ -38,10 +40,9 @@ pub fn firings(
 ) -> Result<Vec<(DateTime<Utc>, Vec<String>)>> {
     let mut due: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
     for (expr, jobs) in groups(ws) {
-        let cron = spec::parse_cron(&expr).map_err(|message| Error::Config {
-            path: "schedule".into(),
-            key: expr.clone(),
-            message,
+        let cron = spec::parse_cron(&expr).map_err(|message| Error::Schedule {
+            message: format!("`{expr}`: {message}"),
+            source: None,
         })?;
         for at in cron
             .iter_from(from, croner::Direction::Forward)
@@ -109,16 +110,16 @@ pub async fn serve(
     concurrency: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let fail = |e: tokio_cron_scheduler::JobSchedulerError| Error::Job {
-        job: "schedule".into(),
+    let fail = |e: tokio_cron_scheduler::JobSchedulerError| Error::Schedule {
         message: e.to_string(),
+        source: Some(Box::new(e)),
     };
     let mut scheduler = JobScheduler::new().await.map_err(fail)?;
     let groups = groups(&ws);
     if groups.is_empty() {
-        return Err(Error::Job {
-            job: "schedule".into(),
+        return Err(Error::Schedule {
             message: "no job has a `schedule`: nothing to run".into(),
+            source: None,
         });
     }
     for (expr, jobs) in groups {
@@ -150,14 +151,14 @@ pub async fn serve(
 
 /// One firing: the due jobs as one run; failures are in the run ledger and the log.
 async fn fire(ws: &Arc<Workspace>, jobs: &[String], concurrency: usize) {
-    let plan = match ws.plan(jobs, "schedule") {
+    let plan = match ws.plan(jobs, Trigger::Schedule) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "scheduled run not planned");
             return;
         }
     };
-    match runner::execute(ws.clone(), &plan, concurrency.max(1)).await {
+    match execute::execute(ws.clone(), &plan, concurrency.max(1)).await {
         Ok(report) if report.failed() == 0 => {
             tracing::info!(run_id = %plan.run_id, jobs = %jobs.join(","), "scheduled run succeeded")
         }

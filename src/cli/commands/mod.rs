@@ -1,0 +1,15 @@
+//! One module per command: its arguments, its examples, and the function that carries it out.
+
+pub mod close_month;
+pub mod demo;
+pub mod explain;
+pub mod export;
+pub mod generate;
+pub mod plan;
+pub mod query;
+pub mod run;
+pub mod runs;
+pub mod schedule;
+pub mod test;
+pub mod vacuum;
+pub mod validate;

@@ -1,0 +1,52 @@
+//! `retention run`: the selected jobs in dependency order, or their plan with `--dry-run`.
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::cli::output::print_summary;
+use crate::error::Result;
+use crate::execute::execute;
+use crate::plan::workspace::Workspace;
+use crate::values::{ParamAssignment, Selector, Trigger};
+
+pub const EXAMPLES: &str = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG.
+    pub selectors: Vec<Selector>,
+    /// Run every job.
+    #[arg(long)]
+    pub all: bool,
+    /// Jobs run at once (overrides engine.jobs).
+    #[arg(long, short = 'j', env = "RETENTION_JOBS")]
+    pub jobs: Option<usize>,
+    /// Print the plan and exit without reading or writing data.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override a job parameter for this run (backfills): NAME=VALUE, repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<ParamAssignment>,
+}
+
+pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
+    let selected = ws.graph.select(&args.selectors, args.all)?;
+    if !args.params.is_empty() {
+        ws.override_params(&selected, &args.params)?;
+    }
+    let ws = Arc::new(ws);
+    let plan = ws.plan(&selected, Trigger::Manual)?;
+    if args.dry_run {
+        print!(
+            "run {} would run {} job(s):\n{}",
+            plan.run_id,
+            plan.jobs.len(),
+            plan.render()
+        );
+        return Ok(());
+    }
+    let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
+    print_summary(&plan.run_id, &report.outcomes);
+    report.into_result().map(|_| ())
+}

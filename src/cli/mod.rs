@@ -1,0 +1,120 @@
+//! Command-line interface: the argument definitions, one module per command, and `run`, which
+//! loads the project and dispatches.
+
+pub mod args;
+pub mod commands;
+pub mod output;
+
+use clap::{Parser, Subcommand};
+
+pub use args::{GlobalArgs, LogFormat};
+pub use output::{OutputFormat, print_batches};
+
+use crate::error::{Error, Result};
+use crate::project::config::Project;
+use crate::store::Stores;
+use commands::{
+    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, schedule,
+    test, vacuum, validate,
+};
+
+/// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
+#[derive(Debug, Parser)]
+#[command(name = "retention", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run jobs in dependency order and publish their curated tables.
+    #[command(after_help = run_cmd::EXAMPLES)]
+    Run(run_cmd::RunArgs),
+    /// Check every spec, contract and SQL without reading data; reports all problems at once.
+    #[command(after_help = validate::EXAMPLES)]
+    Validate,
+    /// Show the jobs a selection would run, in order, with their inputs.
+    #[command(visible_alias = "list", after_help = plan::EXAMPLES)]
+    Plan(plan::PlanArgs),
+    /// Print DataFusion's logical and physical plan of a job.
+    #[command(after_help = explain::EXAMPLES)]
+    Explain(explain::ExplainArgs),
+    /// Show the run ledger (newest first).
+    #[command(after_help = runs::EXAMPLES)]
+    Runs(runs::RunsArgs),
+    /// Run ad-hoc SQL over sources, curated tables and `_runs` (read-only unless --allow-write).
+    #[command(after_help = query::EXAMPLES)]
+    Query(query::QueryArgs),
+    /// Write a deterministic synthetic marketplace as raw Parquet sources.
+    #[command(after_help = generate::EXAMPLES)]
+    Generate(generate::GenerateArgs),
+    /// Run the SQL unit tests: sqllogictest files that feed hand-made rows to jobs.
+    #[command(after_help = test::EXAMPLES)]
+    Test(test::TestArgs),
+    /// Generate data if the raw root is empty, run every job, and say where the tables are.
+    #[command(after_help = demo::EXAMPLES)]
+    Demo,
+    /// Export a month of the budget reconciliation for finance: a summary and a detail file
+    /// (every ledger entry of the month with its mapping), exact decimal text.
+    #[command(after_help = export::EXAMPLES)]
+    Export(export::ExportArgs),
+    /// Close a month: run the finance jobs, then freeze the month of every frozen table as an
+    /// immutable snapshot that later runs never change. Late entries for a closed month become
+    /// prior-period adjustments of the first open month. Closing twice does nothing.
+    #[command(name = "close-month", after_help = close_month::EXAMPLES)]
+    CloseMonth(close_month::CloseMonthArgs),
+    /// Run every job on its `schedule` (cron, UTC) until stopped (Ctrl-C / SIGTERM).
+    #[command(after_help = schedule::EXAMPLES)]
+    Schedule(schedule::ScheduleArgs),
+    /// Delete data files no longer referenced by versions inside the history window.
+    #[command(after_help = vacuum::EXAMPLES)]
+    Vacuum(vacuum::VacuumArgs),
+}
+
+impl Command {
+    /// `--jobs` of the commands that run jobs.
+    fn jobs(&self) -> Option<usize> {
+        match self {
+            Command::Run(a) => a.jobs,
+            Command::CloseMonth(a) => a.jobs,
+            Command::Schedule(a) => a.jobs,
+            _ => None,
+        }
+    }
+}
+
+/// Exit code for an error: 2 for problems in the project's files or the command line, 1 for
+/// failures while running.
+pub fn exit_code(e: &Error) -> i32 {
+    e.exit_code()
+}
+
+/// Run a parsed command line with the given stores (tests inject theirs).
+pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
+    let mut overrides = cli.global.overrides.clone();
+    overrides.engine.jobs = cli.command.jobs();
+    let project = Project::load(&cli.global.project_dir, &overrides)?;
+    tracing::debug!(raw = %project.raw, curated = %project.curated, "project loaded");
+    if let Command::Generate(args) = &cli.command {
+        return generate::run(&project, &stores, args).await;
+    }
+    let ws = crate::app::workspace(project, stores)?;
+    match cli.command {
+        Command::Generate(_) => unreachable!("handled above"),
+        Command::Run(args) => run_cmd::run(ws, args).await,
+        Command::Validate => validate::run(ws).await,
+        Command::Plan(args) => plan::run(&ws, args),
+        Command::Explain(args) => explain::run(&ws, args).await,
+        Command::Runs(args) => runs::run(&ws, args).await,
+        Command::Query(args) => query::run(&ws, args).await,
+        Command::Test(args) => test::run(ws, args).await,
+        Command::Demo => demo::run(ws).await,
+        Command::Export(args) => export::run(&ws, args).await,
+        Command::CloseMonth(args) => close_month::run(ws, args).await,
+        Command::Schedule(args) => schedule::run(ws, args).await,
+        Command::Vacuum(args) => vacuum::run(&ws, args).await,
+    }
+}

@@ -1,0 +1,59 @@
+//! What commands print on stdout: batches as a table, CSV or JSON, and a run's summary table.
+
+use clap::ValueEnum;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use datafusion::arrow;
+use datafusion::arrow::array::RecordBatch;
+
+use crate::error::Result;
+use crate::execute::JobOutcome;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// One row per job: status, rows written, seconds, version and error.
+pub fn print_summary(run_id: &str, outcomes: &[JobOutcome]) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["job", "status", "rows", "seconds", "version", "error"]);
+    for o in outcomes {
+        t.add_row(vec![
+            o.job.clone(),
+            o.status.to_string(),
+            o.rows_written.to_string(),
+            format!("{:.2}", o.seconds),
+            o.output_version.map(|v| v.to_string()).unwrap_or_default(),
+            o.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("run {run_id}\n{t}");
+}
+
+/// Print batches as a table, CSV or JSON (one array of objects) on stdout.
+pub fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
+    match format {
+        OutputFormat::Table => {
+            println!("{}", arrow::util::pretty::pretty_format_batches(batches)?);
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(std::io::stdout());
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(std::io::stdout());
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            println!();
+        }
+    }
+    Ok(())
+}

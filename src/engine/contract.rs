@@ -1,0 +1,363 @@
+//! Source contracts checked against the files: every Parquet footer's schema and null counts, every
+//! CSV value, naming the first file (and line) that breaks the contract; then the listing table
+//! that reads them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::SessionState;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+use crate::project::sources::{Column, Source, SourceFormat, type_matches};
+
+fn contract_error(table: &str, message: String) -> Error {
+    Error::Contract {
+        table: table.to_string(),
+        message,
+        source: None,
+    }
+}
+
+/// A contract error caused by `source`, with `what` saying what failed.
+fn contract_cause(table: &str, what: String, source: impl Into<crate::error::BoxError>) -> Error {
+    let source = source.into();
+    Error::Contract {
+        table: table.to_string(),
+        message: format!("{what}: {source}"),
+        source: Some(source),
+    }
+}
+
+fn listing_options(source: &Source) -> ListingOptions {
+    let (format, ext): (Arc<dyn FileFormat>, &str) = match source.format {
+        SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+        SourceFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
+    };
+    ListingOptions::new(format)
+        .with_file_extension(ext)
+        .with_table_partition_cols(
+            source
+                .partition_columns
+                .iter()
+                .map(|p| (p.clone(), DataType::Utf8))
+                .collect(),
+        )
+}
+
+/// Check the files against the contract (every file, naming the first one that breaks it) and
+/// return a provider that reads them.
+pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
+    let table_url = ListingTableUrl::parse(source.location.as_str())
+        .map_err(|e| contract_cause(&source.name, "bad location".into(), e))?;
+    let options = listing_options(source);
+    let store = state
+        .runtime_env()
+        .object_store(&table_url)
+        .map_err(|e| contract_cause(&source.name, "no object store".into(), e))?;
+    let files: Vec<_> = table_url
+        .list_all_files(state, store.as_ref(), &options.file_extension)
+        .await
+        .map_err(|e| contract_cause(&source.name, format!("cannot list {}", source.location), e))?
+        .try_collect()
+        .await
+        .map_err(|e| contract_cause(&source.name, format!("cannot list {}", source.location), e))?;
+    if files.is_empty() {
+        return Err(contract_error(
+            &source.name,
+            format!(
+                "source files missing: no {} files under {}",
+                options.file_extension, source.location
+            ),
+        ));
+    }
+    let file_schema = match source.format {
+        SourceFormat::Csv => {
+            for f in &files {
+                check_csv_file(source, store.as_ref(), f).await?;
+            }
+            let data: Vec<Field> = source
+                .columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+                .collect();
+            Arc::new(Schema::new(data))
+        }
+        SourceFormat::Parquet => parquet_schema(source, state, &options, store, &files).await?,
+    };
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(file_schema);
+    let table = ListingTable::try_new(config)
+        .map_err(|e| contract_cause(&source.name, "cannot read".into(), e))?;
+    Ok(Arc::new(table))
+}
+
+/// Every Parquet file's footer checked against the contract (schema, and null counts of NOT NULL
+/// columns), in file order; the merged schema of all files.
+async fn parquet_schema(
+    source: &Source,
+    state: &SessionState,
+    options: &ListingOptions,
+    store: Arc<dyn object_store::ObjectStore>,
+    files: &[object_store::ObjectMeta],
+) -> Result<Arc<Schema>> {
+    let format = options.format.clone();
+    let mut footers = futures::stream::iter(files.iter().cloned())
+        .map(|meta| {
+            let format = format.clone();
+            let store = store.clone();
+            async move {
+                let schema = format
+                    .infer_schema(state, &store, std::slice::from_ref(&meta))
+                    .await;
+                // Null counts from the footer's statistics, for NOT NULL columns.
+                let stats = match &schema {
+                    Ok(s) => format
+                        .infer_stats(state, &store, s.clone(), &meta)
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                (meta, schema.map(|s| (s, stats)))
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    footers.sort_by(|a, b| a.0.location.cmp(&b.0.location));
+    let mut schemas = Vec::new();
+    for (meta, footer) in footers {
+        let location = meta.location.to_string();
+        let (schema, stats) = footer.map_err(|e| {
+            contract_cause(
+                &source.name,
+                format!(
+                    "file {location} ({} bytes) is not readable Parquet",
+                    meta.size
+                ),
+                e,
+            )
+        })?;
+        check_schema(source, &schema, &location)?;
+        if let Some(stats) = stats {
+            check_not_null(source, &schema, &stats, &location)?;
+        }
+        schemas.push(schema);
+    }
+    let merged = Schema::try_merge(schemas.iter().map(|s| s.as_ref().clone()))
+        .map_err(|e| contract_cause(&source.name, "files disagree on schema".into(), e))?;
+    Ok(Arc::new(merged))
+}
+
+/// Columns declared `nullable = false` must hold no nulls (per the file's statistics).
+pub fn check_not_null(
+    source: &Source,
+    schema: &Schema,
+    stats: &datafusion::common::Statistics,
+    file: &str,
+) -> Result<()> {
+    for c in source.columns.iter().filter(|c| !c.nullable) {
+        let Ok(index) = schema.index_of(&c.name) else {
+            continue;
+        };
+        let nulls = stats
+            .column_statistics
+            .get(index)
+            .and_then(|s| s.null_count.get_value().copied());
+        if let Some(n) = nulls.filter(|n| *n > 0) {
+            return Err(contract_error(
+                &source.name,
+                format!(
+                    "column `{}`: declared not null but {n} value(s) are null in file {file}",
+                    c.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compare one file's schema with the contract.
+pub fn check_schema(source: &Source, found: &Schema, file: &str) -> Result<()> {
+    for c in &source.columns {
+        match found.field_with_name(&c.name) {
+            Err(_) => {
+                return Err(contract_error(
+                    &source.name,
+                    format!(
+                        "column `{}`: expected {} but the column is missing in file {file}",
+                        c.name, c.declared
+                    ),
+                ));
+            }
+            Ok(f) if !type_matches(&c.data_type, f.data_type()) => {
+                return Err(contract_error(
+                    &source.name,
+                    format!(
+                        "column `{}`: expected {} ({}) but found {} in file {file}",
+                        c.name,
+                        c.declared,
+                        c.data_type,
+                        f.data_type()
+                    ),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    let extra: Vec<&str> = found
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !source.columns.iter().any(|c| c.name == *n))
+        .collect();
+    if !extra.is_empty() {
+        tracing::info!(source = %source.name, file, extra = ?extra, "source file has columns beyond its contract");
+    }
+    Ok(())
+}
+
+/// Check a CSV file against the contract: the header names the columns in order, and every value
+/// parses as its column's type (the first bad value is named with its line).
+async fn check_csv_file(
+    source: &Source,
+    store: &dyn object_store::ObjectStore,
+    meta: &object_store::ObjectMeta,
+) -> Result<()> {
+    let cannot_read = |e: object_store::Error| {
+        contract_cause(&source.name, format!("cannot read {}", meta.location), e)
+    };
+    let bytes = store
+        .get(&meta.location)
+        .await
+        .map_err(cannot_read)?
+        .bytes()
+        .await
+        .map_err(cannot_read)?;
+    check_csv_text(
+        &source.name,
+        &source.columns,
+        &bytes,
+        meta.location.as_ref(),
+    )
+}
+
+/// The CSV contract check on a file's bytes; `file` names it in messages.
+pub fn check_csv_text(table: &str, columns: &[Column], bytes: &[u8], file: &str) -> Result<()> {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::compute::{CastOptions, cast_with_options};
+    let err = |message: String| contract_error(table, message);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| err(format!("file {file} (line 1): not readable CSV: {e}")))?
+        .clone();
+    for (i, c) in columns.iter().enumerate() {
+        match header.get(i).map(str::trim) {
+            Some(n) if n == c.name => {}
+            Some(n) => {
+                return Err(err(format!(
+                    "column `{}`: expected it as CSV column {} but the header has `{n}` in file {file} (line 1)",
+                    c.name,
+                    i + 1
+                )));
+            }
+            None => {
+                return Err(err(format!(
+                    "column `{}`: expected {} but the column is missing in file {file} (line 1)",
+                    c.name, c.declared
+                )));
+            }
+        }
+    }
+    let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len()];
+    let mut lines: Vec<u64> = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            err(format!("file {file} (line {line}): not readable CSV: {e}"))
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        lines.push(line);
+        for (i, c) in columns.iter().enumerate() {
+            let v = record.get(i).unwrap_or("");
+            if v.is_empty() {
+                if !c.nullable {
+                    return Err(err(format!(
+                        "column `{}`: expected {} but found an empty value in file {file} (line {line})",
+                        c.name, c.declared
+                    )));
+                }
+                values[i].push(None);
+            } else {
+                values[i].push(Some(v.to_string()));
+            }
+        }
+    }
+    let safe = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    for (i, c) in columns.iter().enumerate() {
+        if matches!(c.data_type, DataType::Utf8) {
+            continue;
+        }
+        let text = StringArray::from(values[i].clone());
+        let parsed =
+            cast_with_options(&text, &c.data_type, &safe).map_err(|e| err(e.to_string()))?;
+        if let Some(row) = (0..text.len()).find(|&r| text.is_valid(r) && parsed.is_null(r)) {
+            return Err(err(format!(
+                "column `{}`: expected {} but found `{}` in file {file} (line {})",
+                c.name,
+                c.declared,
+                text.value(row),
+                lines[row]
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use url::Url;
+
+    fn root() -> Url {
+        Url::parse("memory:///raw/").unwrap()
+    }
+
+    fn parse(path: &Path, text: &str, root: &Url) -> Result<Vec<Source>> {
+        crate::project::sources::parse(path, text, root)
+    }
+
+    #[test]
+    fn check_schema_names_file_and_column() {
+        let s = parse(
+            Path::new("s.toml"),
+            "[[source]]\nname = \"t\"\ncolumns = [{ name = \"amount\", type = \"decimal(18,2)\" }]\n",
+            &root(),
+        )
+        .unwrap();
+        let found = Schema::new(vec![Field::new("amount", DataType::Float64, true)]);
+        let e = check_schema(&s[0], &found, "raw/t/part-0.parquet")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "source `t`: column `amount`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file raw/t/part-0.parquet"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! A job's SQL planned in a session: parameters bound, the output schema checked, the hooks'
+//! rewrite applied, and planning errors turned into file:line:column.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::engine::session::Engine;
+use crate::error::{Error, Result};
+use crate::project::spec::JobSpec;
+
+impl Engine {
+    /// Plan a job's SQL in `ctx` with its parameters bound, then let the hooks rewrite its output
+    /// (a frozen table shows its closed months exactly as they were frozen); errors carry
+    /// file:line:column.
+    pub async fn plan_job(&self, ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame> {
+        let sql_err = |e: DataFusionError| sql_error(spec, e);
+        self.prepare(ctx).await?;
+        let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
+        let df = df
+            .with_param_values(ParamValues::from(spec.params.clone()))
+            .map_err(sql_err)?;
+        check_output_schema(spec, df.schema().inner())?;
+        let mut df = df;
+        for hook in &self.hooks {
+            df = hook.job_output(ctx, spec, df).await?;
+        }
+        Ok(df)
+    }
+}
+
+/// A DataFusion error while planning `spec`'s SQL, with file:line:column when known.
+pub fn sql_error(spec: &JobSpec, e: DataFusionError) -> Error {
+    let (line, column) = error_position(&e).unwrap_or((0, 0));
+    Error::Sql {
+        job: spec.name.clone(),
+        path: spec.sql_path.clone(),
+        line,
+        column,
+        message: strip_context(&e),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Output columns must be unique (case-insensitively, as Delta requires) and include `partition_by`.
+pub fn check_output_schema(spec: &JobSpec, schema: &SchemaRef) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for f in schema.fields() {
+        let lower = f.name().to_ascii_lowercase();
+        if seen.contains(&lower) {
+            problems.push(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{}: output has duplicate column name `{}`; alias one of them",
+                    spec.sql_path.display(),
+                    f.name()
+                ),
+            });
+        }
+        seen.push(lower);
+    }
+    for p in &spec.partition_by {
+        if schema.field_with_name(p).is_err() {
+            problems.push(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{}: output.partition_by names `{p}`, which the SQL's output does not have (columns: {})",
+                    spec.spec_path.display(),
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Error::from_many(problems)
+}
+
+/// Line and column of a SQL error, from DataFusion's diagnostic or the parser's message.
+pub fn error_position(e: &DataFusionError) -> Option<(usize, usize)> {
+    if let Some(span) = e.diagnostic().and_then(|d| d.span)
+        && span.start.line > 0
+    {
+        return Some((span.start.line as usize, span.start.column as usize));
+    }
+    parser_position(&e.to_string())
+}
+
+/// Extract `line` and `column` from a sqlparser message (`... at Line: 3, Column: 7`).
+pub fn parser_position(message: &str) -> Option<(usize, usize)> {
+    let i = message.rfind("Line: ")?;
+    let rest = &message[i + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let col: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+/// The innermost message, without DataFusion's context wrappers.
+pub fn strip_context(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::Diagnostic(_, inner) => strip_context(inner),
+        DataFusionError::Context(_, inner) => strip_context(inner),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,237 @@
+//! One job of a run: its inputs opened (sources contract-checked, curated tables at their latest
+//! version, close tables empty until first written), its SQL planned, checks run on the whole
+//! result when it has any, and the result published in one Delta commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+
+use crate::engine::checks::run_checks;
+use crate::error::{Error, Result};
+use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
+use crate::plan::graph::Input;
+use crate::plan::run_plan::PlannedJob;
+use crate::plan::workspace::{SourceProviders, Workspace};
+use crate::project::spec::{JobSpec, WriteMode};
+use crate::store::delta;
+use crate::store::system::{
+    CLOSE_LOG, CLOSED_MONTHS, empty_until_written, fixed_schema, is_snapshot_table,
+};
+
+/// What a job that succeeded did.
+pub struct JobDone {
+    pub rows_read: i64,
+    pub rows_written: i64,
+    pub bytes_read: i64,
+    pub version: i64,
+    /// JSON object: input table -> Delta version (curated) or `"source"`.
+    pub input_versions: String,
+}
+
+/// A job's inputs registered by table name, and the version each was read at.
+struct OpenedInputs {
+    tables: Vec<(String, Arc<dyn TableProvider>)>,
+    versions: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Run one job: register its inputs, plan its SQL, publish the result in one Delta commit.
+pub async fn run_job(
+    ws: &Workspace,
+    job: &PlannedJob,
+    sources: &SourceProviders,
+    run_id: &str,
+) -> Result<JobDone> {
+    let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
+    let engine_err = |source| Error::JobEngine {
+        job: job.name.clone(),
+        source,
+    };
+    let inputs = open_inputs(ws, job, sources).await?;
+    let ctx = ws.engine.session(&inputs.tables)?;
+    let df = ws.engine.plan_job(&ctx, spec).await?;
+    let partitions = if spec.mode == WriteMode::OverwritePartitions {
+        distinct_partitions(df.clone(), &spec.partition_by)
+            .await
+            .map_err(engine_err)?
+    } else {
+        vec![]
+    };
+    let physical = df.create_physical_plan().await.map_err(engine_err)?;
+    let logical = checked_result(&ctx, spec, job, physical.clone()).await?;
+    let published = delta::publish(
+        &ws.engine.stores,
+        Arc::new(ctx.state()),
+        logical,
+        delta::Publish {
+            table: &job.table,
+            url: &job.url,
+            mode: spec.mode,
+            partition_by: &spec.partition_by,
+            partitions,
+            description: &spec.description,
+            configuration: table_properties(ws),
+            commit_metadata: commit_metadata(run_id, &job.name),
+        },
+    )
+    .await?;
+    let (rows_read, bytes_read) = leaf_metrics(&physical);
+    Ok(JobDone {
+        rows_read,
+        rows_written: published.rows_written,
+        bytes_read,
+        version: published.version,
+        input_versions: serde_json::Value::Object(inputs.versions).to_string(),
+    })
+}
+
+/// The plan Delta's writer reads: the result streamed straight through, or, when the job has
+/// checks, the whole result collected and checked first (nothing is published if one fails).
+async fn checked_result(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    job: &PlannedJob,
+    physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<LogicalPlan> {
+    let engine_err = |source| Error::JobEngine {
+        job: job.name.clone(),
+        source,
+    };
+    let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
+        Arc::new(PreparedPlan { plan: physical })
+    } else {
+        let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+            .await
+            .map_err(engine_err)?;
+        let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
+            physical.schema(),
+            vec![batches],
+        )?);
+        ctx.register_table(spec.table.as_str(), result.clone())?;
+        run_checks(ctx, spec).await?;
+        result
+    };
+    LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
+        .and_then(|b| b.build())
+        .map_err(engine_err)
+}
+
+/// Open every input of `job`. The close log first: a close that commits while this job opens its
+/// inputs is then either unseen (its frozen rows are ignored) or seen with everything it froze.
+async fn open_inputs(
+    ws: &Workspace,
+    job: &PlannedJob,
+    sources: &SourceProviders,
+) -> Result<OpenedInputs> {
+    let job_err = |message: String| Error::Job {
+        job: job.name.clone(),
+        message,
+    };
+    let mut opened = OpenedInputs {
+        tables: Vec::new(),
+        versions: serde_json::Map::new(),
+    };
+    let mut inputs: Vec<&Input> = job.inputs.iter().collect();
+    inputs.sort_by_key(|i| *i != &Input::System(CLOSE_LOG.to_string()));
+    for input in inputs {
+        match input {
+            // A view over `_month_close`, registered when the job is planned.
+            Input::System(t) if t == CLOSED_MONTHS => {}
+            Input::Source(name) => match sources.get(name) {
+                Some(Ok(p)) => {
+                    opened.tables.push((name.clone(), p.clone()));
+                    opened.versions.insert(name.clone(), "source".into());
+                }
+                Some(Err(e)) => {
+                    return Err(Error::JobInput {
+                        job: job.name.clone(),
+                        source: e.clone(),
+                    });
+                }
+                None => return Err(job_err(format!("source `{name}` was not registered"))),
+            },
+            Input::Job { table, .. } | Input::System(table) => {
+                let Some(t) = delta::open(&ws.engine.stores, &ws.table_url(table)?).await? else {
+                    match missing_input(input, &job.name) {
+                        Missing::Empty(schema) => {
+                            opened
+                                .tables
+                                .push((table.clone(), Arc::new(EmptyTable::new(schema))));
+                            opened.versions.insert(table.clone(), (-1).into());
+                        }
+                        Missing::Unread => {}
+                        Missing::Fail(message) => return Err(job_err(message)),
+                    }
+                    continue;
+                };
+                let version = t.version().map(|v| v as i64).unwrap_or(-1);
+                opened.versions.insert(table.clone(), version.into());
+                opened
+                    .tables
+                    .push((table.clone(), delta::provider(&t).await?));
+            }
+        }
+    }
+    Ok(opened)
+}
+
+/// What to do about an input table that was never published.
+enum Missing {
+    /// A close table that starts empty.
+    Empty(datafusion::arrow::datatypes::SchemaRef),
+    /// A snapshot table: only read once a month is closed, and then it exists.
+    Unread,
+    Fail(String),
+}
+
+fn missing_input(input: &Input, job: &str) -> Missing {
+    match input {
+        Input::System(name) if empty_until_written(name) => {
+            Missing::Empty(fixed_schema(name).expect("fixed schema"))
+        }
+        Input::System(name) if is_snapshot_table(name) => Missing::Unread,
+        Input::Job {
+            job: upstream,
+            table,
+        } => Missing::Fail(format!(
+            "input table `{table}` has not been published yet; run `retention run +{job}` to build it with its upstream (or `retention run {upstream}`)"
+        )),
+        other => Missing::Fail(format!(
+            "input table `{}` does not exist yet",
+            other.table()
+        )),
+    }
+}
+
+/// Table properties set when a curated table is created: how long its history is kept.
+fn table_properties(ws: &Workspace) -> HashMap<String, Option<String>> {
+    let project = &ws.engine.project;
+    HashMap::from([
+        (
+            "delta.logRetentionDuration".to_string(),
+            Some(format!("interval {} days", project.log_retention_days)),
+        ),
+        (
+            "delta.deletedFileRetentionDuration".to_string(),
+            Some(format!(
+                "interval {} hours",
+                project.deleted_file_retention_hours
+            )),
+        ),
+    ])
+}
+
+/// Stored with each commit: which run and job wrote it.
+fn commit_metadata(run_id: &str, job: &str) -> HashMap<String, serde_json::Value> {
+    HashMap::from([
+        (
+            "retention.run_id".to_string(),
+            serde_json::Value::from(run_id),
+        ),
+        ("retention.job".to_string(), serde_json::Value::from(job)),
+    ])
+}

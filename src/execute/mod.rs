@@ -1,0 +1,290 @@
+//! Executing a run plan: jobs in dependency order with bounded concurrency, a failed job skipping
+//! its downstream, each result published to its curated table, and every job recorded in the run
+//! ledger in one commit at the end.
+
+pub mod job;
+pub mod publish;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::execute::job::{JobDone, run_job};
+use crate::ledger::{self, RunRecord, Status};
+use crate::plan::graph::Input;
+use crate::plan::run_plan::{PlannedJob, RunPlan};
+use crate::plan::workspace::{SourceProviders, Workspace};
+use crate::store::system::RUNS_TABLE;
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// One outcome per planned job, in plan order.
+    pub outcomes: Vec<JobOutcome>,
+    /// Set when the run ledger could not be written (the jobs' outcomes stand).
+    pub ledger_error: Option<String>,
+}
+
+impl RunReport {
+    /// Jobs that did not succeed.
+    pub fn failed(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.status != Status::Succeeded)
+            .count()
+    }
+
+    /// `Ok` when every job succeeded and the ledger was written.
+    pub fn into_result(self) -> Result<RunReport> {
+        let failed = self.failed();
+        if failed > 0 {
+            return Err(Error::RunFailed {
+                failed,
+                total: self.outcomes.len(),
+            });
+        }
+        if let Some(e) = &self.ledger_error {
+            return Err(Error::Publish {
+                table: RUNS_TABLE.into(),
+                location: String::new(),
+                message: e.clone(),
+                source: None,
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// Result of one job in a run.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub job: String,
+    pub status: Status,
+    pub rows_read: i64,
+    pub rows_written: i64,
+    pub bytes_read: i64,
+    pub seconds: f64,
+    pub output_version: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Execute a plan: jobs in dependency order, at most `concurrency` at once; a failed job skips
+/// its downstream. Every job gets a ledger row. Returns the outcomes in plan order.
+pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> Result<RunReport> {
+    let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
+    async move {
+        let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
+        let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
+        let mut records: Vec<RunRecord> = Vec::new();
+        let mut pending: Vec<&PlannedJob> = plan.jobs.iter().collect();
+        let mut running: JoinSet<(JobOutcome, RunRecord)> = JoinSet::new();
+        loop {
+            // Skip jobs whose upstream failed; start jobs whose upstream succeeded.
+            let mut i = 0;
+            while i < pending.len() {
+                let job = pending[i];
+                let ups: Vec<Option<Status>> = job
+                    .upstream_in_run
+                    .iter()
+                    .map(|u| outcomes.get(u).map(|o| o.status))
+                    .collect();
+                if ups
+                    .iter()
+                    .any(|s| matches!(s, Some(Status::Failed | Status::Skipped)))
+                {
+                    let outcome = skipped(job, &outcomes);
+                    let now = ws.engine.clock.now();
+                    records.push(record(plan, &outcome, now, now, "{}".into()));
+                    outcomes.insert(job.name.clone(), outcome);
+                    pending.remove(i);
+                    continue;
+                }
+                if running.len() < concurrency && ups.iter().all(|s| *s == Some(Status::Succeeded))
+                {
+                    let job = pending.remove(i).clone();
+                    spawn_job(&mut running, ws.clone(), sources.clone(), plan, job);
+                    continue;
+                }
+                i += 1;
+            }
+            match running.join_next().await {
+                Some(Ok((outcome, rec))) => {
+                    records.push(rec);
+                    outcomes.insert(outcome.job.clone(), outcome);
+                }
+                Some(Err(join)) => {
+                    return Err(Error::Job {
+                        job: "?".into(),
+                        message: format!("job task panicked: {join}"),
+                    });
+                }
+                None => break,
+            }
+        }
+        let ledger_error =
+            match ledger::append(&ws.engine.stores, &ws.engine.project.curated, &records).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "run ledger not written");
+                    Some(crate::redact::error_text(&e))
+                }
+            };
+        Ok(RunReport {
+            outcomes: plan
+                .jobs
+                .iter()
+                .filter_map(|j| outcomes.remove(&j.name))
+                .collect(),
+            ledger_error,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+/// The sources the plan's jobs read, each once.
+fn needed_sources(plan: &RunPlan) -> Vec<String> {
+    let mut v: Vec<String> = plan
+        .jobs
+        .iter()
+        .flat_map(|j| j.inputs.iter())
+        .filter_map(|i| match i {
+            Input::Source(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The outcome of a job not run because an upstream job did not succeed.
+fn skipped(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> JobOutcome {
+    let failed_up: Vec<&str> = job
+        .upstream_in_run
+        .iter()
+        .filter(|u| {
+            outcomes
+                .get(*u)
+                .is_some_and(|o| o.status != Status::Succeeded)
+        })
+        .map(String::as_str)
+        .collect();
+    let msg = format!("skipped: upstream {} did not succeed", failed_up.join(", "));
+    tracing::warn!(job = %job.name, "{msg}");
+    JobOutcome {
+        job: job.name.clone(),
+        status: Status::Skipped,
+        rows_read: 0,
+        rows_written: 0,
+        bytes_read: 0,
+        seconds: 0.0,
+        output_version: None,
+        error: Some(msg),
+    }
+}
+
+/// Start `job` on the run's task set; its outcome and ledger row come back when it ends.
+fn spawn_job(
+    running: &mut JoinSet<(JobOutcome, RunRecord)>,
+    ws: Arc<Workspace>,
+    sources: Arc<SourceProviders>,
+    plan: &RunPlan,
+    job: PlannedJob,
+) {
+    let span = tracing::info_span!("job", job = %job.name, run_id = %plan.run_id);
+    let plan = RunPlan {
+        jobs: vec![],
+        ..plan.clone()
+    };
+    running.spawn(
+        async move {
+            let started = ws.engine.clock.now();
+            let clock = Instant::now();
+            tracing::info!("job started");
+            let result = run_job(&ws, &job, &sources, &plan.run_id).await;
+            let seconds = clock.elapsed().as_secs_f64();
+            let finished = ws.engine.clock.now();
+            let (outcome, inputs) = outcome_of(&job, result, seconds);
+            let rec = record(&plan, &outcome, started, finished, inputs);
+            (outcome, rec)
+        }
+        .instrument(span),
+    );
+}
+
+/// A finished job's outcome (errors redacted: they leave the process) and its input versions.
+fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOutcome, String) {
+    match result {
+        Ok(done) => {
+            tracing::info!(
+                rows = done.rows_written,
+                version = done.version,
+                seconds,
+                "job published"
+            );
+            (
+                JobOutcome {
+                    job: job.name.clone(),
+                    status: Status::Succeeded,
+                    rows_read: done.rows_read,
+                    rows_written: done.rows_written,
+                    bytes_read: done.bytes_read,
+                    seconds,
+                    output_version: Some(done.version),
+                    error: None,
+                },
+                done.input_versions,
+            )
+        }
+        Err(e) => {
+            let msg = crate::redact::error_text(&e);
+            tracing::error!(error = %msg, "job failed");
+            (
+                JobOutcome {
+                    job: job.name.clone(),
+                    status: Status::Failed,
+                    rows_read: 0,
+                    rows_written: 0,
+                    bytes_read: 0,
+                    seconds,
+                    output_version: None,
+                    error: Some(msg),
+                },
+                "{}".to_string(),
+            )
+        }
+    }
+}
+
+/// The ledger row of one job's outcome in `plan`'s run.
+fn record(
+    plan: &RunPlan,
+    o: &JobOutcome,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    inputs: String,
+) -> RunRecord {
+    RunRecord {
+        run_id: plan.run_id.clone(),
+        job: o.job.clone(),
+        trigger: plan.trigger,
+        started_at: start,
+        finished_at: end,
+        status: o.status,
+        rows_read: o.rows_read,
+        rows_written: o.rows_written,
+        bytes_read: o.bytes_read,
+        input_versions: inputs,
+        output_version: o.output_version,
+        error: o.error.clone(),
+        actor: Some(ledger::current_actor()),
+        reason: None,
+        as_of: None,
+    }
+}

@@ -1,0 +1,164 @@
+//! Publishing a job's planned result: its distinct partitions, the physical plan shown to Delta's
+//! writer as a sealed leaf (so its scan metrics survive the write), and the rows and bytes the
+//! scans read.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
+};
+
+/// Distinct values of the partition columns in the job's result.
+pub async fn distinct_partitions(
+    df: datafusion::prelude::DataFrame,
+    columns: &[String],
+) -> datafusion::error::Result<Vec<Vec<ScalarValue>>> {
+    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let batches = df.select_columns(&cols)?.distinct()?.collect().await?;
+    let mut out = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let mut values = Vec::new();
+            for c in 0..b.num_columns() {
+                values.push(ScalarValue::try_from_array(b.column(c), row)?);
+            }
+            out.push(values);
+        }
+    }
+    out.sort_by_key(|a| format!("{a:?}"));
+    Ok(out)
+}
+
+/// Rows and bytes the leaf scans of an executed plan read.
+pub fn leaf_metrics(plan: &Arc<dyn ExecutionPlan>) -> (i64, i64) {
+    let children = plan.children();
+    if children.is_empty() {
+        let m = plan.metrics();
+        let rows = m.as_ref().and_then(|m| m.output_rows()).unwrap_or(0) as i64;
+        let bytes = m
+            .as_ref()
+            .and_then(|m| m.sum_by_name("bytes_scanned"))
+            .map(|v| v.as_usize() as i64)
+            .unwrap_or(0);
+        return (rows, bytes);
+    }
+    children.iter().fold((0, 0), |(r, b), c| {
+        let (cr, cb) = leaf_metrics(c);
+        (r + cr, b + cb)
+    })
+}
+
+/// A table whose scan is an already-planned physical plan: lets Delta's writer stream the job's
+/// result while we keep the plan to read its metrics afterwards.
+#[derive(Debug)]
+pub struct PreparedPlan {
+    pub plan: Arc<dyn ExecutionPlan>,
+}
+
+#[async_trait]
+impl TableProvider for PreparedPlan {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.plan.schema();
+        match projection {
+            Some(p) if *p != (0..schema.fields().len()).collect::<Vec<_>>() => {
+                let exprs: Vec<ProjectionExpr> = p
+                    .iter()
+                    .map(|&i| ProjectionExpr {
+                        expr: Arc::new(ColumnExpr::new(schema.field(i).name(), i)),
+                        alias: schema.field(i).name().clone(),
+                    })
+                    .collect();
+                Ok(Arc::new(ProjectionExec::try_new(
+                    exprs,
+                    Arc::new(SealedPlan {
+                        inner: self.plan.clone(),
+                    }),
+                )?))
+            }
+            _ => Ok(Arc::new(SealedPlan {
+                inner: self.plan.clone(),
+            })),
+        }
+    }
+}
+
+/// Shows an already-optimized plan to an outer plan as a leaf, so the outer plan's optimizer
+/// cannot rebuild (and so detach the metrics of) the nodes inside it.
+#[derive(Debug)]
+struct SealedPlan {
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for SealedPlan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "SealedPlan: {}", self.inner.name())
+    }
+}
+
+impl ExecutionPlan for SealedPlan {
+    fn name(&self) -> &'static str {
+        "SealedPlan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+}

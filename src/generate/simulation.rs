@@ -1,0 +1,858 @@
+//! The simulation: customers sign up, order, and order again with the planted chances. Each
+//! order brings its sessions, shipment, returns, refunds, tickets, reviews, program touches and
+//! vouchers, queued as rows for the day they happen; the truth is tallied as it goes. Every random
+//! draw comes from one seeded ChaCha8 stream, in a fixed order.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::GenerateOptions;
+use super::finance::{MonthlySpend, month_key};
+use super::model::{
+    CANCEL_RATE, CARRIERS, CATEGORIES, CHANNELS, ISSUE_RATES, Issue, MAX_DAY_WEIGHT,
+    MICROS_PER_DAY, MICROS_PER_HOUR, NEVER_ORDER, OBSERVED_DAYS, ProgramTruth, REGIONS,
+    SETTLED_DAYS, TRAFFIC, Truth, VOUCHER_RATE, VOUCHER_RESTORE, cents_text, date_of_day, day_of,
+    day_weight, months_between, program_days, programs,
+};
+use super::raw::{Day, Rows, V};
+
+fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[(T, f64)]) -> T {
+    let mut u: f64 = rng.random();
+    for (item, w) in items {
+        if u < *w {
+            return *item;
+        }
+        u -= w;
+    }
+    items[items.len() - 1].0
+}
+
+fn uniform_micros(rng: &mut ChaCha8Rng, lo_hours: f64, hi_hours: f64) -> i64 {
+    (rng.random_range(lo_hours..hi_hours) * MICROS_PER_HOUR as f64) as i64
+}
+
+/// Sign-ups per day: grow linearly (x1 to x2 over the period), weighted by season and weekday;
+/// the last day takes what rounding left over.
+pub(super) fn signups_per_day(customers: u64, start_day: i64, days: i64) -> Vec<u64> {
+    let weights: Vec<f64> = (0..days)
+        .map(|d| (1.0 + d as f64 / days.max(1) as f64) * day_weight(start_day + d))
+        .collect();
+    let total_w: f64 = weights.iter().sum();
+    let mut signups_per_day = Vec::with_capacity(days as usize);
+    let mut carried = 0.0;
+    let mut assigned = 0u64;
+    for (i, w) in weights.iter().enumerate() {
+        carried += customers as f64 * w / total_w;
+        let mut n = carried.floor() as u64;
+        if i as i64 == days - 1 {
+            n = customers - assigned;
+        }
+        carried -= n as f64;
+        assigned += n;
+        signups_per_day.push(n);
+    }
+    signups_per_day
+}
+
+/// A customer's small state between orders.
+#[derive(Debug, Clone)]
+struct Customer {
+    id: i64,
+    channel: usize,
+    region: usize,
+    first_order_day: Option<i64>,
+    /// Months (since first order) with an order, as a bit set (k < 128).
+    active_months: u128,
+    /// Voucher the next order redeems: (voucher id, face cents).
+    redeem: Option<(i64, i128)>,
+}
+
+impl Customer {
+    /// Count a completed order on `order_day` for the cohort and activity, as the marts do.
+    fn mark_active(&mut self, order_day: i64) {
+        let first_day = *self.first_order_day.get_or_insert(order_day);
+        let k = months_between(first_day, order_day);
+        if (0..128).contains(&k) {
+            self.active_months |= 1u128 << k;
+        }
+    }
+}
+
+/// A voucher to issue once the customer's next order time is known.
+struct PlannedVoucher {
+    program: usize,
+    at: i64,
+    face: i128,
+    reason: &'static str,
+}
+
+/// How a shipment went.
+struct Shipment {
+    /// `LostParcel`, `LateDelivery` or `None`.
+    issue: Issue,
+    promised: i64,
+    delivered: Option<i64>,
+}
+
+/// A program touch: (program id, holdout, time).
+type Touch = (i64, bool, i64);
+
+/// Per channel, customers active k months after their first completed order and customers
+/// whose cohort reached month k by the end (k = 0..=12), tallied as customers finish.
+struct RetentionTally {
+    last_day: i64,
+    active: BTreeMap<String, Vec<u64>>,
+    eligible: BTreeMap<String, Vec<u64>>,
+}
+
+impl RetentionTally {
+    fn new(end_day: i64) -> Self {
+        let zero = || {
+            CHANNELS
+                .iter()
+                .map(|c| (c.0.to_string(), vec![0u64; 13]))
+                .collect::<BTreeMap<_, _>>()
+        };
+        RetentionTally {
+            last_day: end_day - 1,
+            active: zero(),
+            eligible: zero(),
+        }
+    }
+
+    fn add(&mut self, c: &Customer) {
+        let Some(first) = c.first_order_day else {
+            return;
+        };
+        let name = CHANNELS[c.channel].0;
+        let reach = months_between(first, self.last_day);
+        for k in 0..13usize {
+            if (k as i64) <= reach {
+                self.eligible.get_mut(name).expect("channel")[k] += 1;
+                if c.active_months & (1u128 << k) != 0 {
+                    self.active.get_mut(name).expect("channel")[k] += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The simulation's state. Only customers with a next order scheduled are kept; the others are
+/// tallied and dropped.
+pub(super) struct Sim {
+    rng: ChaCha8Rng,
+    end_micros: i64,
+    last_day: i64,
+    pending: BTreeMap<i64, Day>,
+    /// The first day not yet written.
+    open_day: i64,
+    next_id: BTreeMap<&'static str, i64>,
+    pub(super) programs: Vec<ProgramTruth>,
+    pub(super) program_days: Vec<(i64, i64)>,
+    truth: Truth,
+    voucher_issued: Vec<i128>,
+    voucher_redeemed: Vec<i128>,
+    spend: Vec<i128>,
+    /// Per program index and month: marketing spend, and for recovery the redeemed vouchers.
+    spend_by_month: MonthlySpend,
+    gmv_total: i128,
+    refund_total: i128,
+    active: HashMap<i64, Customer>,
+    /// (Reverse(next order time), customer id, the order's id reserved when it was scheduled)
+    queue: BinaryHeap<(Reverse<i64>, i64, i64)>,
+    next_customer: i64,
+    /// Customer rows not yet written.
+    pub(super) customer_rows: Rows,
+    curve: RetentionTally,
+}
+
+impl Sim {
+    pub(super) fn new(opts: &GenerateOptions, truth: Truth, start_day: i64, end_day: i64) -> Self {
+        let programs = programs(opts.months);
+        let program_days = program_days(opts.start, &programs);
+        let n_programs = programs.len();
+        Sim {
+            rng: ChaCha8Rng::seed_from_u64(opts.seed),
+            end_micros: end_day * MICROS_PER_DAY,
+            last_day: end_day - 1,
+            pending: BTreeMap::new(),
+            open_day: start_day,
+            next_id: BTreeMap::new(),
+            programs,
+            program_days,
+            truth,
+            voucher_issued: vec![0; n_programs],
+            voucher_redeemed: vec![0; n_programs],
+            spend: vec![0; n_programs],
+            spend_by_month: BTreeMap::new(),
+            gmv_total: 0,
+            refund_total: 0,
+            active: HashMap::new(),
+            queue: BinaryHeap::new(),
+            next_customer: 0,
+            customer_rows: Rows::default(),
+            curve: RetentionTally::new(end_day),
+        }
+    }
+
+    fn id(&mut self, table: &'static str) -> i64 {
+        let n = self.next_id.entry(table).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Queue a row for the day of `at` (or the first open day, when it arrives late); 2% of
+    /// delivery, refund and ticket events land one to three days late on purpose.
+    fn emit(&mut self, table: &'static str, at: i64, row: Vec<V>) {
+        if at >= self.end_micros {
+            return;
+        }
+        let mut day = day_of(at).max(self.open_day);
+        if matches!(table, "shipments" | "refunds" | "cs_tickets") && self.rng.random_bool(0.02) {
+            day += self.rng.random_range(1..=3);
+        }
+        let day = day.min(self.last_day);
+        self.pending
+            .entry(day)
+            .or_default()
+            .tables
+            .entry(table)
+            .or_default()
+            .0
+            .push(row);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // One day.
+    // -----------------------------------------------------------------------------------------
+
+    /// `n` customers sign up on `day`; those who will order get their first order scheduled.
+    pub(super) fn sign_up(&mut self, day: i64, n: u64) {
+        let weights: Vec<(usize, f64)> =
+            CHANNELS.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
+        for _ in 0..n {
+            self.next_customer += 1;
+            let id = self.next_customer;
+            let channel = pick(&mut self.rng, &weights);
+            let region = self.rng.random_range(0..REGIONS.len());
+            let signup = day * MICROS_PER_DAY + self.rng.random_range(0..MICROS_PER_DAY);
+            self.customer_rows.0.push(vec![
+                V::I(id),
+                V::T(signup),
+                V::S(REGIONS[region]),
+                V::S(CHANNELS[channel].0),
+            ]);
+            if self.rng.random_bool(NEVER_ORDER) {
+                continue;
+            }
+            let first = signup + uniform_micros(&mut self.rng, 0.1, 72.0);
+            if first < self.end_micros {
+                let order_id = self.id("orders");
+                self.queue.push((Reverse(first), id, order_id));
+                let customer = Customer {
+                    id,
+                    channel,
+                    region,
+                    first_order_day: None,
+                    active_months: 0,
+                    redeem: None,
+                };
+                self.active.insert(id, customer);
+            }
+        }
+    }
+
+    /// Place the orders due on `day`, in time order (ties by customer); schedule each customer's
+    /// next order, or tally the customer's retention when there is none.
+    pub(super) fn orders_due(&mut self, day: i64) {
+        let day_end = (day + 1) * MICROS_PER_DAY;
+        while let Some((Reverse(t), id, order_id)) = self.queue.peek().copied() {
+            if t >= day_end {
+                break;
+            }
+            self.queue.pop();
+            let mut c = self
+                .active
+                .remove(&id)
+                .expect("scheduled customers are active");
+            let (p, felt, vouchers) = self.order(&mut c, t, order_id);
+            let next_order = self.next_order(&c, p, t, felt);
+            for v in vouchers {
+                self.issue_voucher(&mut c, v, next_order);
+            }
+            match next_order {
+                Some((next, next_id)) => {
+                    self.queue.push((Reverse(next), id, next_id));
+                    self.active.insert(id, c);
+                }
+                None => self.curve.add(&c),
+            }
+        }
+    }
+
+    /// With chance `p`, the next order (time and reserved id): an exponential gap after the
+    /// outcome was felt, thinned by season and weekday, if it falls before the end.
+    fn next_order(&mut self, c: &Customer, p: f64, t: i64, felt: i64) -> Option<(i64, i64)> {
+        if !self.rng.random_bool(p.clamp(0.0, 1.0)) {
+            return None;
+        }
+        let mean = CHANNELS[c.channel].3;
+        let mut next = felt.max(t);
+        loop {
+            let gap_days = -mean * (1.0 - self.rng.random::<f64>()).ln();
+            next += (gap_days * MICROS_PER_DAY as f64) as i64 + 1;
+            if self.rng.random::<f64>() * MAX_DAY_WEIGHT <= day_weight(day_of(next)) {
+                break;
+            }
+        }
+        if next < self.end_micros {
+            Some((next, self.id("orders")))
+        } else {
+            None
+        }
+    }
+
+    /// Marketing spend of the programs running on `day`.
+    pub(super) fn spend_marketing(&mut self, day: i64) {
+        for pi in 1..self.programs.len() {
+            let (from, to) = self.program_days[pi];
+            if day < from || day > to || self.programs[pi].kind == "recovery" {
+                continue;
+            }
+            let id = self.id("marketing_spend");
+            let amount = self.rng.random_range(300i128..1_500);
+            let channel = ["email", "push", "paid_social"][self.rng.random_range(0..3)];
+            let pid = self.programs[pi].program_id;
+            self.spend[pi] += amount;
+            *self
+                .spend_by_month
+                .entry((pi, month_key(date_of_day(day))))
+                .or_default() += amount;
+            self.emit(
+                "marketing_spend",
+                day * MICROS_PER_DAY,
+                vec![
+                    V::I(id),
+                    V::I(pid),
+                    V::S(channel),
+                    V::D(day as i32),
+                    V::M(amount),
+                ],
+            );
+        }
+    }
+
+    /// Close `day`: the rows of every day up to it, to write now, by day.
+    pub(super) fn close_day(&mut self, day: i64) -> BTreeMap<i64, Day> {
+        self.open_day = day + 1;
+        let later = self.pending.split_off(&(day + 1));
+        std::mem::replace(&mut self.pending, later)
+    }
+
+    /// The rows still pending at the end (late arrivals capped at the last day), by day.
+    pub(super) fn rest(&mut self) -> Vec<(i64, Day)> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(d, rows)| (d.min(self.last_day), rows))
+            .collect()
+    }
+
+    /// The truth, completed with the programs' exact totals, the money totals and the retention
+    /// tallies; and the spend per program and month for the finance tables.
+    pub(super) fn finish(self) -> (Truth, MonthlySpend) {
+        assert!(
+            self.active.is_empty(),
+            "every scheduled order falls before the end"
+        );
+        let mut truth = self.truth;
+        truth.programs = self.programs;
+        for (i, p) in truth.programs.iter_mut().enumerate() {
+            p.marketing_spend = cents_text(self.spend[i]);
+            p.voucher_value_issued = cents_text(self.voucher_issued[i]);
+            p.voucher_value_redeemed = cents_text(self.voucher_redeemed[i]);
+        }
+        truth.gmv_total = cents_text(self.gmv_total);
+        truth.refund_total = cents_text(self.refund_total);
+        truth.retention_active = self.curve.active;
+        truth.retention_eligible = self.curve.eligible;
+        (truth, self.spend_by_month)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // One order.
+    // -----------------------------------------------------------------------------------------
+
+    /// Place order `order_id` for `c` at `t` with everything that follows it. Returns the chance
+    /// the customer orders again, when the order's outcome was felt (the next order, if any, comes
+    /// after it), and the vouchers the order earns.
+    fn order(
+        &mut self,
+        c: &mut Customer,
+        t: i64,
+        order_id: i64,
+    ) -> (f64, i64, Vec<PlannedVoucher>) {
+        let (_, _, base, _) = CHANNELS[c.channel];
+        let cancelled = self.rng.random_bool(CANCEL_RATE);
+        let first_completed = !cancelled && c.first_order_day.is_none();
+        if !cancelled {
+            c.mark_active(day_of(t));
+        }
+        let net = self.basket(c, t, order_id, cancelled);
+        self.sessions(c.id, t, order_id);
+        if cancelled {
+            return (base, t, Vec::new());
+        }
+        let shipment = self.ship(order_id, t);
+        // Other issues, only on orders delivered on time.
+        let issue = match shipment.issue {
+            Issue::None => self.other_issue(),
+            delivery => delivery,
+        };
+        let felt = self.consequences(c.id, order_id, issue, net, &shipment);
+        self.review(c.id, order_id, issue, &shipment);
+        let (mut p, compensated, mut vouchers) = self.recovery(base, issue, felt);
+        let touched = self.target_programs(c.id, t, &mut p, &mut vouchers);
+        self.record_truth(t, issue, first_completed, compensated, p, &touched);
+        (p, felt, vouchers)
+    }
+
+    /// The order row: basket (log-normal, median about 35.00, heavy right tail), shipping fee
+    /// and the voucher it redeems. Returns the net amount paid.
+    fn basket(&mut self, c: &mut Customer, t: i64, order_id: i64, cancelled: bool) -> i128 {
+        let z: f64 = (0..6).map(|_| self.rng.random::<f64>()).sum::<f64>() - 3.0;
+        let gmv = ((35.0 * (0.8 * z).exp()).max(1.0) * 100.0).round() as i128;
+        let fee: i128 = if gmv >= 4000 { 0 } else { 399 };
+        let (mut discount, mut voucher_id) = (0i128, None);
+        if let Some((vid, face)) = c.redeem.take() {
+            discount = face.min(gmv);
+            voucher_id = Some(vid);
+        }
+        let category = CATEGORIES[self.rng.random_range(0..CATEGORIES.len())];
+        self.gmv_total += gmv;
+        self.emit(
+            "orders",
+            t,
+            vec![
+                V::I(order_id),
+                V::I(c.id),
+                V::T(t),
+                V::S(REGIONS[c.region]),
+                V::S(category),
+                V::M(gmv),
+                V::M(discount),
+                V::M(fee),
+                V::OptI(voucher_id),
+                V::S(if cancelled { "cancelled" } else { "completed" }),
+            ],
+        );
+        gmv - discount
+    }
+
+    /// The session that converted into the order, and a few that did not.
+    fn sessions(&mut self, customer: i64, t: i64, order_id: i64) {
+        let source = pick(&mut self.rng, &TRAFFIC);
+        let sid = self.id("sessions");
+        let session_ts = t - uniform_micros(&mut self.rng, 0.02, 1.0);
+        self.emit(
+            "sessions",
+            session_ts,
+            vec![
+                V::I(sid),
+                V::OptI(Some(customer)),
+                V::T(session_ts),
+                V::S(source),
+                V::OptI(Some(order_id)),
+            ],
+        );
+        let browsing = self.rng.random_range(0..4);
+        for _ in 0..browsing {
+            let sid = self.id("sessions");
+            let source = pick(&mut self.rng, &TRAFFIC);
+            let anonymous = self.rng.random_bool(0.3);
+            let at = t - uniform_micros(&mut self.rng, 0.0, 20.0);
+            self.emit(
+                "sessions",
+                at,
+                vec![
+                    V::I(sid),
+                    V::OptI((!anonymous).then_some(customer)),
+                    V::T(at),
+                    V::S(source),
+                    V::OptI(None),
+                ],
+            );
+        }
+    }
+
+    /// The shipment: a carrier, and a parcel delivered on time, late, or lost.
+    fn ship(&mut self, order_id: i64, t: i64) -> Shipment {
+        let carrier = self.rng.random_range(0..CARRIERS.len());
+        let (carrier_name, late_rate, lost_rate) = CARRIERS[carrier];
+        let shipped = t + uniform_micros(&mut self.rng, 2.0, 36.0);
+        let promised = shipped + 3 * MICROS_PER_DAY;
+        let u: f64 = self.rng.random();
+        let issue = if u < lost_rate {
+            Issue::LostParcel
+        } else if u < lost_rate + late_rate {
+            Issue::LateDelivery
+        } else {
+            Issue::None
+        };
+        let delivered = match issue {
+            Issue::LostParcel => None,
+            Issue::LateDelivery => Some(promised + uniform_micros(&mut self.rng, 6.0, 24.0 * 7.0)),
+            _ => Some(shipped + uniform_micros(&mut self.rng, 20.0, 70.0)),
+        };
+        self.emit(
+            "shipments",
+            shipped,
+            vec![
+                V::I(order_id),
+                V::S(carrier_name),
+                V::T(shipped),
+                V::T(promised),
+                V::OptT(delivered),
+                V::S(if delivered.is_some() {
+                    "delivered"
+                } else {
+                    "lost"
+                }),
+            ],
+        );
+        Shipment {
+            issue,
+            promised,
+            delivered,
+        }
+    }
+
+    /// The issue of an order delivered on time, exclusive, so the primary issue is the one drawn
+    /// (priority order lost > returned > refunded > late > contact > low rating).
+    fn other_issue(&mut self) -> Issue {
+        let mut u: f64 = self.rng.random();
+        for (candidate, rate) in ISSUE_RATES {
+            if u < rate {
+                return candidate;
+            }
+            u -= rate;
+        }
+        Issue::None
+    }
+
+    /// The events that follow the order's issue. Returns when the customer felt the issue (a
+    /// voucher may follow within 7 days of it).
+    fn consequences(
+        &mut self,
+        customer: i64,
+        order_id: i64,
+        issue: Issue,
+        net: i128,
+        shipment: &Shipment,
+    ) -> i64 {
+        let promised = shipment.promised;
+        let arrived = shipment.delivered.unwrap_or(promised);
+        match issue {
+            Issue::LostParcel => {
+                let at = promised + uniform_micros(&mut self.rng, 24.0, 120.0);
+                self.refund(order_id, at, net, "lost_parcel");
+                if self.rng.random_bool(0.7) {
+                    let at = promised + uniform_micros(&mut self.rng, 1.0, 48.0);
+                    self.ticket(customer, Some(order_id), at, "delivery");
+                }
+                promised
+            }
+            Issue::LateDelivery => {
+                if self.rng.random_bool(0.3) {
+                    let at = promised + uniform_micros(&mut self.rng, 1.0, 100.0);
+                    self.ticket(customer, Some(order_id), at, "delivery");
+                }
+                promised
+            }
+            Issue::Returned => self.return_order(order_id, arrived, net),
+            Issue::Refunded => self.partial_refund(order_id, arrived, net),
+            Issue::SupportContact => {
+                let at = arrived + uniform_micros(&mut self.rng, 1.0, 24.0 * 10.0);
+                self.ticket(customer, Some(order_id), at, "product_question");
+                at
+            }
+            Issue::LowRating => {
+                let at = arrived + uniform_micros(&mut self.rng, 12.0, 24.0 * 7.0);
+                let rating = self.rng.random_range(1..=2);
+                self.emit(
+                    "reviews",
+                    at,
+                    vec![V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
+                );
+                at
+            }
+            Issue::None => arrived,
+        }
+    }
+
+    /// A return requested after arrival, received, then refunded in full. Returns the request.
+    fn return_order(&mut self, order_id: i64, arrived: i64, net: i128) -> i64 {
+        let requested = arrived + uniform_micros(&mut self.rng, 24.0, 24.0 * 14.0);
+        let received = requested + uniform_micros(&mut self.rng, 48.0, 24.0 * 7.0);
+        let rid = self.id("returns");
+        self.emit(
+            "returns",
+            requested,
+            vec![
+                V::I(rid),
+                V::I(order_id),
+                V::T(requested),
+                V::OptT(Some(received)),
+                V::S("changed_mind"),
+                V::S("received"),
+            ],
+        );
+        let at = received + uniform_micros(&mut self.rng, 2.0, 48.0);
+        self.refund(order_id, at, net, "return");
+        requested
+    }
+
+    /// A partial refund for a damaged or missing item. Returns its time.
+    fn partial_refund(&mut self, order_id: i64, arrived: i64, net: i128) -> i64 {
+        let at = arrived + uniform_micros(&mut self.rng, 24.0, 24.0 * 10.0);
+        let share = self.rng.random_range(0.2..1.0);
+        let amount = ((net as f64) * share).round() as i128;
+        let reason = if self.rng.random_bool(0.5) {
+            "damaged"
+        } else {
+            "missing_item"
+        };
+        self.refund(order_id, at, amount.max(1), reason);
+        at
+    }
+
+    /// 30% of delivered orders without a low rating get a review (4-5 stars without issue).
+    fn review(&mut self, customer: i64, order_id: i64, issue: Issue, shipment: &Shipment) {
+        if issue == Issue::LowRating || shipment.delivered.is_none() || !self.rng.random_bool(0.3) {
+            return;
+        }
+        let arrived = shipment.delivered.unwrap_or(shipment.promised);
+        let at = arrived + uniform_micros(&mut self.rng, 12.0, 24.0 * 7.0);
+        let rating = if issue == Issue::None {
+            self.rng.random_range(4..=5)
+        } else {
+            self.rng.random_range(3..=4)
+        };
+        self.emit(
+            "reviews",
+            at,
+            vec![V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
+        );
+    }
+
+    /// The chance of ordering again after `issue`: half the bad experiences get a recovery
+    /// voucher within 7 days of the issue, which restores part of the lost chance. Returns the
+    /// chance, whether the order was compensated, and the voucher.
+    fn recovery(&mut self, base: f64, issue: Issue, felt: i64) -> (f64, bool, Vec<PlannedVoucher>) {
+        let m = issue.return_multiplier();
+        if issue == Issue::None || !self.rng.random_bool(VOUCHER_RATE) {
+            return (base * m, false, Vec::new());
+        }
+        let at = felt + uniform_micros(&mut self.rng, 1.0, 24.0 * 6.5);
+        let face = [500i128, 1000, 1500][self.rng.random_range(0..3)];
+        let voucher = PlannedVoucher {
+            program: 0,
+            at,
+            face,
+            reason: "service_recovery",
+        };
+        (
+            base * (m + (1.0 - m) * VOUCHER_RESTORE),
+            true,
+            vec![voucher],
+        )
+    }
+
+    /// Retention programs running on the order day target some customers: a touch within a day
+    /// of the order (before its outcome is felt, so before any next order); treated customers get
+    /// the uplift on `p` and the program's voucher.
+    fn target_programs(
+        &mut self,
+        customer: i64,
+        t: i64,
+        p: &mut f64,
+        vouchers: &mut Vec<PlannedVoucher>,
+    ) -> Vec<Touch> {
+        let order_day = day_of(t);
+        let mut touched = Vec::new();
+        for pi in 1..self.programs.len() {
+            let (from, to) = self.program_days[pi];
+            let prog = self.programs[pi].clone();
+            if order_day < from || order_day > to || !self.rng.random_bool(prog.target_rate) {
+                continue;
+            }
+            let holdout = self.rng.random_bool(prog.holdout_share);
+            let at = t + uniform_micros(&mut self.rng, 1.0, 20.0);
+            if at >= self.end_micros {
+                continue;
+            }
+            self.emit(
+                "touches",
+                at,
+                vec![
+                    V::I(customer),
+                    V::I(prog.program_id),
+                    V::T(at),
+                    V::B(holdout),
+                ],
+            );
+            touched.push((prog.program_id, holdout, at));
+            if holdout {
+                self.programs[pi].holdout += 1;
+                continue;
+            }
+            self.programs[pi].treated += 1;
+            *p = (*p + prog.uplift).min(0.97);
+            if prog.voucher_cents > 0 {
+                vouchers.push(PlannedVoucher {
+                    program: pi,
+                    at,
+                    face: prog.voucher_cents as i128,
+                    reason: "retention_offer",
+                });
+            }
+        }
+        touched
+    }
+
+    /// Truth tallies of a completed order placed at `t`: settled orders by issue, and the chance
+    /// of ordering again `p` each case was given, in the groups it belongs to.
+    fn record_truth(
+        &mut self,
+        t: i64,
+        issue: Issue,
+        first_completed: bool,
+        compensated: bool,
+        p: f64,
+        touched: &[Touch],
+    ) {
+        let end = self.end_micros;
+        let long_enough = |at: i64, days: i64| (end - at) / MICROS_PER_DAY >= days;
+        let truth = &mut self.truth;
+        if long_enough(t, SETTLED_DAYS) {
+            *truth
+                .orders_by_issue
+                .entry(issue.name().into())
+                .or_default() += 1;
+        }
+        if first_completed && long_enough(t, OBSERVED_DAYS) {
+            truth
+                .first_order_groups
+                .entry(issue.name().into())
+                .or_default()
+                .add(p);
+        }
+        if issue != Issue::None && long_enough(t, OBSERVED_DAYS + SETTLED_DAYS) {
+            let kind = if compensated {
+                "compensated"
+            } else {
+                "uncompensated"
+            };
+            let key = format!("{}/{kind}", issue.name());
+            truth.recovery_groups.entry(key).or_default().add(p);
+        }
+        for &(program_id, holdout, at) in touched {
+            if long_enough(at, OBSERVED_DAYS + SETTLED_DAYS) {
+                let arm = if holdout { "holdout" } else { "treated" };
+                let key = format!("{program_id}/{arm}");
+                truth.program_groups.entry(key).or_default().add(p);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Refunds, tickets, vouchers.
+    // -----------------------------------------------------------------------------------------
+
+    fn refund(&mut self, order_id: i64, at: i64, amount: i128, reason: &'static str) {
+        if at >= self.end_micros {
+            return;
+        }
+        let id = self.id("refunds");
+        self.refund_total += amount;
+        self.emit(
+            "refunds",
+            at,
+            vec![
+                V::I(id),
+                V::I(order_id),
+                V::T(at),
+                V::M(amount),
+                V::S(reason),
+            ],
+        );
+    }
+
+    fn ticket(&mut self, customer: i64, order: Option<i64>, at: i64, category: &'static str) {
+        let id = self.id("cs_tickets");
+        let resolved = self
+            .rng
+            .random_bool(0.95)
+            .then(|| at + uniform_micros(&mut self.rng, 0.5, 72.0));
+        let csat = self
+            .rng
+            .random_bool(0.7)
+            .then(|| self.rng.random_range(1..=5));
+        self.emit(
+            "cs_tickets",
+            at,
+            vec![
+                V::I(id),
+                V::I(customer),
+                V::OptI(order),
+                V::T(at),
+                V::OptT(resolved),
+                V::S(category),
+                V::OptI32(csat),
+            ],
+        );
+    }
+
+    /// Issue a voucher; the customer's next order (time and id, if any) redeems it when it
+    /// falls before expiry (85% of the time, one voucher per order).
+    fn issue_voucher(&mut self, c: &mut Customer, v: PlannedVoucher, next: Option<(i64, i64)>) {
+        if v.at >= self.end_micros {
+            return;
+        }
+        let id = self.id("vouchers");
+        let expires = v.at + 60 * MICROS_PER_DAY;
+        self.programs[v.program].vouchers_issued += 1;
+        self.voucher_issued[v.program] += v.face;
+        let redeemed = match next {
+            Some((n, order_id))
+                if c.redeem.is_none() && v.at < n && n <= expires && self.rng.random_bool(0.85) =>
+            {
+                c.redeem = Some((id, v.face));
+                self.voucher_redeemed[v.program] += v.face;
+                if self.programs[v.program].kind == "recovery" {
+                    let month = month_key(date_of_day(day_of(v.at)));
+                    *self.spend_by_month.entry((v.program, month)).or_default() += v.face;
+                }
+                Some(order_id)
+            }
+            _ => None,
+        };
+        let pid = self.programs[v.program].program_id;
+        self.emit(
+            "vouchers",
+            v.at,
+            vec![
+                V::I(id),
+                V::I(c.id),
+                V::I(pid),
+                V::T(v.at),
+                V::S(v.reason),
+                V::M(v.face),
+                V::T(expires),
+                V::OptI(redeemed),
+            ],
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! The project file `retention.toml`: each setting is declared once, in a settings struct that is
+//! both the file's `[section]` (serde) and its flag and environment variable (clap); flags win over
+//! the environment, both over the file. `Project` is the validated result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use datafusion::common::ScalarValue;
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::project::location::parse_location;
+use crate::project::params::param_value;
+use crate::values::{MemoryLimit, physical_memory};
+
+/// Name of the project file at the project's root.
+pub const PROJECT_FILE: &str = "retention.toml";
+
+/// The memory limit when none is configured: a share of physical memory, so a run that outgrows
+/// the machine fails with DataFusion's "resources exhausted" (or spills) instead of being killed
+/// by the OS.
+pub const DEFAULT_MEMORY_LIMIT: &str = "75%";
+
+/// `retention.toml` as written. Every key is optional; defaults suit a laptop.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    /// Where raw and curated data live.
+    #[serde(default)]
+    pub storage: StorageSettings,
+    /// Engine resources.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// Curated-table history kept for time travel.
+    #[serde(default)]
+    pub history: HistorySettings,
+    /// DataFusion settings passed through `ConfigOptions::set` (unknown keys fail).
+    #[serde(default)]
+    pub datafusion: BTreeMap<String, toml::Value>,
+    /// Parameters every job gets (a job's own `[params]` win), e.g. `reporting_currency`.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+/// `[storage]`: object-store URLs (`file://`, `s3://`, `gs://`, `az://`, `memory://`) or local paths.
+#[derive(Debug, Default, Clone, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Raw data root URL or path (storage.raw; default ./lake/raw).
+    #[arg(long, global = true, env = "RETENTION_RAW")]
+    pub raw: Option<String>,
+    /// Curated data root URL or path (storage.curated; default ./lake/curated).
+    #[arg(long, global = true, env = "RETENTION_CURATED")]
+    pub curated: Option<String>,
+}
+
+/// `[engine]`: memory and parallelism.
+#[derive(Debug, Default, Clone, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Query memory limit: a size (4GiB), a share of physical memory (60%), or none
+    /// (engine.memory_limit; default 75%).
+    #[arg(long, global = true, env = "RETENTION_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// DataFusion target partitions (engine.target_partitions; default: number of cores).
+    #[arg(long, global = true, env = "RETENTION_TARGET_PARTITIONS")]
+    pub target_partitions: Option<usize>,
+    /// Jobs run at once (engine.jobs; default 2). Set per command with `--jobs`.
+    #[arg(skip)]
+    pub jobs: Option<usize>,
+}
+
+/// `[history]`: how long old curated versions stay readable.
+#[derive(Debug, Default, Clone, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Days of Delta log kept for time travel (history.log_retention_days; default 30).
+    #[arg(long, global = true, env = "RETENTION_LOG_RETENTION_DAYS")]
+    pub log_retention_days: Option<u32>,
+    /// Hours a replaced file is kept before vacuum (history.deleted_file_retention_hours;
+    /// default 168).
+    #[arg(long, global = true, env = "RETENTION_DELETED_FILE_RETENTION_HOURS")]
+    pub deleted_file_retention_hours: Option<u32>,
+}
+
+/// Settings from flags and environment variables, laid over the file's.
+#[derive(Debug, Default, Clone, Args)]
+pub struct Overrides {
+    #[command(flatten)]
+    pub storage: StorageSettings,
+    #[command(flatten)]
+    pub engine: EngineSettings,
+    #[command(flatten)]
+    pub history: HistorySettings,
+}
+
+impl Overrides {
+    /// Overrides of the raw and curated roots only (tests, tools).
+    pub fn with_storage(raw: Option<String>, curated: Option<String>) -> Overrides {
+        Overrides {
+            storage: StorageSettings { raw, curated },
+            ..Default::default()
+        }
+    }
+}
+
+impl StorageSettings {
+    fn over(self, file: StorageSettings) -> StorageSettings {
+        StorageSettings {
+            raw: self.raw.or(file.raw),
+            curated: self.curated.or(file.curated),
+        }
+    }
+}
+
+impl EngineSettings {
+    fn over(self, file: EngineSettings) -> EngineSettings {
+        EngineSettings {
+            memory_limit: self.memory_limit.or(file.memory_limit),
+            target_partitions: self.target_partitions.or(file.target_partitions),
+            jobs: self.jobs.or(file.jobs),
+        }
+    }
+}
+
+impl HistorySettings {
+    fn over(self, file: HistorySettings) -> HistorySettings {
+        HistorySettings {
+            log_retention_days: self.log_retention_days.or(file.log_retention_days),
+            deleted_file_retention_hours: self
+                .deleted_file_retention_hours
+                .or(file.deleted_file_retention_hours),
+        }
+    }
+}
+
+/// The validated project: everything after this trusts these values.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Directory holding `retention.toml`, `jobs/` and `sql/`.
+    pub root: PathBuf,
+    /// Root URL of the raw tables, ending in `/`.
+    pub raw: Url,
+    /// Root URL of the curated tables, ending in `/`.
+    pub curated: Url,
+    /// Memory limit in bytes, if any.
+    pub memory_limit: Option<usize>,
+    pub target_partitions: Option<usize>,
+    /// Concurrent jobs.
+    pub jobs: usize,
+    pub log_retention_days: u32,
+    pub deleted_file_retention_hours: u32,
+    /// DataFusion `key = value` settings, in file order.
+    pub datafusion: Vec<(String, String)>,
+    /// Project-wide job parameters (`[params]`): name and value.
+    pub params: Vec<(String, ScalarValue)>,
+}
+
+impl Project {
+    /// Load `<root>/retention.toml` (absent means all defaults) and apply overrides.
+    pub fn load(root: &Path, overrides: &Overrides) -> Result<Project> {
+        let path = root.join(PROJECT_FILE);
+        let raw = if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            toml::from_str::<RawProject>(&text).map_err(|e| Error::toml(&path, &text, e))?
+        } else {
+            RawProject::default()
+        };
+        Project::from_raw(root, &path, raw, overrides)
+    }
+
+    /// Validate a raw project file; `path` is only used in error messages.
+    pub fn from_raw(
+        root: &Path,
+        path: &Path,
+        raw: RawProject,
+        overrides: &Overrides,
+    ) -> Result<Project> {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let overrides = overrides.clone();
+        let storage = overrides.storage.over(raw.storage);
+        let engine = overrides.engine.over(raw.engine);
+        let history = overrides.history.over(raw.history);
+        let mut problems = Vec::new();
+        let bad = |key: &str, message: String| Error::Config {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        let mut location = |key: &str, text: Option<String>, default: &str| {
+            parse_location(&root, text.as_deref().unwrap_or(default))
+                .map_err(|message| problems.push(bad(key, message)))
+                .ok()
+        };
+        let raw_url = location("storage.raw", storage.raw, "./lake/raw");
+        let curated_url = location("storage.curated", storage.curated, "./lake/curated");
+        let memory_limit = match engine
+            .memory_limit
+            .as_deref()
+            .unwrap_or(DEFAULT_MEMORY_LIMIT)
+            .parse::<MemoryLimit>()
+        {
+            Ok(limit) => memory_bytes(limit),
+            Err(message) => {
+                problems.push(bad("engine.memory_limit", message));
+                None
+            }
+        };
+        if engine.target_partitions == Some(0) {
+            problems.push(bad("engine.target_partitions", "must be at least 1".into()));
+        }
+        let jobs = engine.jobs.unwrap_or(2);
+        if jobs == 0 {
+            problems.push(bad("engine.jobs", "must be at least 1".into()));
+        }
+        let datafusion = datafusion_settings(raw.datafusion, &bad, &mut problems);
+        let params = project_params(&raw.params, &bad, &mut problems);
+        Error::from_many(problems)?;
+        Ok(Project {
+            params,
+            root,
+            raw: raw_url.expect("checked"),
+            curated: curated_url.expect("checked"),
+            memory_limit,
+            target_partitions: engine.target_partitions,
+            jobs,
+            log_retention_days: history.log_retention_days.unwrap_or(30),
+            deleted_file_retention_hours: history.deleted_file_retention_hours.unwrap_or(168),
+            datafusion,
+        })
+    }
+
+    /// Directory of job specs.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+}
+
+/// The pool size for a limit on this machine; a share where physical memory is unknown is no
+/// limit, said once in the log.
+fn memory_bytes(limit: MemoryLimit) -> Option<usize> {
+    let physical = physical_memory();
+    if physical.is_none() && matches!(limit, MemoryLimit::Share(_)) {
+        tracing::warn!(
+            "physical memory is unknown on this system: engine.memory_limit as a share means no limit; give a size"
+        );
+    }
+    limit.bytes(physical)
+}
+
+/// `[datafusion]` keys, checked against DataFusion's options now so a typo fails at load.
+fn datafusion_settings(
+    table: BTreeMap<String, toml::Value>,
+    bad: &dyn Fn(&str, String) -> Error,
+    problems: &mut Vec<Error>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                problems.push(bad(
+                    &format!("datafusion.{key}"),
+                    format!(
+                        "expected a string, number or boolean, found {}",
+                        other.type_str()
+                    ),
+                ));
+                continue;
+            }
+        };
+        let full = if key.starts_with("datafusion.") {
+            key
+        } else {
+            format!("datafusion.{key}")
+        };
+        let mut probe = datafusion::config::ConfigOptions::new();
+        if let Err(e) = probe.set(&full, &text) {
+            problems.push(bad(&full, e.to_string()));
+        }
+        out.push((full, text));
+    }
+    out
+}
+
+/// `[params]`, with finance's reporting currency defaulting to USD.
+fn project_params(
+    table: &BTreeMap<String, toml::Value>,
+    bad: &dyn Fn(&str, String) -> Error,
+    problems: &mut Vec<Error>,
+) -> Vec<(String, ScalarValue)> {
+    let mut params = Vec::new();
+    if !table.contains_key("reporting_currency") {
+        params.push((
+            "reporting_currency".to_string(),
+            ScalarValue::Utf8(Some("USD".into())),
+        ));
+    }
+    for (k, v) in table {
+        match param_value(v) {
+            Ok(value) => params.push((k.clone(), value)),
+            Err(message) => problems.push(bad(&format!("params.{k}"), message)),
+        }
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_is_a_size_a_share_or_none() {
+        // Absent: 75% of this machine's memory; `none` lifts it.
+        let project = load("", &Overrides::default()).unwrap();
+        assert_eq!(
+            project.memory_limit,
+            physical_memory().map(|p| (p as f64 * 0.75) as usize)
+        );
+        let project = load("[engine]\nmemory_limit = \"none\"\n", &Overrides::default()).unwrap();
+        assert_eq!(project.memory_limit, None);
+        let project = load("[engine]\nmemory_limit = \"4GiB\"\n", &Overrides::default()).unwrap();
+        assert_eq!(project.memory_limit, Some(4 << 30));
+    }
+
+    fn load(text: &str, over: &Overrides) -> Result<Project> {
+        let raw: RawProject =
+            toml::from_str(text).map_err(|e| Error::toml(Path::new("retention.toml"), text, e))?;
+        Project::from_raw(
+            Path::new("/proj"),
+            Path::new("/proj/retention.toml"),
+            raw,
+            over,
+        )
+    }
+
+    #[test]
+    fn defaults_are_local_lake() {
+        let p = load("", &Overrides::default()).unwrap();
+        assert_eq!(p.raw.as_str(), "file:///proj/lake/raw/");
+        assert_eq!(p.curated.as_str(), "file:///proj/lake/curated/");
+        assert_eq!(p.jobs, 2);
+        assert_eq!(p.log_retention_days, 30);
+        assert_eq!(
+            p.params,
+            vec![(
+                "reporting_currency".to_string(),
+                ScalarValue::Utf8(Some("USD".into()))
+            )]
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let mut over = Overrides::default();
+        over.storage.raw = Some("s3://bucket/raw".into());
+        over.engine.jobs = Some(5);
+        let p = load(
+            "[storage]\nraw = \"memory:///x\"\n[engine]\njobs = 3\n",
+            &over,
+        )
+        .unwrap();
+        assert_eq!(p.raw.as_str(), "s3://bucket/raw/");
+        assert_eq!(p.jobs, 5);
+    }
+
+    #[test]
+    fn bad_values_all_reported() {
+        let err = load(
+            "[storage]\nraw = \"ftp://x/y\"\ncurated = \"\"\n[engine]\nmemory_limit = \"4 parsecs\"\n[datafusion]\n\"execution.no_such_key\" = 1\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("4 problem(s)"), "{err}");
+        assert!(
+            err.contains("storage.raw: `ftp://x/y`: unsupported scheme `ftp`"),
+            "{err}"
+        );
+        assert!(err.contains("storage.curated: missing value"), "{err}");
+        assert!(err.contains("engine.memory_limit"), "{err}");
+        assert!(err.contains("datafusion.execution.no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn project_params() {
+        let p = load(
+            "[params]\nreporting_currency = \"EUR\"\ntolerance_pct = 2\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.params,
+            vec![
+                (
+                    "reporting_currency".to_string(),
+                    ScalarValue::Utf8(Some("EUR".into()))
+                ),
+                ("tolerance_pct".to_string(), ScalarValue::Int64(Some(2))),
+            ]
+        );
+        assert!(load("[params]\nx = [1]\n", &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = load("[storage]\nraww = \"x\"\n", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("retention.toml:2:1: unknown field `raww`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! Job specs (`jobs/<job>.toml`): raw form with every field documented, validated into `JobSpec`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use datafusion::common::ScalarValue;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::project::params::param_value;
+use crate::project::sources::{SOURCES_FILE, is_identifier};
+
+/// `jobs/<job>.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobSpec {
+    /// Job name; defaults to the file's stem and must equal it when given.
+    pub name: Option<String>,
+    /// One sentence on what the output table holds (shown in `plan` and the docs).
+    #[serde(default)]
+    pub description: String,
+    /// SQL file, relative to the project root. Default `sql/<name>.sql`.
+    pub sql: Option<String>,
+    /// Cron schedule, seconds first (`sec min hour day-of-month month day-of-week`), UTC.
+    pub schedule: Option<String>,
+    /// Who to ask about this job.
+    #[serde(default)]
+    pub owner: String,
+    /// Free-form labels, selectable with `tag:NAME`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Where and how the result is published.
+    #[serde(default)]
+    pub output: RawOutput,
+    /// Values bound to `$name` placeholders in the SQL (strings, integers, floats, booleans).
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    /// Data checks run on the job's result before it is published; any failing check fails the
+    /// job and nothing is published.
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+    /// What `retention close-month` does with this job's table: freeze its rows for the month, or
+    /// list them as open items when the month is closed.
+    pub close: Option<RawClose>,
+}
+
+/// `[close]` of a job spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClose {
+    /// Column holding the `YYYY-MM` month a row belongs to.
+    pub month_column: String,
+    /// `freeze`: a closed month's rows are snapshotted and every later run shows them exactly as
+    /// frozen. `warn`: rows of the month being closed are open items, listed as a warning.
+    #[serde(default)]
+    pub on_close: OnClose,
+    /// For `freeze`: an integer column naming the source record each row accounts for (such as a
+    /// ledger `entry_id`). Frozen ids go to `_closed_entries`, so jobs can tell which records
+    /// arrived after a close.
+    pub record_id_column: Option<String>,
+}
+
+/// What closing a month does to a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnClose {
+    #[default]
+    Freeze,
+    Warn,
+}
+
+/// A validated `[close]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseSpec {
+    pub month_column: String,
+    pub on_close: OnClose,
+    pub record_id_column: Option<String>,
+}
+
+/// `[[checks]]` of a job spec: a query over the job's result (by its output table name) and
+/// the job's inputs that returns the violating rows; no rows means the check passes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// Short identifier, shown when the check fails.
+    pub name: String,
+    /// What the check guarantees.
+    #[serde(default)]
+    pub description: String,
+    /// The query returning violations. Parameters (`$name`) are bound as in the job's SQL.
+    pub sql: String,
+}
+
+/// A validated data check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
+}
+
+/// `[output]` of a job spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// Curated table name. Default: the job name.
+    pub table: Option<String>,
+    /// Partition columns of the curated table.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// `overwrite` (default): replace the table in one commit. `overwrite_partitions`: replace only
+    /// the partitions this run produced.
+    #[serde(default)]
+    pub mode: WriteMode,
+}
+
+/// How a job's result replaces the curated table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    #[default]
+    Overwrite,
+    OverwritePartitions,
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::OverwritePartitions => "overwrite_partitions",
+        })
+    }
+}
+
+/// A validated job spec.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub description: String,
+    /// Path of the spec file.
+    pub spec_path: PathBuf,
+    /// Path of the SQL file.
+    pub sql_path: PathBuf,
+    /// SQL text.
+    pub sql: String,
+    pub schedule: Option<String>,
+    pub owner: String,
+    pub tags: Vec<String>,
+    /// Curated table this job publishes.
+    pub table: String,
+    pub partition_by: Vec<String>,
+    pub mode: WriteMode,
+    /// Parameter name (without `$`) and value.
+    pub params: Vec<(String, ScalarValue)>,
+    /// Checks run on the result before publishing.
+    pub checks: Vec<Check>,
+    /// Month-close behaviour, if the table takes part in `close-month`.
+    pub close: Option<CloseSpec>,
+}
+
+/// Validate a cron expression as tokio-cron-scheduler reads it (seconds required).
+pub fn parse_cron(expr: &str) -> std::result::Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("`{expr}` is not a valid schedule ({e}); expected six fields, seconds first, e.g. \"0 0 6 * * *\" for 06:00 UTC daily"))
+}
+
+/// Load every `jobs/*.toml` except `sources.toml`, in name order; reports all problems at once.
+pub fn load_all(project_root: &Path, jobs_dir: &Path) -> Result<Vec<JobSpec>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(jobs_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| p.file_name().is_some_and(|n| n != SOURCES_FILE))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: jobs_dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    paths.sort();
+    let mut specs: Vec<JobSpec> = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match load_one(project_root, &path) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => problems.push(e),
+        }
+    }
+    for (i, s) in specs.iter().enumerate() {
+        if let Some(other) = specs[..i].iter().find(|o| o.table == s.table) {
+            problems.push(Error::Config {
+                path: s.spec_path.clone(),
+                key: "output.table".into(),
+                message: format!(
+                    "job `{}` publishes table `{}`, which job `{}` publishes too",
+                    s.name, s.table, other.name
+                ),
+            });
+        }
+    }
+    Error::from_many(problems)?;
+    Ok(specs)
+}
+
+/// Load and validate one spec file and its SQL.
+pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: RawJobSpec = toml::from_str(&text).map_err(|e| Error::toml(path, &text, e))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let bad = |key: &str, message: String| Error::Config {
+        path: path.to_path_buf(),
+        key: key.into(),
+        message,
+    };
+    let mut problems = Vec::new();
+
+    let name = raw.name.clone().unwrap_or_else(|| stem.clone());
+    if name != stem {
+        problems.push(bad(
+            "name",
+            format!("`{name}` differs from the file name `{stem}.toml`; they must match"),
+        ));
+    }
+    if !is_identifier(&name) {
+        problems.push(bad("name", format!("`{name}` must be lower_snake_case")));
+    }
+    let table = raw.output.table.clone().unwrap_or_else(|| name.clone());
+    if !is_identifier(&table) {
+        problems.push(bad(
+            "output.table",
+            format!("`{table}` must be lower_snake_case"),
+        ));
+    }
+    if table.starts_with('_') {
+        problems.push(bad(
+            "output.table",
+            format!("`{table}`: names starting with `_` are reserved"),
+        ));
+    }
+    if let Some(cron) = &raw.schedule
+        && let Err(m) = parse_cron(cron)
+    {
+        problems.push(bad("schedule", m));
+    }
+    if raw.output.mode == WriteMode::OverwritePartitions && raw.output.partition_by.is_empty() {
+        problems.push(bad(
+            "output.mode",
+            "`overwrite_partitions` needs `output.partition_by`".into(),
+        ));
+    }
+    if let Some(c) = &raw.close {
+        if c.on_close == OnClose::Warn && c.record_id_column.is_some() {
+            problems.push(bad(
+                "close.record_id_column",
+                "only tables frozen on close (`on_close = \"freeze\"`) record ids".into(),
+            ));
+        }
+        if c.on_close == OnClose::Freeze && raw.output.mode == WriteMode::OverwritePartitions {
+            problems.push(bad(
+                "close.on_close",
+                "a frozen table must be rebuilt whole (`mode = \"overwrite\"`) so closed months can be overlaid".into(),
+            ));
+        }
+    }
+    let mut params = Vec::new();
+    for (k, v) in &raw.params {
+        match param_value(v) {
+            Ok(value) => params.push((k.clone(), value)),
+            Err(message) => problems.push(bad(&format!("params.{k}"), message)),
+        }
+    }
+    let sql_rel = raw.sql.clone().unwrap_or_else(|| format!("sql/{name}.sql"));
+    let sql_path = project_root.join(&sql_rel);
+    let sql = match std::fs::read_to_string(&sql_path) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(bad(
+                "sql",
+                format!("cannot read SQL file {}: {e}", sql_path.display()),
+            ));
+            String::new()
+        }
+    };
+    Error::from_many(problems)?;
+    Ok(JobSpec {
+        name,
+        description: raw.description,
+        spec_path: path.to_path_buf(),
+        sql_path,
+        sql,
+        schedule: raw.schedule,
+        owner: raw.owner,
+        tags: raw.tags,
+        table,
+        partition_by: raw.output.partition_by,
+        mode: raw.output.mode,
+        params,
+        checks: raw
+            .checks
+            .into_iter()
+            .map(|c| Check {
+                name: c.name,
+                description: c.description,
+                sql: c.sql,
+            })
+            .collect(),
+        close: raw.close.map(|c| CloseSpec {
+            month_column: c.month_column,
+            on_close: c.on_close,
+            record_id_column: c.record_id_column,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn loads_spec_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "sql/daily.sql", "select 1 as x");
+        write(
+            dir.path(),
+            "jobs/daily.toml",
+            "description = \"d\"\nschedule = \"0 0 6 * * *\"\ntags = [\"core\"]\n[output]\npartition_by = [\"x\"]\nmode = \"overwrite_partitions\"\n[params]\nmin_orders = 2\n",
+        );
+        let specs = load_all(dir.path(), &dir.path().join("jobs")).unwrap();
+        assert_eq!(specs.len(), 1);
+        let s = &specs[0];
+        assert_eq!((s.name.as_str(), s.table.as_str()), ("daily", "daily"));
+        assert_eq!(s.mode, WriteMode::OverwritePartitions);
+        assert_eq!(s.sql, "select 1 as x");
+        assert_eq!(
+            s.params,
+            vec![("min_orders".to_string(), ScalarValue::Int64(Some(2)))]
+        );
+    }
+
+    #[test]
+    fn unknown_field_and_bad_cron_are_reported_with_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "sql/a.sql", "select 1");
+        write(dir.path(), "sql/b.sql", "select 1");
+        write(dir.path(), "jobs/a.toml", "descripton = \"typo\"\n");
+        write(dir.path(), "jobs/b.toml", "schedule = \"0 6 * * *\"\n");
+        let e = load_all(dir.path(), &dir.path().join("jobs"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("2 problem(s)"), "{e}");
+        assert!(e.contains("a.toml:1:1: unknown field `descripton`"), "{e}");
+        assert!(
+            e.contains("b.toml: schedule: `0 6 * * *` is not a valid schedule"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_output_table() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "sql/a.sql", "select 1");
+        write(dir.path(), "sql/b.sql", "select 1");
+        write(dir.path(), "jobs/a.toml", "[output]\ntable = \"t\"\n");
+        write(dir.path(), "jobs/b.toml", "[output]\ntable = \"t\"\n");
+        let e = load_all(dir.path(), &dir.path().join("jobs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("job `b` publishes table `t`, which job `a` publishes too"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cron_accepts_seconds_first() {
+        assert!(parse_cron("0 30 6 * * Mon-Fri").is_ok());
+        assert!(parse_cron("61 * * * * *").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! Curated Delta Lake tables: opening them on the project's stores, reading them through
+//! DataFusion, publishing a job's result atomically (one Delta commit) with `overwrite` or
+//! `overwrite_partitions`, and appending to the tables that only grow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{Expr, LogicalPlan, col, lit};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::project::spec::WriteMode;
+use crate::store::Stores;
+
+/// Location of curated table `name` under the curated root.
+pub fn table_url(curated_root: &Url, name: &str) -> Result<Url> {
+    curated_root
+        .join(&format!("{name}/"))
+        .map_err(|e| Error::Storage {
+            location: curated_root.to_string(),
+            message: format!("cannot place table `{name}`: {e}"),
+            source: Some(Box::new(e)),
+        })
+}
+
+/// An unloaded handle on the table at `url`, served by the project's store for that bucket.
+pub fn handle(stores: &Stores, url: &Url) -> Result<DeltaTable> {
+    crate::store::register_delta_handlers();
+    let (store, _) = stores.store_for(url)?;
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        std::fs::create_dir_all(&path).map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: format!("cannot create directory: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+    }
+    DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| delta_err(url, e))?
+        .with_storage_backend(store, url.clone())
+        .build()
+        .map_err(|e| delta_err(url, e))
+}
+
+fn delta_err(url: &Url, e: DeltaTableError) -> Error {
+    Error::storage(url, e)
+}
+
+/// Open the latest version of the table at `url`; `None` when no table has been published there.
+pub async fn open(stores: &Stores, url: &Url) -> Result<Option<DeltaTable>> {
+    if !has_log(stores, url).await? {
+        return Ok(None);
+    }
+    let mut table = handle(stores, url)?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(delta_err(url, e)),
+    }
+}
+
+/// Whether a Delta log exists at `url` (any object under `_delta_log/`).
+pub async fn has_log(stores: &Stores, url: &Url) -> Result<bool> {
+    use futures::StreamExt;
+    let (store, path) = stores.store_for(url)?;
+    let log = path.clone().join("_delta_log");
+    match store.list(Some(&log)).next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(Error::storage(url, e)),
+    }
+}
+
+/// Open a specific version (time travel).
+pub async fn open_version(stores: &Stores, url: &Url, version: i64) -> Result<DeltaTable> {
+    let mut table = handle(stores, url)?;
+    table
+        .load_version(version.max(0) as u64)
+        .await
+        .map_err(|e| delta_err(url, e))?;
+    Ok(table)
+}
+
+/// A DataFusion provider reading the table's loaded version.
+pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    let url = table.table_url().clone();
+    // Read strings as plain Utf8 (see `Engine::config`), keeping Delta's default of pushing
+    // filters into the Parquet scan.
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    let scan_defaults = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .build();
+    table
+        .table_provider()
+        .with_session(Arc::new(scan_defaults))
+        .await
+        .map_err(|e| Error::storage(&url, e))
+}
+
+/// Parquet settings for curated files: zstd, page statistics.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// What a publish should do.
+pub struct Publish<'a> {
+    /// Table name (for messages and the Delta metadata).
+    pub table: &'a str,
+    pub url: &'a Url,
+    pub mode: WriteMode,
+    pub partition_by: &'a [String],
+    /// For `overwrite_partitions`: the partition values this run produced, one row per partition.
+    pub partitions: Vec<Vec<datafusion::common::ScalarValue>>,
+    pub description: &'a str,
+    /// Table properties set when the table is created (retention of history).
+    pub configuration: HashMap<String, Option<String>>,
+    /// Stored with the commit (run id, job).
+    pub commit_metadata: HashMap<String, serde_json::Value>,
+}
+
+/// Publish `plan`'s rows to the table in one Delta commit; returns the new version.
+/// A failure at any point leaves the previous version as the table's latest.
+pub async fn publish(
+    stores: &Stores,
+    session: Arc<dyn datafusion::catalog::Session>,
+    plan: LogicalPlan,
+    p: Publish<'_>,
+) -> Result<Published> {
+    let table = match open(stores, p.url).await? {
+        Some(t) => t,
+        None => handle(stores, p.url)?,
+    };
+    publish_to(table, session, plan, p).await
+}
+
+/// Publish onto an already-loaded `table`. Delta's conflict check runs against the version
+/// `table` was loaded at: if someone else committed since, the write fails cleanly and both their
+/// commit and the previous versions stay intact.
+pub async fn publish_to(
+    table: DeltaTable,
+    session: Arc<dyn datafusion::catalog::Session>,
+    plan: LogicalPlan,
+    p: Publish<'_>,
+) -> Result<Published> {
+    let fail = |message: String| Error::Publish {
+        table: p.table.to_string(),
+        location: p.url.to_string(),
+        message,
+        source: None,
+    };
+    let failed = |e: DeltaTableError| Error::Publish {
+        table: p.table.to_string(),
+        location: p.url.to_string(),
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    };
+    let current = table.version().map(|v| v as i64);
+    let exists = current.is_some();
+    let mut write = table
+        .write(vec![])
+        .with_input_plan(plan)
+        .with_session_state(session)
+        .with_writer_properties(writer_properties())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_commit_properties(
+            CommitProperties::default().with_metadata(p.commit_metadata.clone()),
+        );
+    if !p.partition_by.is_empty() {
+        write = write.with_partition_columns(p.partition_by.to_vec());
+    }
+    if !exists {
+        write = write
+            .with_table_name(p.table)
+            .with_description(p.description)
+            .with_configuration(p.configuration.clone());
+    }
+    match p.mode {
+        WriteMode::Overwrite => {
+            // Full replace; the schema may change with the SQL.
+            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        }
+        WriteMode::OverwritePartitions => {
+            if exists {
+                match partition_predicate(p.partition_by, &p.partitions) {
+                    Some(pred) => write = write.with_replace_where(pred),
+                    None => {
+                        // Nothing produced: nothing to replace. Keep the table as it is.
+                        let version = current.ok_or_else(|| fail("table has no version".into()))?;
+                        return Ok(Published {
+                            version,
+                            rows_written: 0,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let written = write.await.map_err(failed)?;
+    let version = written
+        .version()
+        .map(|v| v as i64)
+        .ok_or_else(|| fail("commit returned no version".into()))?;
+    Ok(Published {
+        version,
+        rows_written: rows_in_last_commit(&written).await,
+    })
+}
+
+/// Append `batches` to the engine-kept table `name` under the curated root in one Delta commit,
+/// creating it if needed; new nullable columns are merged into an older table's schema. Returns
+/// the new version. Used for the run ledger and the month-close tables, which only ever grow.
+pub async fn append(
+    stores: &Stores,
+    curated_root: &Url,
+    name: &str,
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+    partition_by: &[&str],
+    description: &str,
+) -> Result<i64> {
+    let url = table_url(curated_root, name)?;
+    let table = match open(stores, &url).await? {
+        Some(t) => t,
+        None => handle(stores, &url)?,
+    };
+    let fail = |message: String| Error::Publish {
+        table: name.to_string(),
+        location: url.to_string(),
+        message,
+        source: None,
+    };
+    let failed = |e: DeltaTableError| Error::Publish {
+        table: name.to_string(),
+        location: url.to_string(),
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    };
+    let exists = table.version().is_some();
+    let mut write = table
+        .write(batches)
+        .with_save_mode(SaveMode::Append)
+        .with_writer_properties(writer_properties())
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+    if !partition_by.is_empty() {
+        write = write.with_partition_columns(partition_by.iter().map(|c| c.to_string()));
+    }
+    if !exists {
+        write = write.with_table_name(name).with_description(description);
+    }
+    let written = write.await.map_err(failed)?;
+    written
+        .version()
+        .map(|v| v as i64)
+        .ok_or_else(|| fail("commit returned no version".into()))
+}
+
+/// What a publish committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub version: i64,
+    /// Rows the commit added, from the commit's own metrics (0 when nothing was written).
+    pub rows_written: i64,
+}
+
+/// `num_added_rows` of the loaded version's commit (Delta's `operationMetrics`).
+async fn rows_in_last_commit(table: &DeltaTable) -> i64 {
+    use futures::StreamExt;
+    let mut history = table.history(Some(1));
+    match history.next().await {
+        Some(Ok(info)) => info
+            .info
+            .get("operationMetrics")
+            .and_then(|m| m.get("num_added_rows"))
+            .and_then(|n| n.as_i64())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `(p1 = v AND p2 = w) OR ...` over the produced partitions; `None` when there are none.
+pub fn partition_predicate(
+    columns: &[String],
+    partitions: &[Vec<datafusion::common::ScalarValue>],
+) -> Option<Expr> {
+    partitions
+        .iter()
+        .map(|values| {
+            columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| {
+                    if v.is_null() {
+                        col(c.as_str()).is_null()
+                    } else {
+                        col(c.as_str()).eq(lit(v.clone()))
+                    }
+                })
+                .reduce(Expr::and)
+                .expect("at least one partition column")
+        })
+        .reduce(Expr::or)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::common::ScalarValue;
+
+    #[test]
+    fn predicate_covers_each_partition() {
+        let cols = vec!["month".to_string(), "region".to_string()];
+        let parts = vec![
+            vec![ScalarValue::from("2026-01"), ScalarValue::from("eu")],
+            vec![ScalarValue::from("2026-02"), ScalarValue::Utf8(None)],
+        ];
+        let e = partition_predicate(&cols, &parts).unwrap().to_string();
+        assert_eq!(
+            e,
+            "month = Utf8(\"2026-01\") AND region = Utf8(\"eu\") OR month = Utf8(\"2026-02\") AND region IS NULL"
+        );
+        assert!(partition_predicate(&cols, &[]).is_none());
+    }
+
+    #[test]
+    fn table_urls_nest_under_root() {
+        let root = Url::parse("s3://bucket/curated/").unwrap();
+        assert_eq!(
+            table_url(&root, "orders").unwrap().as_str(),
+            "s3://bucket/curated/orders/"
+        );
+    }
+}

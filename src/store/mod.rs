@@ -1,0 +1,128 @@
+//! Storage: the object stores behind the raw and curated roots (one per bucket, built from the
+//! URL and the environment by `object_store::parse_url_opts`, or injected by tests), the curated
+//! Delta tables on them, and the names and schemas of the tables the engine keeps itself.
+
+pub mod delta;
+pub mod system;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The set of object stores a project reaches, keyed by `scheme://bucket`.
+#[derive(Clone, Default)]
+pub struct Stores {
+    by_root: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = self
+            .by_root
+            .lock()
+            .expect("stores lock")
+            .keys()
+            .cloned()
+            .collect();
+        f.debug_struct("Stores").field("roots", &keys).finish()
+    }
+}
+
+impl Stores {
+    /// Use `store` for every URL under `root` (e.g. `memory://` or `s3://bucket`), instead of
+    /// building one from the environment. Tests inject `InMemory` or a failing store this way.
+    pub fn inject(&self, root: &Url, store: Arc<dyn ObjectStore>) {
+        self.by_root
+            .lock()
+            .expect("stores lock")
+            .insert(root_key(root), store);
+    }
+
+    /// The store serving `url` (built on first use), and the path of `url` inside it.
+    pub fn store_for(&self, url: &Url) -> Result<(Arc<dyn ObjectStore>, StorePath)> {
+        let key = root_key(url);
+        let path = StorePath::from_url_path(url.path()).map_err(|e| Error::storage(url, e))?;
+        let mut map = self.by_root.lock().expect("stores lock");
+        if let Some(store) = map.get(&key) {
+            return Ok((store.clone(), path));
+        }
+        let store = build_store(url)?;
+        map.insert(key, store.clone());
+        Ok((store, path))
+    }
+
+    /// Register the stores for `urls` with a DataFusion runtime so scans resolve them.
+    pub fn register_with(&self, runtime: &RuntimeEnv, urls: &[&Url]) -> Result<()> {
+        for url in urls {
+            let (store, _) = self.store_for(url)?;
+            let root = object_store_url(url)?;
+            runtime.register_object_store(root.as_ref(), store);
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host` of a URL: the key one object store serves.
+pub fn root_key(url: &Url) -> String {
+    format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""))
+}
+
+/// DataFusion's name for the store serving `url`.
+pub fn object_store_url(url: &Url) -> Result<ObjectStoreUrl> {
+    ObjectStoreUrl::parse(root_key(url)).map_err(|e| Error::storage(url, e))
+}
+
+/// Configuration for cloud stores from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as each
+/// builder's `from_env` reads it; credentials stay in the process.
+fn env_options() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+fn build_store(url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    let (store, _) =
+        object_store::parse_url_opts(url, env_options()).map_err(|e| Error::storage(url, e))?;
+    Ok(Arc::from(store))
+}
+
+/// Register Delta Lake's handlers for cloud schemes (idempotent).
+pub fn register_delta_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bucket_same_store() {
+        let stores = Stores::default();
+        let (a, pa) = stores
+            .store_for(&Url::parse("memory:///raw/orders").unwrap())
+            .unwrap();
+        let (b, pb) = stores
+            .store_for(&Url::parse("memory:///curated/x").unwrap())
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(pa.as_ref(), "raw/orders");
+        assert_eq!(pb.as_ref(), "curated/x");
+    }
+}

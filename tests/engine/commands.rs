@@ -1,0 +1,78 @@
+//! The inspection and upkeep commands: plan (text and dot), explain, runs, query, vacuum.
+
+use super::*;
+
+#[tokio::test]
+async fn plan_lists_order_inputs_and_dot() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    let ws = fx.workspace().await;
+    let selected = ws
+        .graph
+        .select(&["+channel_value".parse().unwrap()], false)
+        .unwrap();
+    let plan = ws
+        .plan(&selected, retention::values::Trigger::Manual)
+        .unwrap();
+    let text = plan.render();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].starts_with("  1. customer_value -> memory:///")
+            && lines[0].ends_with("<- [source:customers, source:orders]"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("  2. channel_value -> ")
+            && lines[1].ends_with("(overwrite) <- [customer_value]"),
+        "{text}"
+    );
+    let dot = ws.graph.to_dot(&selected);
+    assert!(
+        dot.contains("\"customer_value\" -> \"channel_value\";"),
+        "{dot}"
+    );
+    assert_eq!(
+        ws.graph
+            .select(&["tag:finance".parse().unwrap()], false)
+            .unwrap(),
+        vec!["daily_revenue"]
+    );
+}
+
+#[tokio::test]
+async fn explain_and_query_and_vacuum() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    // Explain works before anything is published (upstream planned from its schema).
+    fx.cmd(&["explain", "channel_value"]).await.unwrap();
+    fx.cmd(&["runs"]).await.unwrap();
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    fx.cmd(&["explain", "channel_value"]).await.unwrap();
+    fx.cmd(&["runs", "--job", "channel_value", "--format", "json"])
+        .await
+        .unwrap();
+    fx.cmd(&["query", "--format", "csv", "select * from channel_value"])
+        .await
+        .unwrap();
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    // Version 0's files are replaced by version 1; vacuum with no retention removes them.
+    let files_before = count_files(&fx).await;
+    fx.cmd(&["vacuum", "customer_value", "--retention-hours", "0"])
+        .await
+        .unwrap();
+    assert!(count_files(&fx).await < files_before);
+    assert_eq!(
+        fx.rows("select * from customer_value").await,
+        EXPECTED_CUSTOMER
+    );
+}
+
+async fn count_files(fx: &Fixture) -> usize {
+    use futures::TryStreamExt;
+    let url = curated::table_url(&fx.curated, "customer_value").unwrap();
+    let (store, path) = fx.stores.store_for(&url).unwrap();
+    let all: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
+    all.iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .count()
+}
