@@ -61,7 +61,10 @@ rates AS (
   SELECT *,
          CAST(repeat_customers AS DOUBLE) / NULLIF(customers_observed, 0) AS p_repeat,
          CAST(customers_observed AS DOUBLE)                               AS n_repeat,
-         CAST(churned_customers AS DOUBLE) / NULLIF(customers, 0)         AS p_churn,
+         -- No observed customer yet (all first orders younger than the repeat window): nothing is
+         -- known about the group's churn, so NULL rather than 0.0.
+         CASE WHEN customers_observed > 0
+              THEN CAST(churned_customers AS DOUBLE) / NULLIF(customers, 0) END AS p_churn,
          CAST(customers AS DOUBLE)                                        AS n_churn
   FROM counts
 ),

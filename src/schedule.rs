@@ -170,3 +170,72 @@ async fn fire(ws: &Arc<Workspace>, jobs: &[String], concurrency: usize) {
         Err(e) => tracing::error!(run_id = %plan.run_id, error = %e, "scheduled run failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::config::{Overrides, Project};
+    use crate::store::Stores;
+
+    /// A project with `a` at 06:00 and `b` (which reads `a`) at 05:00 and 07:00 daily.
+    fn workspace(dir: &std::path::Path) -> Workspace {
+        let write = |rel: &str, text: &str| {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("jobs/a.toml", "schedule = \"0 0 6 * * *\"\n");
+        write("sql/a.sql", "select 1 as x");
+        write("jobs/b.toml", "schedule = \"0 0 5,7 * * *\"\n");
+        write("sql/b.sql", "select x from a");
+        let over = Overrides::with_storage(
+            Some("memory:///raw/".into()),
+            Some("memory:///curated/".into()),
+        );
+        let project = Project::load(dir, &over).unwrap();
+        Workspace::load(crate::engine::session::Engine::new(project, Stores::default()).unwrap())
+            .unwrap()
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn firings_list_each_instant_with_its_jobs_in_dependency_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = workspace(dir.path());
+        let f = firings(
+            &ws,
+            utc("2026-12-01T00:00:00Z"),
+            utc("2026-12-02T00:00:00Z"),
+        )
+        .unwrap();
+        let shown: Vec<(String, Vec<String>)> = f
+            .into_iter()
+            .map(|(at, jobs)| (at.format("%H:%M").to_string(), jobs))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("05:00".to_string(), vec!["b".to_string()]),
+                ("06:00".to_string(), vec!["a".to_string()]),
+                ("07:00".to_string(), vec!["b".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_job_scheduled_before_its_upstream_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = workspace(dir.path());
+        let problems = order_problems(&ws, utc("2026-12-01T00:00:00Z")).unwrap();
+        assert_eq!(
+            problems,
+            vec![
+                "job `b` is scheduled at 05:00:00 UTC but reads `a`, scheduled later that day: it would read the previous `a`"
+                    .to_string()
+            ]
+        );
+    }
+}

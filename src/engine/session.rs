@@ -122,3 +122,84 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use datafusion::prelude::DataFrame;
+
+    use crate::project::config::{Overrides, RawProject};
+    use crate::project::spec::JobSpec;
+
+    fn engine(toml_text: &str) -> Engine {
+        let raw: RawProject = toml::from_str(toml_text).unwrap();
+        let over = Overrides::with_storage(
+            Some("memory:///raw/".into()),
+            Some("memory:///curated/".into()),
+        );
+        let project = Project::from_raw(
+            std::path::Path::new("/p"),
+            std::path::Path::new("/p/retention.toml"),
+            raw,
+            &over,
+        )
+        .unwrap();
+        Engine::new(project, Stores::default()).unwrap()
+    }
+
+    #[test]
+    fn sessions_get_retentions_defaults_and_the_projects_settings() {
+        let e = engine("[datafusion]\n\"execution.batch_size\" = 1234\n");
+        let config = e.config().unwrap();
+        let options = config.options();
+        assert_eq!(options.execution.batch_size.to_string(), "1234");
+        assert!(!options.execution.parquet.schema_force_view_types);
+        assert_eq!(options.optimizer.hash_join_inlist_pushdown_max_size, 0);
+        assert!(options.catalog.information_schema);
+    }
+
+    #[tokio::test]
+    async fn sessions_have_the_udfs_and_the_hooks_run() {
+        #[derive(Default)]
+        struct Counting(AtomicUsize);
+        #[async_trait]
+        impl SessionHook for Counting {
+            async fn prepare(&self, _ctx: &SessionContext) -> Result<()> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            async fn job_output(
+                &self,
+                _ctx: &SessionContext,
+                _spec: &JobSpec,
+                df: DataFrame,
+            ) -> Result<DataFrame> {
+                Ok(df)
+            }
+        }
+        let hook = Arc::new(Counting::default());
+        let e = engine("").with_hook(hook.clone());
+        let ctx = e.session(&[]).unwrap();
+        let batches = ctx
+            .sql("SELECT round_half_even(CAST(0.125 AS DECIMAL(10,3))) AS v")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(batches[0].num_rows(), 1);
+        e.prepare(&ctx).await.unwrap();
+        e.prepare(&ctx).await.unwrap();
+        assert_eq!(hook.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_clock_is_injected() {
+        let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let e = engine("").with_clock(Arc::new(crate::clock::FixedClock(t)));
+        assert_eq!(e.clock.now(), t);
+    }
+}

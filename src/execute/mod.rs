@@ -288,3 +288,96 @@ fn record(
         as_of: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::spec::WriteMode;
+    use crate::values::Trigger;
+
+    fn job(name: &str, ups: &[&str], inputs: Vec<Input>) -> PlannedJob {
+        PlannedJob {
+            name: name.into(),
+            table: name.into(),
+            url: url::Url::parse(&format!("memory:///curated/{name}/")).unwrap(),
+            mode: WriteMode::Overwrite,
+            inputs,
+            upstream_in_run: ups.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    fn outcome(job: &str, status: Status) -> JobOutcome {
+        JobOutcome {
+            job: job.into(),
+            status,
+            rows_read: 0,
+            rows_written: 0,
+            bytes_read: 0,
+            seconds: 0.0,
+            output_version: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_job_is_skipped_naming_the_upstream_that_did_not_succeed() {
+        let mut outcomes = BTreeMap::new();
+        outcomes.insert("a".to_string(), outcome("a", Status::Succeeded));
+        outcomes.insert("b".to_string(), outcome("b", Status::Failed));
+        let s = skipped(&job("c", &["a", "b"], vec![]), &outcomes);
+        assert_eq!(s.status, Status::Skipped);
+        assert_eq!(
+            s.error.as_deref(),
+            Some("skipped: upstream b did not succeed")
+        );
+    }
+
+    #[test]
+    fn sources_are_opened_once_per_run() {
+        let plan = RunPlan {
+            run_id: "r".into(),
+            trigger: Trigger::Manual,
+            jobs: vec![
+                job("a", &[], vec![Input::Source("orders".into())]),
+                job(
+                    "b",
+                    &[],
+                    vec![
+                        Input::Source("refunds".into()),
+                        Input::Source("orders".into()),
+                        Input::System("_runs".into()),
+                    ],
+                ),
+            ],
+        };
+        assert_eq!(needed_sources(&plan), vec!["orders", "refunds"]);
+    }
+
+    #[test]
+    fn outcomes_record_the_run_and_a_redacted_error() {
+        let j = job("a", &[], vec![]);
+        // URL user-info is a secret the redaction must strip.
+        let secret = "s3cr3t-value-for-execute-test";
+        let err = Error::Job {
+            job: "a".into(),
+            message: format!("GET http://user:{secret}@host/x failed"),
+        };
+        let (o, inputs) = outcome_of(&j, Err(err), 1.5);
+        assert_eq!(o.status, Status::Failed);
+        assert_eq!(inputs, "{}");
+        let text = o.error.clone().unwrap();
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("http://***@host/x"), "{text}");
+        let plan = RunPlan {
+            run_id: "r1".into(),
+            trigger: Trigger::Schedule,
+            jobs: vec![],
+        };
+        let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let rec = record(&plan, &o, t, t, inputs);
+        assert_eq!(
+            (rec.run_id.as_str(), rec.trigger, rec.status),
+            ("r1", Trigger::Schedule, Status::Failed)
+        );
+    }
+}

@@ -265,3 +265,62 @@ pub async fn run_file(
             .map_err(|e| e.display(true).to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn keywords_match_case_insensitively_at_the_start() {
+        assert_eq!(strip_keyword("  run job x", "RUN JOB"), Some(" x"));
+        assert_eq!(
+            strip_keyword("CLOSE MONTH 2026-01", "CLOSE MONTH"),
+            Some(" 2026-01")
+        );
+        assert_eq!(strip_keyword("SELECT 1", "RUN JOB"), None);
+        assert_eq!(strip_keyword("RUN", "RUN JOB"), None);
+    }
+
+    #[test]
+    fn cells_are_written_as_the_test_files_expect() {
+        let b = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("s", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![Some(""), None, Some("x")])),
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cell(&b, 0, 0), "(empty)");
+        assert_eq!(cell(&b, 0, 1), "NULL");
+        assert_eq!(cell(&b, 0, 2), "x");
+        assert_eq!(cell(&b, 1, 2), "3");
+        assert_eq!(column_type(&DataType::Int64), DefaultColumnType::Integer);
+        assert_eq!(
+            column_type(&DataType::Decimal128(18, 2)),
+            DefaultColumnType::FloatingPoint
+        );
+        assert_eq!(column_type(&DataType::Utf8), DefaultColumnType::Text);
+    }
+
+    #[test]
+    fn test_files_are_the_slt_files_of_a_directory_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.slt", "a.slt", "notes.md"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let files = test_files(&[dir.path().to_path_buf()]).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.slt", "b.slt"]);
+        let e = test_files(&[dir.path().join("missing")]).unwrap();
+        assert_eq!(e, vec![dir.path().join("missing")]);
+    }
+}

@@ -76,3 +76,35 @@ async fn count_files(fx: &Fixture) -> usize {
         .filter(|m| m.location.as_ref().ends_with(".parquet"))
         .count()
 }
+
+/// `retention query` is read-only: COPY, DDL and SET are refused (exit code 2) and write nothing;
+/// `--allow-write` lets an operator run them on purpose.
+#[tokio::test]
+async fn query_is_read_only_unless_allowed() {
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    let target = fx.dir().join("copied.csv");
+    let copy = format!(
+        "COPY (SELECT * FROM channel_value) TO '{}' STORED AS CSV",
+        target.display()
+    );
+    for sql in [
+        copy.as_str(),
+        "CREATE TABLE t AS SELECT 1 AS x",
+        "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/tmp/retention-nowhere.csv'",
+        "DROP TABLE channel_value",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let err = fx.cmd(&["query", sql]).await.unwrap_err();
+        assert!(err.to_string().starts_with("read-only: "), "{sql}: {err}");
+        assert_eq!(retention::cli::exit_code(&err), 2, "{sql}");
+    }
+    assert!(!target.exists(), "a refused COPY wrote its file");
+    assert_eq!(
+        fx.rows("select * from channel_value").await,
+        EXPECTED_CHANNEL
+    );
+    fx.cmd(&["query", "--allow-write", &copy]).await.unwrap();
+    assert!(target.exists());
+}
