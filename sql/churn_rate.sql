@@ -9,12 +9,8 @@
 -- Days are day numbers (days since 1970-01-01) and months are month numbers
 -- (year * 12 + month - 1), so every window is integer arithmetic.
 WITH params AS (
-  -- 'latest' -> the latest order day in the data (any order status). Written as an aggregate
-  -- over order_experience rather than CASE ... ELSE CAST($as_of AS DATE) (the constant folder
-  -- casts 'latest' to a date and fails).
-  SELECT coalesce(CAST(CASE WHEN $as_of = 'latest' THEN NULL ELSE $as_of END AS DATE),
-                  max(order_date))     AS as_of_date
-  FROM order_experience
+  -- $as_of: the run's as-of day, a DATE the engine binds (`latest` is resolved before the job).
+  SELECT CAST($as_of AS DATE) AS as_of_date
 ),
 bounds AS (
   SELECT as_of_date,
@@ -26,8 +22,7 @@ bounds AS (
 ),
 -- One row per customer and day with a completed order on or before as_of (several orders on
 -- one day are one purchase day), with the customer's segment. The as-of cut is a constant
--- predicate on the bound parameter ('latest' keeps every order, which is at most the latest
--- day): no join, so the large side is scanned once. The other as-of cuts are applied after
+-- predicate on the bound parameter: no join, so the large side is scanned once. The other as-of cuts are applied after
 -- aggregating, where they are cheap.
 order_day AS (
   SELECT d.customer_id,
@@ -40,7 +35,7 @@ order_day AS (
     SELECT customer_id, order_date
     FROM order_experience
     WHERE status = 'completed'
-      AND ($as_of = 'latest' OR order_date <= TRY_CAST($as_of AS DATE))
+      AND order_date <= CAST($as_of AS DATE)
     GROUP BY customer_id, order_date
   ) d
   LEFT JOIN customers c ON c.customer_id = d.customer_id

@@ -1,16 +1,16 @@
 -- Churn by first-order experience. Definitions: docs/metrics/churn_root_cause.md.
 WITH as_of AS (
-  SELECT CASE WHEN $as_of = 'latest' THEN max(CAST(order_ts AS DATE)) ELSE TRY_CAST($as_of AS DATE) END AS as_of_date
-  FROM order_experience
+  -- $as_of: the run's as-of day, a DATE the engine binds (`latest` is resolved before the job).
+  SELECT CAST($as_of AS DATE) AS as_of_date
 ),
--- The as-of cut is a constant predicate on the bound parameter ('latest' keeps every order):
--- no join with the one-row as_of, so the orders are scanned once without a nested loop.
+-- The as-of cut is a constant predicate on the bound parameter: no join with the one-row as_of,
+-- so the orders are scanned once without a nested loop.
 completed AS (
   SELECT e.customer_id, e.order_id, e.order_ts, CAST(e.order_ts AS DATE) AS order_date,
          e.primary_issue, e.perfect_order
   FROM order_experience e
   WHERE NOT e.is_cancelled
-    AND ($as_of = 'latest' OR CAST(e.order_ts AS DATE) <= TRY_CAST($as_of AS DATE))
+    AND CAST(e.order_ts AS DATE) <= CAST($as_of AS DATE)
 ),
 first_order AS (
   SELECT customer_id, first_order_experience

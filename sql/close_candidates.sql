@@ -2,7 +2,8 @@
 -- not, whether it is ready to close (the month is over and it has no exceptions).
 -- Definitions: docs/metrics/budget_reconciliation.md.
 WITH as_of AS (
-  SELECT coalesce(CAST(NULLIF($as_of, 'today') AS DATE), current_date()) AS day
+  -- $as_of: the run's as-of day, a DATE the engine binds (this job's is `today`, the clock's day).
+  SELECT CAST($as_of AS DATE) AS day
 ),
 close_log AS (
   SELECT month, action, snapshot, at, actor,

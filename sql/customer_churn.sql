@@ -3,15 +3,10 @@
 -- status: active (days < at_risk_days), at_risk (at_risk_days <= days < churn_days),
 -- churned (days >= churn_days), where days = as_of_date - last completed order date.
 WITH params AS (
-  -- 'latest' -> the latest order day in the data (any order status). Written as an aggregate
-  -- over order_experience rather than CASE ... ELSE CAST($as_of AS DATE) (the constant folder
-  -- casts 'latest' to a date and fails) or a scalar subquery (its plan root reports no row
-  -- count, so the run ledger would record rows_written = 0).
-  SELECT coalesce(CAST(CASE WHEN $as_of = 'latest' THEN NULL ELSE $as_of END AS DATE),
-                  max(order_date))     AS as_of_date,
+  -- $as_of: the run's as-of day, a DATE the engine binds (`latest` is resolved before the job).
+  SELECT CAST($as_of AS DATE)          AS as_of_date,
          CAST($at_risk_days AS BIGINT) AS at_risk_days,
          CAST($churn_days AS BIGINT)   AS churn_days
-  FROM order_experience
 ),
 buyer AS (
   SELECT oe.customer_id,

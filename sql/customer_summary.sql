@@ -1,11 +1,9 @@
 -- One row per customer with at least one completed order on or before as_of.
 -- Definitions: docs/metrics/customer_summary.md.
--- as_of: 'latest' = the latest order day in the data (any status); otherwise a 'YYYY-MM-DD' day.
--- NULLIF(..., 'latest') keeps the constant folder from casting the word 'latest' to a date; a
--- malformed date still fails the job instead of silently giving an empty table.
+-- $as_of: the run's as-of day, a DATE the engine binds (`latest` = the latest order day in the
+-- data, any status, resolved once per run before the job).
 WITH params AS (
-  SELECT coalesce(CAST(NULLIF($as_of, 'latest') AS DATE),
-                  (SELECT max(order_date) FROM order_experience)) AS as_of_date
+  SELECT CAST($as_of AS DATE) AS as_of_date
 ),
 completed AS (
   SELECT oe.customer_id, oe.order_id, oe.order_ts, oe.order_date,

@@ -1,9 +1,7 @@
 -- Recovery of bad experiences. Definitions: docs/metrics/experience_recovery.md.
 WITH as_of AS (
-  SELECT extract(epoch FROM CAST(
-           coalesce(CAST(NULLIF($as_of, 'latest') AS DATE), max(CAST(order_ts AS DATE))) AS TIMESTAMP)) + 86400
-           AS as_of_end
-  FROM order_experience
+  -- $as_of: the run's as-of day, a DATE the engine binds; the window ends at its midnight.
+  SELECT extract(epoch FROM CAST(CAST($as_of AS DATE) AS TIMESTAMP)) + 86400 AS as_of_end
 ),
 cases AS (
   SELECT order_id, customer_id, primary_issue AS issue_type, issue_ts,

@@ -1,7 +1,7 @@
 -- Program ROI. Definitions: docs/metrics/program_roi.md.
 WITH as_of AS (
-  SELECT coalesce(CAST(NULLIF($as_of, 'latest') AS DATE), max(CAST(order_ts AS DATE))) AS as_of_date
-  FROM order_experience
+  -- $as_of: the run's as-of day, a DATE the engine binds (`latest` is resolved before the job).
+  SELECT CAST($as_of AS DATE) AS as_of_date
 ),
 first_touch AS (
   -- A customer's first touch per program, month and arm.

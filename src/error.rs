@@ -150,6 +150,13 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A job's task panicked (a bug); the run stops and publishes nothing more.
+    #[error("job task panicked: {source}")]
+    TaskPanicked {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
     /// Some jobs of a run failed.
     #[error("{failed} of {total} job(s) failed")]
     RunFailed { failed: usize, total: usize },

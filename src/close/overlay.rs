@@ -136,6 +136,8 @@ mod tests {
                 on_close: OnClose::Freeze,
                 record_id_column: None,
             }),
+            as_of: crate::values::AsOf::Latest,
+            uses_as_of: false,
         }
     }
 

@@ -1,16 +1,21 @@
 //! Data checks (`[[checks]]` in a job spec): queries over a job's result that return its
 //! violations, planned by `validate` and run before anything is published.
 
-use datafusion::common::ParamValues;
+use chrono::NaiveDate;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::engine::job::{error_position, strip_context};
+use crate::engine::job::{bound_params, error_position, strip_context};
 use crate::error::{Error, Result};
 use crate::project::spec::{Check, JobSpec};
 
 /// Plan a check's SQL with the job's parameters bound.
-async fn plan_check(ctx: &SessionContext, spec: &JobSpec, check: &Check) -> Result<DataFrame> {
+async fn plan_check(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    check: &Check,
+    as_of: Option<NaiveDate>,
+) -> Result<DataFrame> {
     let check_err = |e: DataFusionError| {
         let (line, column) = error_position(&e).unwrap_or((0, 0));
         Error::Sql {
@@ -23,15 +28,19 @@ async fn plan_check(ctx: &SessionContext, spec: &JobSpec, check: &Check) -> Resu
         }
     };
     let df = ctx.sql(&check.sql).await.map_err(check_err)?;
-    df.with_param_values(ParamValues::from(spec.params.clone()))
+    df.with_param_values(bound_params(spec, as_of))
         .map_err(check_err)
 }
 
 /// Plan (without running) every check of `spec`; the output must be registered in `ctx`.
-pub async fn plan_checks(ctx: &SessionContext, spec: &JobSpec) -> Vec<Error> {
+pub async fn plan_checks(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    as_of: Option<NaiveDate>,
+) -> Vec<Error> {
     let mut problems = Vec::new();
     for check in &spec.checks {
-        match plan_check(ctx, spec, check).await {
+        match plan_check(ctx, spec, check, as_of).await {
             Ok(df) => {
                 if let Err(e) = df.create_physical_plan().await {
                     problems.push(Error::Check {
@@ -50,10 +59,14 @@ pub async fn plan_checks(ctx: &SessionContext, spec: &JobSpec) -> Vec<Error> {
 /// Run every check of `spec` against its result (registered in `ctx` under the output table's
 /// name). Each check returns its violations; any row fails the job, naming the check and
 /// showing the first rows.
-pub async fn run_checks(ctx: &SessionContext, spec: &JobSpec) -> Result<()> {
+pub async fn run_checks(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    as_of: Option<NaiveDate>,
+) -> Result<()> {
     let mut failures = Vec::new();
     for check in &spec.checks {
-        let batches = plan_check(ctx, spec, check).await?.collect().await?;
+        let batches = plan_check(ctx, spec, check, as_of).await?.collect().await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > 0 {
             let mut sample = Vec::new();

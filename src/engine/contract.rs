@@ -314,8 +314,13 @@ pub fn check_csv_text(table: &str, columns: &[Column], bytes: &[u8], file: &str)
             continue;
         }
         let text = StringArray::from(values[i].clone());
-        let parsed =
-            cast_with_options(&text, &c.data_type, &safe).map_err(|e| err(e.to_string()))?;
+        let parsed = cast_with_options(&text, &c.data_type, &safe).map_err(|e| {
+            contract_cause(
+                table,
+                format!("column `{}`: cannot check values", c.name),
+                e,
+            )
+        })?;
         if let Some(row) = (0..text.len()).find(|&r| text.is_valid(r) && parsed.is_null(r)) {
             return Err(err(format!(
                 "column `{}`: expected {} but found `{}` in file {file} (line {})",

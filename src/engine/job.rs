@@ -1,25 +1,67 @@
 //! A job's SQL planned in a session: parameters bound, the output schema checked, the hooks'
 //! rewrite applied, and planning errors turned into file:line:column.
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::ParamValues;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::{cast, ident};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::project::spec::JobSpec;
+use crate::project::config::LatestDay;
+use crate::project::spec::{AS_OF_PARAM, JobSpec};
+
+/// The values bound to a job's placeholders: its parameters, and `$as_of` as a DATE (NULL when no
+/// day is known, e.g. `latest` of an empty table).
+pub fn bound_params(spec: &JobSpec, as_of: Option<NaiveDate>) -> ParamValues {
+    let mut params = spec.params.clone();
+    params.push((
+        AS_OF_PARAM.to_string(),
+        ScalarValue::Date32(as_of.map(Date32Type::from_naive_date)),
+    ));
+    ParamValues::from(params)
+}
+
+/// The as-of day `latest`: the latest UTC day of `latest.column` in `latest.table` as registered
+/// in `ctx` (`None` when the table is empty).
+pub async fn latest_day(ctx: &SessionContext, latest: &LatestDay) -> Result<Option<NaiveDate>> {
+    let batches = ctx
+        .table(latest.table.as_str())
+        .await?
+        .aggregate(
+            vec![],
+            vec![max(cast(ident(&latest.column), DataType::Date32)).alias("day")],
+        )?
+        .collect()
+        .await?;
+    let day = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Date32Type>().clone())
+        .filter(|a| a.is_valid(0))
+        .and_then(|a| Date32Type::to_naive_date_opt(a.value(0)));
+    Ok(day)
+}
 
 impl Engine {
     /// Plan a job's SQL in `ctx` with its parameters bound, then let the hooks rewrite its output
     /// (a frozen table shows its closed months exactly as they were frozen); errors carry
     /// file:line:column.
-    pub async fn plan_job(&self, ctx: &SessionContext, spec: &JobSpec) -> Result<DataFrame> {
+    pub async fn plan_job(
+        &self,
+        ctx: &SessionContext,
+        spec: &JobSpec,
+        as_of: Option<NaiveDate>,
+    ) -> Result<DataFrame> {
         let sql_err = |e: DataFusionError| sql_error(spec, e);
         self.prepare(ctx).await?;
         let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
         let df = df
-            .with_param_values(ParamValues::from(spec.params.clone()))
+            .with_param_values(bound_params(spec, as_of))
             .map_err(sql_err)?;
         check_output_schema(spec, df.schema().inner())?;
         let mut df = df;

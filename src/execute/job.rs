@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::engine::checks::run_checks;
 use crate::error::{Error, Result};
+use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
 use crate::plan::graph::Input;
 use crate::plan::run_plan::PlannedJob;
@@ -31,6 +32,8 @@ pub struct JobDone {
     pub version: i64,
     /// JSON object: input table -> Delta version (curated) or `"source"`.
     pub input_versions: String,
+    /// The day `$as_of` was bound to.
+    pub as_of: Option<chrono::NaiveDate>,
 }
 
 /// A job's inputs registered by table name, and the version each was read at.
@@ -45,15 +48,17 @@ pub async fn run_job(
     job: &PlannedJob,
     sources: &SourceProviders,
     run_id: &str,
+    days: &RunDays,
 ) -> Result<JobDone> {
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
+    let as_of = days.day_for(ws, spec, sources).await?;
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
         source,
     };
     let inputs = open_inputs(ws, job, sources).await?;
     let ctx = ws.engine.session(&inputs.tables)?;
-    let df = ws.engine.plan_job(&ctx, spec).await?;
+    let df = ws.engine.plan_job(&ctx, spec, as_of).await?;
     let partitions = if spec.mode == WriteMode::OverwritePartitions {
         distinct_partitions(df.clone(), &spec.partition_by)
             .await
@@ -62,7 +67,7 @@ pub async fn run_job(
         vec![]
     };
     let physical = df.create_physical_plan().await.map_err(engine_err)?;
-    let logical = checked_result(&ctx, spec, job, physical.clone()).await?;
+    let logical = checked_result(&ctx, spec, job, physical.clone(), as_of).await?;
     let published = delta::publish(
         &ws.engine.stores,
         Arc::new(ctx.state()),
@@ -86,6 +91,7 @@ pub async fn run_job(
         bytes_read,
         version: published.version,
         input_versions: serde_json::Value::Object(inputs.versions).to_string(),
+        as_of,
     })
 }
 
@@ -96,6 +102,7 @@ async fn checked_result(
     spec: &JobSpec,
     job: &PlannedJob,
     physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    as_of: Option<chrono::NaiveDate>,
 ) -> Result<LogicalPlan> {
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
@@ -112,7 +119,7 @@ async fn checked_result(
             vec![batches],
         )?);
         ctx.register_table(spec.table.as_str(), result.clone())?;
-        run_checks(ctx, spec).await?;
+        run_checks(ctx, spec, as_of).await?;
         result
     };
     LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)

@@ -2,6 +2,7 @@
 //! its downstream, each result published to its curated table, and every job recorded in the run
 //! ledger in one commit at the end.
 
+pub mod as_of;
 pub mod job;
 pub mod publish;
 
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::execute::as_of::RunDays;
 use crate::execute::job::{JobDone, run_job};
 use crate::ledger::{self, RunRecord, Status};
 use crate::plan::graph::Input;
@@ -79,6 +81,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
         let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
+        let days = Arc::new(RunDays::new(plan.as_of, ws.engine.clock.now().date_naive()));
         let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
         let mut records: Vec<RunRecord> = Vec::new();
         let mut pending: Vec<&PlannedJob> = plan.jobs.iter().collect();
@@ -99,7 +102,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 {
                     let outcome = skipped(job, &outcomes);
                     let now = ws.engine.clock.now();
-                    records.push(record(plan, &outcome, now, now, "{}".into()));
+                    records.push(record(plan, &outcome, now, now, "{}".into(), None));
                     outcomes.insert(job.name.clone(), outcome);
                     pending.remove(i);
                     continue;
@@ -107,7 +110,8 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 if running.len() < concurrency && ups.iter().all(|s| *s == Some(Status::Succeeded))
                 {
                     let job = pending.remove(i).clone();
-                    spawn_job(&mut running, ws.clone(), sources.clone(), plan, job);
+                    let run = (sources.clone(), days.clone());
+                    spawn_job(&mut running, ws.clone(), run, plan, job);
                     continue;
                 }
                 i += 1;
@@ -117,12 +121,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                     records.push(rec);
                     outcomes.insert(outcome.job.clone(), outcome);
                 }
-                Some(Err(join)) => {
-                    return Err(Error::Job {
-                        job: "?".into(),
-                        message: format!("job task panicked: {join}"),
-                    });
-                }
+                Some(Err(join)) => return Err(Error::TaskPanicked { source: join }),
                 None => break,
             }
         }
@@ -193,7 +192,7 @@ fn skipped(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> JobOutc
 fn spawn_job(
     running: &mut JoinSet<(JobOutcome, RunRecord)>,
     ws: Arc<Workspace>,
-    sources: Arc<SourceProviders>,
+    (sources, days): (Arc<SourceProviders>, Arc<RunDays>),
     plan: &RunPlan,
     job: PlannedJob,
 ) {
@@ -207,11 +206,12 @@ fn spawn_job(
             let started = ws.engine.clock.now();
             let clock = Instant::now();
             tracing::info!("job started");
-            let result = run_job(&ws, &job, &sources, &plan.run_id).await;
+            let result = run_job(&ws, &job, &sources, &plan.run_id, &days).await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
+            let as_of = result.as_ref().ok().and_then(|d| d.as_of);
             let (outcome, inputs) = outcome_of(&job, result, seconds);
-            let rec = record(&plan, &outcome, started, finished, inputs);
+            let rec = record(&plan, &outcome, started, finished, inputs, as_of);
             (outcome, rec)
         }
         .instrument(span),
@@ -269,6 +269,7 @@ fn record(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     inputs: String,
+    as_of: Option<chrono::NaiveDate>,
 ) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
@@ -285,7 +286,7 @@ fn record(
         error: o.error.clone(),
         actor: Some(ledger::current_actor()),
         reason: None,
-        as_of: None,
+        as_of,
     }
 }
 
@@ -337,6 +338,7 @@ mod tests {
         let plan = RunPlan {
             run_id: "r".into(),
             trigger: Trigger::Manual,
+            as_of: None,
             jobs: vec![
                 job("a", &[], vec![Input::Source("orders".into())]),
                 job(
@@ -371,10 +373,11 @@ mod tests {
         let plan = RunPlan {
             run_id: "r1".into(),
             trigger: Trigger::Schedule,
+            as_of: None,
             jobs: vec![],
         };
         let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
-        let rec = record(&plan, &o, t, t, inputs);
+        let rec = record(&plan, &o, t, t, inputs, None);
         assert_eq!(
             (rec.run_id.as_str(), rec.trigger, rec.status),
             ("r1", Trigger::Schedule, Status::Failed)

@@ -419,6 +419,8 @@ mod tests {
             params: vec![],
             checks: vec![],
             close: None,
+            as_of: crate::values::AsOf::Latest,
+            uses_as_of: false,
         }
     }
 

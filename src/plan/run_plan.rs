@@ -7,13 +7,15 @@ use crate::error::Result;
 use crate::plan::graph::Input;
 use crate::plan::workspace::Workspace;
 use crate::project::spec::WriteMode;
-use crate::values::Trigger;
+use crate::values::{AsOf, Selector, Trigger};
 
 /// What a run will do: jobs in dependency order with their inputs.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub run_id: String,
     pub trigger: Trigger,
+    /// `--as-of`: the day every job of the run is as of (else each job's own `as_of`).
+    pub as_of: Option<AsOf>,
     pub jobs: Vec<PlannedJob>,
 }
 
@@ -41,21 +43,45 @@ impl Workspace {
                 url: self.table_url(&node.spec.table)?,
                 mode: node.spec.mode,
                 inputs: node.inputs.clone(),
-                upstream_in_run: node
-                    .inputs
-                    .iter()
-                    .filter_map(|i| match i {
-                        Input::Job { job, .. } if selected.contains(job) => Some(job.clone()),
-                        _ => None,
-                    })
-                    .collect(),
+                upstream_in_run: self.upstream_in_run(name, selected),
             });
         }
         Ok(RunPlan {
             run_id: self.new_run_id(),
             trigger,
+            as_of: None,
             jobs,
         })
+    }
+
+    /// The selected jobs `name` waits for: those it reads, and for a job whose `$as_of` is
+    /// `latest`, the job that publishes the `[as_of]` table, so `latest` is read after it ran.
+    fn upstream_in_run(&self, name: &str, selected: &[String]) -> Vec<String> {
+        let node = self.graph.node(name).expect("selected from graph");
+        let mut ups: Vec<String> = node
+            .inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Job { job, .. } if selected.contains(job) => Some(job.clone()),
+                _ => None,
+            })
+            .collect();
+        let latest_table = &self.engine.project.latest_day.table;
+        if node.spec.uses_as_of
+            && node.spec.as_of == AsOf::Latest
+            && let Some(publisher) = self.graph.nodes.iter().find(|n| n.spec.table == *latest_table)
+            && publisher.spec.name != name
+            && selected.contains(&publisher.spec.name)
+            // Never wait for a job that reads this one (it would wait forever).
+            && !self
+                .graph
+                .select(&[Selector::with_downstream(name)], false)
+                .is_ok_and(|down| down.contains(&publisher.spec.name))
+            && !ups.contains(&publisher.spec.name)
+        {
+            ups.push(publisher.spec.name.clone());
+        }
+        ups
     }
 
     /// A fresh run id: a UUIDv7 from the engine's clock, so ids sort by start time.

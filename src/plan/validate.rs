@@ -23,13 +23,15 @@ impl Workspace {
     pub async fn validate(&self) -> Result<BTreeMap<String, SchemaRef>> {
         let mut problems = Vec::new();
         let mut outputs: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        // Any day types `$as_of` for planning; the clock's is at hand.
+        let as_of = Some(self.engine.clock.now().date_naive());
         for node in &self.graph.nodes {
             // A job whose upstream is broken is skipped: that problem is already reported.
             let Some(tables) = self.schema_only_inputs(node, &outputs) else {
                 continue;
             };
             let ctx = self.engine.session(&tables)?;
-            let df = match self.engine.plan_job(&ctx, &node.spec).await {
+            let df = match self.engine.plan_job(&ctx, &node.spec, as_of).await {
                 Ok(df) => df,
                 Err(e) => {
                     problems.extend(e.flatten());
@@ -47,7 +49,7 @@ impl Workspace {
                 node.spec.table.as_str(),
                 Arc::new(EmptyTable::new(schema.clone())),
             )?;
-            problems.extend(plan_checks(&ctx, &node.spec).await);
+            problems.extend(plan_checks(&ctx, &node.spec, as_of).await);
             problems.extend(close_columns_problems(&node.spec, &schema));
             outputs.insert(node.spec.name.clone(), schema);
         }

@@ -42,6 +42,20 @@ pub struct RawProject {
     /// Parameters every job gets (a job's own `[params]` win), e.g. `reporting_currency`.
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
+    /// How the engine resolves the as-of day `latest`.
+    #[serde(default)]
+    pub as_of: AsOfSettings,
+}
+
+/// `[as_of]`: `latest` is the latest day of `column` in `table` (a job's output or a source), read
+/// once per run after that table's job has run in it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfSettings {
+    /// Default `order_experience` (every order, of any status).
+    pub latest_table: Option<String>,
+    /// A date or timestamp column, cast to its UTC day. Default `order_ts`.
+    pub latest_column: Option<String>,
 }
 
 /// `[storage]`: object-store URLs (`file://`, `s3://`, `gs://`, `az://`, `memory://`) or local paths.
@@ -156,6 +170,15 @@ pub struct Project {
     pub datafusion: Vec<(String, String)>,
     /// Project-wide job parameters (`[params]`): name and value.
     pub params: Vec<(String, ScalarValue)>,
+    /// `latest` is the latest UTC day of this column in this table.
+    pub latest_day: LatestDay,
+}
+
+/// Where the as-of day `latest` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestDay {
+    pub table: String,
+    pub column: String,
 }
 
 impl Project {
@@ -232,6 +255,13 @@ impl Project {
             log_retention_days: history.log_retention_days.unwrap_or(30),
             deleted_file_retention_hours: history.deleted_file_retention_hours.unwrap_or(168),
             datafusion,
+            latest_day: LatestDay {
+                table: raw
+                    .as_of
+                    .latest_table
+                    .unwrap_or_else(|| "order_experience".into()),
+                column: raw.as_of.latest_column.unwrap_or_else(|| "order_ts".into()),
+            },
         })
     }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::project::params::param_value;
 use crate::project::sources::{SOURCES_FILE, is_identifier};
+use crate::values::AsOf;
 
 /// `jobs/<job>.toml` as written.
 #[derive(Debug, Deserialize)]
@@ -42,6 +43,10 @@ pub struct RawJobSpec {
     /// What `retention close-month` does with this job's table: freeze its rows for the month, or
     /// list them as open items when the month is closed.
     pub close: Option<RawClose>,
+    /// Which day `$as_of` (a DATE) is for this job when the run does not set one with `--as-of`:
+    /// `latest` (default: the latest order day in the data, resolved once per run), `today` (the
+    /// clock's UTC day) or a fixed `YYYY-MM-DD`.
+    pub as_of: Option<String>,
 }
 
 /// `[close]` of a job spec.
@@ -156,6 +161,26 @@ pub struct JobSpec {
     pub checks: Vec<Check>,
     /// Month-close behaviour, if the table takes part in `close-month`.
     pub close: Option<CloseSpec>,
+    /// The day `$as_of` is bound to when the run does not set one.
+    pub as_of: AsOf,
+    /// Whether the job's SQL or checks read `$as_of` (only those get a day resolved).
+    pub uses_as_of: bool,
+}
+
+/// The parameter the engine binds for every job: the run's as-of day.
+pub const AS_OF_PARAM: &str = "as_of";
+
+/// Whether SQL texts read `$as_of`.
+fn uses_as_of<'a>(sql: &str, checks: impl Iterator<Item = &'a str>) -> bool {
+    let reads = |t: &str| {
+        t.match_indices("$as_of").any(|(i, m)| {
+            !t[i + m.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    };
+    reads(sql) || checks.into_iter().any(reads)
 }
 
 /// Validate a cron expression as tokio-cron-scheduler reads it (seconds required).
@@ -209,6 +234,60 @@ pub fn load_all(project_root: &Path, jobs_dir: &Path) -> Result<Vec<JobSpec>> {
     Ok(specs)
 }
 
+/// Schedule, write mode and `[close]` problems of a raw spec.
+fn mode_problems(raw: &RawJobSpec, bad: &dyn Fn(&str, String) -> Error) -> Vec<Error> {
+    let mut problems = Vec::new();
+    if let Some(cron) = &raw.schedule
+        && let Err(m) = parse_cron(cron)
+    {
+        problems.push(bad("schedule", m));
+    }
+    if raw.output.mode == WriteMode::OverwritePartitions && raw.output.partition_by.is_empty() {
+        problems.push(bad(
+            "output.mode",
+            "`overwrite_partitions` needs `output.partition_by`".into(),
+        ));
+    }
+    if let Some(c) = &raw.close {
+        if c.on_close == OnClose::Warn && c.record_id_column.is_some() {
+            problems.push(bad(
+                "close.record_id_column",
+                "only tables frozen on close (`on_close = \"freeze\"`) record ids".into(),
+            ));
+        }
+        if c.on_close == OnClose::Freeze && raw.output.mode == WriteMode::OverwritePartitions {
+            problems.push(bad(
+                "close.on_close",
+                "a frozen table must be rebuilt whole (`mode = \"overwrite\"`) so closed months can be overlaid".into(),
+            ));
+        }
+    }
+    problems
+}
+
+/// The spec's `as_of` (default `latest`); `as_of` in `[params]` is refused: the engine binds it.
+fn spec_as_of(
+    raw: &RawJobSpec,
+    bad: &dyn Fn(&str, String) -> Error,
+    problems: &mut Vec<Error>,
+) -> AsOf {
+    let as_of = match raw.as_of.as_deref().map(str::parse::<AsOf>) {
+        None => AsOf::Latest,
+        Some(Ok(a)) => a,
+        Some(Err(m)) => {
+            problems.push(bad("as_of", m));
+            AsOf::Latest
+        }
+    };
+    if raw.params.contains_key(AS_OF_PARAM) {
+        problems.push(bad(
+            "params.as_of",
+            "`$as_of` is the run's as-of day, bound by the engine as a DATE: set `as_of = \"latest\"`, `\"today\"` or a day at the top of the spec, or pass `--as-of` to `retention run`".into(),
+        ));
+    }
+    as_of
+}
+
 /// Load and validate one spec file and its SQL.
 pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
@@ -251,31 +330,8 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
             format!("`{table}`: names starting with `_` are reserved"),
         ));
     }
-    if let Some(cron) = &raw.schedule
-        && let Err(m) = parse_cron(cron)
-    {
-        problems.push(bad("schedule", m));
-    }
-    if raw.output.mode == WriteMode::OverwritePartitions && raw.output.partition_by.is_empty() {
-        problems.push(bad(
-            "output.mode",
-            "`overwrite_partitions` needs `output.partition_by`".into(),
-        ));
-    }
-    if let Some(c) = &raw.close {
-        if c.on_close == OnClose::Warn && c.record_id_column.is_some() {
-            problems.push(bad(
-                "close.record_id_column",
-                "only tables frozen on close (`on_close = \"freeze\"`) record ids".into(),
-            ));
-        }
-        if c.on_close == OnClose::Freeze && raw.output.mode == WriteMode::OverwritePartitions {
-            problems.push(bad(
-                "close.on_close",
-                "a frozen table must be rebuilt whole (`mode = \"overwrite\"`) so closed months can be overlaid".into(),
-            ));
-        }
-    }
+    problems.extend(mode_problems(&raw, &bad));
+    let as_of = spec_as_of(&raw, &bad, &mut problems);
     let mut params = Vec::new();
     for (k, v) in &raw.params {
         match param_value(v) {
@@ -296,6 +352,7 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         }
     };
     Error::from_many(problems)?;
+    let reads_as_of = uses_as_of(&sql, raw.checks.iter().map(|c| c.sql.as_str()));
     Ok(JobSpec {
         name,
         description: raw.description,
@@ -318,6 +375,8 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
                 sql: c.sql,
             })
             .collect(),
+        uses_as_of: reads_as_of,
+        as_of,
         close: raw.close.map(|c| CloseSpec {
             month_column: c.month_column,
             on_close: c.on_close,
@@ -387,6 +446,34 @@ mod tests {
             .to_string();
         assert!(
             e.contains("job `b` publishes table `t`, which job `a` publishes too"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn as_of_is_the_engines_not_a_param() {
+        assert!(uses_as_of(
+            "select * from t where d <= $as_of",
+            std::iter::empty()
+        ));
+        assert!(!uses_as_of("select $as_of_x", std::iter::empty()));
+        assert!(uses_as_of("select 1", ["select $as_of"].into_iter()));
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "sql/a.sql", "select CAST($as_of AS DATE) AS d");
+        write(dir.path(), "jobs/a.toml", "as_of = \"today\"\n");
+        let a = load_one(dir.path(), &dir.path().join("jobs/a.toml")).unwrap();
+        assert_eq!((a.as_of, a.uses_as_of), (AsOf::Today, true));
+        write(
+            dir.path(),
+            "jobs/a.toml",
+            "as_of = \"2026-13-01\"\n[params]\nas_of = \"latest\"\n",
+        );
+        let e = load_one(dir.path(), &dir.path().join("jobs/a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("as_of: `2026-13-01` is not a date"), "{e}");
+        assert!(
+            e.contains("params.as_of: `$as_of` is the run's as-of day"),
             "{e}"
         );
     }

@@ -15,10 +15,13 @@ use datafusion::prelude::SessionContext;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 use crate::engine::checks::run_checks;
+use crate::engine::job::latest_day;
 use crate::error::{Error, Result};
 use crate::plan::workspace::Workspace;
 use crate::project::params::parse_param;
+use crate::project::spec::{AS_OF_PARAM, JobSpec};
 use crate::store::system::{CLOSE_LOG, CLOSED_RECORDS, fixed_schema};
+use crate::values::AsOf;
 
 pub mod doubles;
 
@@ -53,34 +56,17 @@ impl JobTestDb {
             selector: name.to_string(),
         })?;
         let mut spec = node.spec.clone();
-        if !with.is_empty() {
-            let assignments = strip_keyword(with, "WITH").ok_or_else(|| Error::Job {
-                job: name.to_string(),
-                message: format!(
-                    "expected `WITH name = value, ...` after the job name, found `{with}`"
-                ),
-            })?;
-            for a in assignments.split(',') {
-                let (k, v) = a.split_once('=').ok_or_else(|| Error::Job {
-                    job: name.to_string(),
-                    message: format!("expected name = value, found `{a}`"),
-                })?;
-                let (k, v) = (k.trim(), v.trim().trim_matches('\''));
-                let slot = spec
-                    .params
-                    .iter_mut()
-                    .find(|(n, _)| n == k)
-                    .ok_or_else(|| Error::Job {
-                        job: name.to_string(),
-                        message: format!("job has no parameter `{k}`"),
-                    })?;
-                slot.1 = parse_param(&slot.1, v).map_err(|message| Error::Job {
-                    job: name.to_string(),
-                    message,
-                })?;
+        let as_of = with_assignments(&mut spec, with)?;
+        let as_of = if !spec.uses_as_of {
+            None
+        } else {
+            match as_of.unwrap_or(spec.as_of) {
+                AsOf::Day(d) => Some(d),
+                AsOf::Today => Some(test_clock().date_naive()),
+                AsOf::Latest => latest_day(&self.ctx, &self.ws.engine.project.latest_day).await?,
             }
-        }
-        let df = self.ws.engine.plan_job(&self.ctx, &spec).await?;
+        };
+        let df = self.ws.engine.plan_job(&self.ctx, &spec, as_of).await?;
         let batches = df.clone().collect().await?;
         // The executed batches' schema can be stricter about nullability than the plan's.
         let schema = batches
@@ -94,12 +80,51 @@ impl JobTestDb {
             Arc::new(MemTable::try_new(schema, vec![batches])?),
         )?;
         // The job's checks run as in a real run: a failing check fails the statement.
-        if let Err(e) = run_checks(&self.ctx, &spec).await {
+        if let Err(e) = run_checks(&self.ctx, &spec, as_of).await {
             self.ctx.deregister_table(spec.table.as_str())?;
             return Err(e);
         }
         Ok(rows as u64)
     }
+}
+
+/// `WITH name = value, ...` of `RUN JOB`: parameters set on `spec` (typed by their defaults), and
+/// `as_of`, the run's as-of day (`latest`, `today` or a day), returned.
+fn with_assignments(spec: &mut JobSpec, with: &str) -> Result<Option<AsOf>> {
+    if with.is_empty() {
+        return Ok(None);
+    }
+    let bad = |message: String| Error::Job {
+        job: spec.name.clone(),
+        message,
+    };
+    let assignments = strip_keyword(with, "WITH").ok_or_else(|| {
+        bad(format!(
+            "expected `WITH name = value, ...` after the job name, found `{with}`"
+        ))
+    })?;
+    let mut as_of = None;
+    for a in assignments.split(',') {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| bad(format!("expected name = value, found `{a}`")))?;
+        let (k, v) = (k.trim(), v.trim().trim_matches('\''));
+        if k == AS_OF_PARAM {
+            as_of = Some(v.parse::<AsOf>().map_err(bad)?);
+            continue;
+        }
+        let default = spec
+            .params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| bad(format!("job has no parameter `{k}`")))?;
+        let value = parse_param(&default, v).map_err(bad)?;
+        if let Some(slot) = spec.params.iter_mut().find(|(n, _)| n == k) {
+            slot.1 = value;
+        }
+    }
+    Ok(as_of)
 }
 
 /// The fixed clock of SQL tests' close log.

@@ -108,3 +108,18 @@ async fn query_is_read_only_unless_allowed() {
     fx.cmd(&["query", "--allow-write", &copy]).await.unwrap();
     assert!(target.exists());
 }
+
+/// `--as-of` is parsed once, by clap, into a day, `latest` or `today`.
+#[test]
+fn as_of_flag_is_a_day_latest_or_today() {
+    for ok in ["2026-03-31", "latest", "today"] {
+        assert!(Cli::try_parse_from(["retention", "run", "--all", "--as-of", ok]).is_ok());
+    }
+    let e = Cli::try_parse_from(["retention", "run", "--all", "--as-of", "2026-13-01"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`2026-13-01` is not a date (YYYY-MM-DD), `latest` or `today`"),
+        "{e}"
+    );
+}

@@ -251,3 +251,79 @@ async fn a_million_ledger_entries_reconcile_to_the_cent() {
     .await;
     assert_eq!(counted[0][0], entries.to_string());
 }
+
+/// The run's as-of day: `latest` is the latest order day of `order_experience` (resolved once,
+/// after that job ran), `--as-of DAY` binds one day for every job of a backfill, and `_runs`
+/// records the day each job was bound to (NULL for jobs that do not read `$as_of`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_is_resolved_once_per_run_and_recorded() {
+    use retention::values::{AsOf, Trigger};
+    let opts = retention::generate::GenerateOptions {
+        seed: 11,
+        customers: 1_500,
+        months: 8,
+        ..Default::default()
+    };
+    let (_lake, ws, _generated) = generated_lake(opts, &["+customer_churn"]).await;
+    let ctx = ws.query_session().await.unwrap();
+    let latest = rows_of(
+        &ctx,
+        "SELECT CAST(max(CAST(order_ts AS DATE)) AS VARCHAR) FROM order_experience",
+    )
+    .await
+    .remove(0)
+    .remove(0);
+    // The generator's 8 months from 2024-11-01 end on 2025-06-30.
+    assert_eq!(latest, "2025-06-30");
+    assert_eq!(
+        rows_of(
+            &ctx,
+            "SELECT DISTINCT CAST(as_of_date AS VARCHAR) FROM customer_churn"
+        )
+        .await,
+        vec![vec![latest.clone()]]
+    );
+
+    // A backfill as of 2025-02-28: every customer with a completed order on or before it, and
+    // nothing after it.
+    let day = chrono::NaiveDate::from_ymd_opt(2025, 2, 28).unwrap();
+    let selected = ws
+        .graph
+        .select(&["customer_churn".parse().unwrap()], false)
+        .unwrap();
+    let mut plan = ws.plan(&selected, Trigger::Manual).unwrap();
+    plan.as_of = Some(AsOf::Day(day));
+    retention::execute::execute(ws.clone(), &plan, 2)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let ctx = ws.query_session().await.unwrap();
+    let got = rows_of(
+        &ctx,
+        "SELECT count(*), CAST(max(as_of_date) AS VARCHAR), CAST(max(last_order_date) <= DATE '2025-02-28' AS VARCHAR) FROM customer_churn",
+    )
+    .await;
+    let expected = rows_of(
+        &ctx,
+        "SELECT count(DISTINCT customer_id) FROM order_experience WHERE status = 'completed' AND order_date <= DATE '2025-02-28'",
+    )
+    .await;
+    assert_eq!(got[0][0], expected[0][0]);
+    assert_eq!(got[0][1..], ["2025-02-28".to_string(), "true".to_string()]);
+    let ledger = rows_of(
+        &ctx,
+        &format!(
+            "SELECT job, CAST(as_of AS VARCHAR) FROM _runs WHERE run_id = '{}' OR (job = 'order_experience' AND run_id <> '{}') ORDER BY job",
+            plan.run_id, plan.run_id
+        ),
+    )
+    .await;
+    assert_eq!(
+        ledger,
+        vec![
+            vec!["customer_churn".to_string(), "2025-02-28".to_string()],
+            vec!["order_experience".to_string(), String::new()],
+        ]
+    );
+}

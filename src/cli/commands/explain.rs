@@ -21,7 +21,9 @@ pub async fn run(ws: &Workspace, args: ExplainArgs) -> Result<()> {
     // Jobs not published yet are planned from their validated output schemas.
     let schemas = ws.validate().await?;
     let ctx = ws.query_session_with(&schemas).await?;
-    let df = ws.engine.plan_job(&ctx, &node.spec).await?;
+    // The plan's shape does not depend on the day: the clock's types `$as_of`.
+    let as_of = Some(ws.engine.clock.now().date_naive());
+    let df = ws.engine.plan_job(&ctx, &node.spec, as_of).await?;
     let batches = df.explain(false, false)?.collect().await?;
     print_batches(&batches, OutputFormat::Table)
 }

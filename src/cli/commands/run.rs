@@ -8,9 +8,9 @@ use crate::cli::output::print_summary;
 use crate::error::Result;
 use crate::execute::execute;
 use crate::plan::workspace::Workspace;
-use crate::values::{ParamAssignment, Selector, Trigger};
+use crate::values::{AsOf, ParamAssignment, Selector, Trigger};
 
-pub const EXAMPLES: &str = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day";
+pub const EXAMPLES: &str = "Examples:\n  retention run --all\n  retention run daily_orders\n  retention run +customer_summary     # with everything upstream\n  retention run order_experience+     # with everything downstream\n  retention run tag:finance --jobs 4\n  retention run --all --dry-run\n  retention run daily_orders --param from_day=2026-10-01   # backfill from a day\n  retention run +customer_churn --as-of 2026-03-31          # the marts as of a past day";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// Override a job parameter for this run (backfills): NAME=VALUE, repeatable.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<ParamAssignment>,
+    /// The day every job is as of (`$as_of`): YYYY-MM-DD for a backfill, `latest` (the latest
+    /// order day in the data) or `today`. Default: each job's own `as_of` (mostly `latest`).
+    #[arg(long, value_name = "DAY")]
+    pub as_of: Option<AsOf>,
 }
 
 pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
@@ -36,7 +40,8 @@ pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
         ws.override_params(&selected, &args.params)?;
     }
     let ws = Arc::new(ws);
-    let plan = ws.plan(&selected, Trigger::Manual)?;
+    let mut plan = ws.plan(&selected, Trigger::Manual)?;
+    plan.as_of = args.as_of;
     if args.dry_run {
         print!(
             "run {} would run {} job(s):\n{}",
