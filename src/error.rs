@@ -132,6 +132,14 @@ pub enum Error {
         source: datafusion::error::DataFusionError,
     },
 
+    /// The run's as-of day could not be resolved for a job.
+    #[error("job `{job}`: as-of day: {source}")]
+    JobAsOf {
+        job: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A job's input source broke its contract.
     #[error("job `{job}`: input {source}")]
     JobInput {

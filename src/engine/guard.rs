@@ -50,7 +50,12 @@ fn refused(e: &DataFusionError) -> Option<String> {
     ]
     .iter()
     .any(|m| text.contains(m))
-    .then(|| crate::engine::job::strip_context(e))
+    .then(|| {
+        let m = crate::engine::job::strip_context(e);
+        m.strip_prefix("Error during planning: ")
+            .map(str::to_string)
+            .unwrap_or(m)
+    })
 }
 
 #[cfg(test)]
@@ -80,6 +85,7 @@ mod tests {
         ] {
             let e = run(sql, Access::ReadOnly).await.unwrap_err();
             assert!(matches!(e, Error::ReadOnly { .. }), "{sql}: {e}");
+            assert!(e.to_string().contains(" not supported: "), "{sql}: {e}");
             assert_eq!(e.exit_code(), 2, "{sql}");
         }
         assert!(!target.exists(), "COPY wrote the file");

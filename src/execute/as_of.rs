@@ -71,17 +71,20 @@ async fn resolve_latest(ws: &Workspace, sources: &SourceProviders) -> Result<Opt
                 .remove(&table)
                 .expect("a source"),
         };
-        opened.map_err(|e| Error::JobInput {
-            job: format!("as-of day (latest of {table}.{})", latest.column),
-            source: e,
+        opened.map_err(|e| Error::Contract {
+            table: table.clone(),
+            message: format!("`latest` of {table}.{} is unknown: {e}", latest.column),
+            source: None,
         })?
     } else {
         let Some(t) = delta::open(&ws.engine.stores, &ws.table_url(&table)?).await? else {
-            return Err(Error::Job {
-                job: format!("as-of day (latest of {table}.{})", latest.column),
+            return Err(Error::Storage {
+                location: table.clone(),
                 message: format!(
-                    "`{table}` has not been published yet; run it first, or pass --as-of YYYY-MM-DD"
+                    "`latest` is the latest {table}.{} but `{table}` has not been published yet; run it first, or pass --as-of YYYY-MM-DD",
+                    latest.column
                 ),
+                source: None,
             });
         };
         delta::provider(&t).await?

@@ -51,12 +51,18 @@ pub async fn run_job(
     days: &RunDays,
 ) -> Result<JobDone> {
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
-    let as_of = days.day_for(ws, spec, sources).await?;
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
         source,
     };
     let inputs = open_inputs(ws, job, sources).await?;
+    let as_of = days
+        .day_for(ws, spec, sources)
+        .await
+        .map_err(|e| Error::JobAsOf {
+            job: job.name.clone(),
+            source: Box::new(e),
+        })?;
     let ctx = ws.engine.session(&inputs.tables)?;
     let df = ws.engine.plan_job(&ctx, spec, as_of).await?;
     let partitions = if spec.mode == WriteMode::OverwritePartitions {

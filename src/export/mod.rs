@@ -120,7 +120,14 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         source: Some(Box::new(e)),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    let mut builder = tempfile::Builder::new();
+    // As a plain file write would: readable by others (0666 less the umask), not tempfile's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(fail)?;
     tmp.write_all(bytes).map_err(fail)?;
     tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
@@ -139,6 +146,12 @@ mod tests {
         write_atomically(&path, b"a\n2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n2\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_ne!(mode & 0o044, 0, "others cannot read the export: {mode:o}");
+        }
         // A directory that does not exist: an error naming the file, nothing written.
         let missing = dir.path().join("nope/out.csv");
         let e = write_atomically(&missing, b"x").unwrap_err().to_string();

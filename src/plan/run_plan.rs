@@ -32,8 +32,18 @@ pub struct PlannedJob {
 }
 
 impl Workspace {
-    /// The run plan for `selected` jobs (names in dependency order).
+    /// The run plan for `selected` jobs (names in dependency order), each job as of its own day.
     pub fn plan(&self, selected: &[String], trigger: Trigger) -> Result<RunPlan> {
+        self.plan_as_of(selected, trigger, None)
+    }
+
+    /// The run plan with `as_of` (`--as-of`) for every job, when given.
+    pub fn plan_as_of(
+        &self,
+        selected: &[String],
+        trigger: Trigger,
+        as_of: Option<AsOf>,
+    ) -> Result<RunPlan> {
         let mut jobs = Vec::new();
         for name in selected {
             let node = self.graph.node(name).expect("selected from graph");
@@ -43,20 +53,20 @@ impl Workspace {
                 url: self.table_url(&node.spec.table)?,
                 mode: node.spec.mode,
                 inputs: node.inputs.clone(),
-                upstream_in_run: self.upstream_in_run(name, selected),
+                upstream_in_run: self.upstream_in_run(name, selected, as_of),
             });
         }
         Ok(RunPlan {
             run_id: self.new_run_id(),
             trigger,
-            as_of: None,
+            as_of,
             jobs,
         })
     }
 
     /// The selected jobs `name` waits for: those it reads, and for a job whose `$as_of` is
     /// `latest`, the job that publishes the `[as_of]` table, so `latest` is read after it ran.
-    fn upstream_in_run(&self, name: &str, selected: &[String]) -> Vec<String> {
+    fn upstream_in_run(&self, name: &str, selected: &[String], as_of: Option<AsOf>) -> Vec<String> {
         let node = self.graph.node(name).expect("selected from graph");
         let mut ups: Vec<String> = node
             .inputs
@@ -68,7 +78,7 @@ impl Workspace {
             .collect();
         let latest_table = &self.engine.project.latest_day.table;
         if node.spec.uses_as_of
-            && node.spec.as_of == AsOf::Latest
+            && as_of.unwrap_or(node.spec.as_of) == AsOf::Latest
             && let Some(publisher) = self.graph.nodes.iter().find(|n| n.spec.table == *latest_table)
             && publisher.spec.name != name
             && selected.contains(&publisher.spec.name)

@@ -77,6 +77,15 @@ impl Workspace {
     ) -> Result<()> {
         let mut problems = Vec::new();
         for p in params {
+            if p.name == crate::project::spec::AS_OF_PARAM {
+                problems.push(Error::Argument {
+                    flag: "--param",
+                    key: p.name.clone(),
+                    message: "the as-of day is not a parameter: use --as-of DAY (or latest, today)"
+                        .into(),
+                });
+                continue;
+            }
             let mut used = false;
             for node in self
                 .graph

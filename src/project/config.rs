@@ -334,6 +334,12 @@ fn project_params(
             ScalarValue::Utf8(Some("USD".into())),
         ));
     }
+    if table.contains_key(crate::project::spec::AS_OF_PARAM) {
+        problems.push(bad(
+            "params.as_of",
+            "`$as_of` is the run's as-of day, bound by the engine as a DATE: set `as_of` in a job spec, or pass `--as-of` to `retention run`".into(),
+        ));
+    }
     for (k, v) in table {
         match param_value(v) {
             Ok(value) => params.push((k.clone(), value)),
@@ -438,6 +444,34 @@ mod tests {
             ]
         );
         assert!(load("[params]\nx = [1]\n", &Overrides::default()).is_err());
+        let e = load("[params]\nas_of = \"latest\"\n", &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("params.as_of: `$as_of` is the run's as-of day"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn latest_day_comes_from_as_of_or_order_experience() {
+        let p = load("", &Overrides::default()).unwrap();
+        assert_eq!(
+            p.latest_day,
+            LatestDay {
+                table: "order_experience".into(),
+                column: "order_ts".into()
+            }
+        );
+        let p = load(
+            "[as_of]\nlatest_table = \"orders\"\nlatest_column = \"placed_at\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.latest_day.table.as_str(), p.latest_day.column.as_str()),
+            ("orders", "placed_at")
+        );
     }
 
     #[test]

@@ -79,14 +79,17 @@ pub fn object_store_url(url: &Url) -> Result<ObjectStoreUrl> {
     ObjectStoreUrl::parse(root_key(url)).map_err(|e| Error::storage(url, e))
 }
 
-/// Configuration for cloud stores from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as each
-/// builder's `from_env` reads it; credentials stay in the process.
+/// Configuration for cloud stores from the environment, as each builder's `from_env` reads it:
+/// `AWS_*`, `GOOGLE_*`, `AZURE_*`, and the two unprefixed names they also read (`SERVICE_ACCOUNT`
+/// for GCS, `IDENTITY_ENDPOINT` for Azure managed identity). Credentials stay in the process.
 fn env_options() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| {
             ["AWS_", "GOOGLE_", "AZURE_"]
                 .iter()
                 .any(|p| k.starts_with(p))
+                || k == "SERVICE_ACCOUNT"
+                || k == "IDENTITY_ENDPOINT"
         })
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect()

@@ -123,3 +123,19 @@ fn as_of_flag_is_a_day_latest_or_today() {
         "{e}"
     );
 }
+
+/// The as-of day is the engine's, not a parameter: `--param as_of=...` points to `--as-of`.
+#[tokio::test]
+async fn param_as_of_points_to_the_as_of_flag() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let err = fx
+        .cmd(&["run", "--all", "--param", "as_of=2026-01-31"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--param: as_of: the as-of day is not a parameter: use --as-of DAY (or latest, today)"
+    );
+    assert_eq!(retention::cli::exit_code(&err), 2);
+}

@@ -40,8 +40,7 @@ pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
         ws.override_params(&selected, &args.params)?;
     }
     let ws = Arc::new(ws);
-    let mut plan = ws.plan(&selected, Trigger::Manual)?;
-    plan.as_of = args.as_of;
+    let plan = ws.plan_as_of(&selected, Trigger::Manual, args.as_of)?;
     if args.dry_run {
         print!(
             "run {} would run {} job(s):\n{}",
