@@ -14,6 +14,7 @@ mod common;
 mod backends;
 mod bad_input;
 mod checks;
+mod clv;
 mod commands;
 mod crash;
 mod csv_sources;
