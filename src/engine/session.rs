@@ -108,6 +108,12 @@ impl Engine {
         for f in crate::engine::udf::all() {
             ctx.register_udf(f);
         }
+        for f in crate::engine::clv::sql::scalars() {
+            ctx.register_udf(f);
+        }
+        for f in crate::engine::clv::sql::aggregates() {
+            ctx.register_udaf(f);
+        }
         for (name, provider) in tables {
             ctx.register_table(name.as_str(), provider.clone())?;
         }

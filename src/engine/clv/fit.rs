@@ -196,14 +196,14 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<Fitted<GammaGamma>, F
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// Draw customers from BG/NBD itself: rate ~ gamma(r, alpha), dropout ~ beta(a, b) (as
     /// ratios of gammas), purchases a Poisson process until dropout, observed for `t` units.
-    fn simulate(m: &BgNbd, n: usize, t: f64, seed: u64) -> Vec<(History, f64)> {
+    pub(crate) fn simulate(m: &BgNbd, n: usize, t: f64, seed: u64) -> Vec<(History, f64)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let gamma = |rng: &mut ChaCha8Rng, shape: f64| -> f64 {
             // Marsaglia-Tsang, with the shape < 1 boost.
