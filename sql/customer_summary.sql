@@ -32,6 +32,13 @@ per_customer AS (
   FROM completed
   GROUP BY customer_id
 ),
+-- Net revenue of each customer's first purchase day, to leave it out of the mean repeat value.
+first_day AS (
+  SELECT c.customer_id, sum(c.net_revenue) AS first_day_revenue
+  FROM completed c
+  JOIN per_customer pc ON pc.customer_id = c.customer_id AND c.order_date = pc.first_order_date
+  GROUP BY c.customer_id
+),
 measured AS (
   SELECT pc.*,
          p.as_of_date,
@@ -104,6 +111,10 @@ SELECT
   s.bad_experiences,
   s.first_bad_experience_type,
   s.first_order_primary_issue,
-  s.net_revenue                                                              AS historical_ltv
+  s.net_revenue                                                              AS historical_ltv,
+  -- Gamma-Gamma's monetary value: mean net revenue of the repeat purchase days.
+  CAST((s.net_revenue - fd.first_day_revenue) / NULLIF(s.order_days - 1, 0) AS DECIMAL(18,2))
+                                                                             AS repeat_monetary_value
 FROM scored s
 LEFT JOIN customers c ON c.customer_id = s.customer_id
+LEFT JOIN first_day fd ON fd.customer_id = s.customer_id

@@ -96,6 +96,18 @@ WHERE window_complete
 GROUP BY program_id, program_name, program_kind
 ORDER BY program_id";
 
+/// Predicted value by RFM segment: who is alive and what they are worth in the next 12 months.
+const CLV_BY_SEGMENT: &str = "
+SELECT segment, count(*) AS customers,
+       round(avg(p_alive), 3) AS p_alive,
+       round(avg(expected_purchases_365d), 2) AS purchases_next_365d,
+       CAST(avg(predicted_clv_12m) AS DECIMAL(18,2)) AS predicted_clv_12m,
+       CAST(avg(historical_ltv) AS DECIMAL(18,2)) AS historical_ltv,
+       sum(CASE WHEN value_tier = 'top' THEN 1 ELSE 0 END) AS top_tier
+FROM customer_ltv
+GROUP BY segment
+ORDER BY predicted_clv_12m DESC";
+
 /// The last six months: planned against actual, open items, and the next step to close.
 const CLOSE_CANDIDATES: &str = "
 SELECT month, status, planned, actual, variance, ledger_entries, open_items, next_step
@@ -103,7 +115,7 @@ FROM close_candidates
 ORDER BY month DESC
 LIMIT 6";
 
-/// Print the five views, each under a heading.
+/// Print the six views, each under a heading.
 pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
     for (title, sql) in [
         (
@@ -121,6 +133,10 @@ pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
         (
             "Programs (months with a complete attribution window)",
             PROGRAM_ROI,
+        ),
+        (
+            "Predicted lifetime value by segment (BG/NBD + Gamma-Gamma, margin 30%, next 12 months)",
+            CLV_BY_SEGMENT,
         ),
         (
             "Finance: budget against actual and the close candidates (close with `retention close-month YYYY-MM`)",

@@ -49,18 +49,27 @@ pub struct BgNbd {
 impl BgNbd {
     /// The log-likelihood of one customer (equation 6 of the paper).
     pub fn log_likelihood(&self, h: &History) -> f64 {
+        self.ln_count_terms(h.x) + self.ln_timing_term(h)
+    }
+
+    /// The part of the log-likelihood that depends on the count x alone (the gamma functions).
+    pub fn ln_count_terms(&self, x: f64) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) + ln_gamma(b + x)
+            - ln_gamma(b)
+            - ln_gamma(a + b + x)
+    }
+
+    /// The rest: alive through T, or dropped out after the purchase at t_x.
+    pub fn ln_timing_term(&self, h: &History) -> f64 {
         let BgNbd { r, alpha, a, b } = *self;
         let History { x, t_x, t } = *h;
-        let common =
-            ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) + ln_gamma(b + x)
-                - ln_gamma(b)
-                - ln_gamma(a + b + x);
         let alive = -(r + x) * (alpha + t).ln();
         if x == 0.0 {
-            return common + alive;
+            return alive;
         }
         let dropped = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + t_x).ln();
-        common + log_add_exp(alive, dropped)
+        log_add_exp(alive, dropped)
     }
 
     /// P(alive | x, t_x, T): 1 for a customer who never repeated.

@@ -105,6 +105,18 @@ fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: F, starts: &[Vec<f64>]) -> (Vec<f64>, 
     (p, cost, iters, converged && cost.is_finite() && agree)
 }
 
+/// The total weight of each distinct value: the likelihood's gamma-function terms depend on a
+/// customer's count alone, so they are computed once per count, not once per customer.
+fn weights_by_value(values: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    let mut by: std::collections::BTreeMap<u64, f64> = Default::default();
+    for (v, w) in values {
+        *by.entry(v.to_bits()).or_insert(0.0) += w;
+    }
+    by.into_iter()
+        .map(|(b, w)| (f64::from_bits(b), w))
+        .collect()
+}
+
 /// Fit BG/NBD on weighted histories.
 pub fn fit_bgnbd(data: &[(History, f64)]) -> Result<Fitted<BgNbd>, FitError> {
     let customers: f64 = data.iter().map(|(_, w)| w).sum();
@@ -128,12 +140,12 @@ pub fn fit_bgnbd(data: &[(History, f64)]) -> Result<Fitted<BgNbd>, FitError> {
         a: p[2].exp(),
         b: p[3].exp(),
     };
+    let by_x = weights_by_value(data.iter().map(|(h, w)| (h.x, *w)));
     let neg_ll = |p: &[f64]| {
         let m = model(p);
-        -data
-            .iter()
-            .map(|(h, w)| w * m.log_likelihood(h))
-            .sum::<f64>()
+        let per_x: f64 = by_x.iter().map(|(x, w)| w * m.ln_count_terms(*x)).sum();
+        let per_row: f64 = data.iter().map(|(h, w)| w * m.ln_timing_term(h)).sum();
+        -(per_x + per_row)
     };
     // Starts around the scale of the data: alpha near the mean observation length.
     let mean_t = data.iter().map(|(h, w)| h.t * w).sum::<f64>() / customers;
@@ -171,12 +183,15 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<Fitted<GammaGamma>, F
         q: p[1].exp(),
         gamma: p[2].exp(),
     };
+    let by_x = weights_by_value(data.iter().map(|(x, _, w)| (*x, *w)));
     let neg_ll = |p: &[f64]| {
         let g = model(p);
-        -data
+        let per_x: f64 = by_x.iter().map(|(x, w)| w * g.ln_count_terms(*x)).sum();
+        let per_row: f64 = data
             .iter()
-            .map(|(x, m, w)| w * g.log_likelihood(*x, *m))
-            .sum::<f64>()
+            .map(|(x, m, w)| w * g.ln_value_terms(*x, *m))
+            .sum();
+        -(per_x + per_row)
     };
     let mean_m = data.iter().map(|(_, m, w)| m * w).sum::<f64>() / customers;
     let ln_m = mean_m.ln();

@@ -15,12 +15,19 @@ pub struct GammaGamma {
 impl GammaGamma {
     /// The log-likelihood of one repeat customer with `x` purchases of mean value `m` (> 0).
     pub fn log_likelihood(&self, x: f64, m: f64) -> f64 {
+        self.ln_count_terms(x) + self.ln_value_terms(x, m)
+    }
+
+    /// The part of the log-likelihood that depends on x alone (the gamma functions).
+    pub fn ln_count_terms(&self, x: f64) -> f64 {
         let GammaGamma { p, q, gamma } = *self;
-        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
-            + q * gamma.ln()
-            + (p * x - 1.0) * m.ln()
-            + p * x * x.ln()
-            - (p * x + q) * (x * m + gamma).ln()
+        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln() + p * x * x.ln()
+    }
+
+    /// The rest, which depends on the mean value m.
+    pub fn ln_value_terms(&self, x: f64, m: f64) -> f64 {
+        let GammaGamma { p, q, gamma } = *self;
+        (p * x - 1.0) * m.ln() - (p * x + q) * (x * m + gamma).ln()
     }
 
     /// E[M | x, m]: the expected value of a customer's future purchases, shrunk from their own

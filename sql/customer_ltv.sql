@@ -1,0 +1,49 @@
+-- Predicted lifetime value per customer from the fitted models. Definitions: docs/metrics/clv.md.
+-- Times go into the models in clv_model's time unit; horizons are given in days and months.
+WITH model AS (
+  SELECT max(r) AS r, max(alpha) AS alpha, max(a) AS a, max(b) AS b,
+         max(p) AS p, max(q) AS q, max(gamma) AS gamma,
+         max(CASE time_unit WHEN 'day' THEN 1.0 WHEN 'week' THEN 7.0 END) AS days
+  FROM clv_model
+),
+history AS (
+  SELECT s.customer_id, s.segment, s.historical_ltv,
+         CAST(s.frequency AS DOUBLE)                                  AS x,
+         CAST(s.recency AS DOUBLE) / m.days                           AS t_x,
+         CAST(s.t AS DOUBLE) / m.days                                 AS big_t,
+         -- A customer without a positive repeat value is scored at 0 (shrunk to the population).
+         greatest(CAST(coalesce(s.repeat_monetary_value, 0) AS DOUBLE), 0.0) AS mean_value,
+         m.*
+  FROM customer_summary s
+  CROSS JOIN model m
+),
+scored AS (
+  SELECT customer_id, segment, historical_ltv,
+         bgnbd_p_alive(r, alpha, a, b, x, t_x, big_t)                          AS p_alive,
+         bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 90 / days)    AS expected_purchases_90d,
+         bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 180 / days)   AS expected_purchases_180d,
+         bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 365 / days)   AS expected_purchases_365d,
+         gamma_gamma_expected_value(p, q, gamma, x, mean_value)                AS expected_average_order_value,
+         clv(r, alpha, a, b, p, q, gamma, x, t_x, big_t, mean_value, 6,
+             $margin, $monthly_discount_rate, 30.4375 / days)                  AS predicted_clv_6m,
+         clv(r, alpha, a, b, p, q, gamma, x, t_x, big_t, mean_value, 12,
+             $margin, $monthly_discount_rate, 30.4375 / days)                  AS predicted_clv_12m
+  FROM history
+),
+ranked AS (
+  SELECT scored.*,
+         row_number() OVER (ORDER BY predicted_clv_12m DESC NULLS LAST, customer_id) AS n,
+         count(*) OVER ()                                                          AS customers
+  FROM scored
+)
+SELECT customer_id, segment, p_alive,
+       expected_purchases_90d, expected_purchases_180d, expected_purchases_365d,
+       expected_average_order_value, predicted_clv_6m, predicted_clv_12m,
+       -- By predicted 12-month CLV: the top 10%, the next 20%, the next 30%, the rest.
+       CASE WHEN predicted_clv_12m IS NULL THEN NULL
+            WHEN n <= 0.1 * customers THEN 'top'
+            WHEN n <= 0.3 * customers THEN 'high'
+            WHEN n <= 0.6 * customers THEN 'medium'
+            ELSE 'low' END                                                       AS value_tier,
+       historical_ltv
+FROM ranked
