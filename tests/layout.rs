@@ -57,23 +57,32 @@ fn production(text: &str) -> &str {
     text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
 }
 
-/// The modules a file names through `crate::` paths (the longest path that is a module).
-fn dependencies(text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+/// The modules a file names through `crate::` and `super::` paths (the longest path that is a
+/// module; `super::` is resolved against the file's own module path).
+fn dependencies(module: &str, text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let text = production(text);
-    let mut rest = text;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + 7..];
-        let path: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
-        let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
-        for n in (1..=parts.len()).rev() {
-            let m = parts[..n].join("::");
-            if known.contains(&m) {
-                out.insert(m);
-                break;
+    let parent: Vec<&str> = {
+        let mut p: Vec<&str> = module.split("::").collect();
+        p.pop();
+        p
+    };
+    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent)] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            rest = &rest[i + prefix.len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut parts: Vec<&str> = base.clone();
+            parts.extend(path.split("::").filter(|p| !p.is_empty()));
+            for n in (1..=parts.len()).rev() {
+                let m = parts[..n].join("::");
+                if known.contains(&m) {
+                    out.insert(m);
+                    break;
+                }
             }
         }
     }
@@ -103,7 +112,7 @@ fn no_import_cycles_between_files_or_folders() {
     let mut file_edges = BTreeSet::new();
     let mut folder_edges = BTreeSet::new();
     for (m, text) in &modules {
-        for d in dependencies(text, &known) {
+        for d in dependencies(m, text, &known) {
             // A module's own children and its parent's `mod.rs` are one unit with it.
             if d == *m || d.starts_with(&format!("{m}::")) || m.starts_with(&format!("{d}::")) {
                 continue;
@@ -195,6 +204,20 @@ fn no_function_over_the_limit_outside_tests() {
         over.is_empty(),
         "functions over {MAX_FUNCTION_LINES} lines: {over:?}"
     );
+}
+
+#[test]
+fn super_paths_count_as_imports() {
+    let known: BTreeSet<String> = ["gen", "gen::model", "gen::raw", "store"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let text =
+        "use super::model::Truth;\nuse crate::store::Stores;\nfn f() { super::raw::put() }\n";
+    let deps: Vec<String> = dependencies("gen::finance", text, &known)
+        .into_iter()
+        .collect();
+    assert_eq!(deps, ["gen::model", "gen::raw", "store"]);
 }
 
 #[test]

@@ -10,10 +10,8 @@ use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
-use super::GenerateOptions;
-use super::model::cents_text;
+use super::model::{FinanceTruth, GenerateOptions, MonthlySpend, cents_text};
 use super::raw::{RawWriter, Rows, V};
 use crate::engine::udf::half_even_to_cents;
 use crate::error::Result;
@@ -32,27 +30,6 @@ const CURRENCIES: [(&str, i128); 4] = [
     ("GBP", 127_000_000),
     ("SEK", 9_500_000),
 ];
-
-/// Expected reconciliation, written to `truth.json` under `finance`.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct FinanceTruth {
-    pub reporting_currency: String,
-    /// `month/program/cost_center` -> actual in reporting currency (each entry converted and
-    /// rounded half-even to cents, then summed), as decimal text. Mapped entries only.
-    pub actual: BTreeMap<String, String>,
-    /// `month/program/cost_center` -> latest plan version's amount, converted the same way.
-    pub planned: BTreeMap<String, String>,
-    /// Exceptions by reason.
-    pub exceptions: BTreeMap<String, u64>,
-    /// Ledger entries by type.
-    pub entries: BTreeMap<String, u64>,
-    /// Month (YYYY-MM) whose SEK rate is deliberately missing.
-    pub missing_rate: String,
-}
-
-/// Spend the marketplace simulation produced, per program index and month (`YYYY-MM`), in
-/// reporting-currency cents: marketing spend, and redeemed voucher value for recovery.
-pub type MonthlySpend = BTreeMap<(usize, String), i128>;
 
 /// FX rate to the reporting currency (8 decimals) by month and currency.
 type Rates = BTreeMap<(String, &'static str), i128>;

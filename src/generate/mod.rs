@@ -14,17 +14,13 @@ mod simulation;
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
 use serde::Serialize;
 use url::Url;
 
-pub use finance::{
-    BILLING, FinanceTruth, MonthlySpend, fx_schema, ledger_schema, month_key, plan_schema,
-    to_reporting,
-};
+pub use finance::{BILLING, fx_schema, ledger_schema, month_key, plan_schema, to_reporting};
 pub use model::{
-    CARRIERS, CHANNELS, Group, Issue, OBSERVED_DAYS, ProgramTruth, REGIONS, SETTLED_DAYS, Truth,
-    VOUCHER_RATE, VOUCHER_RESTORE,
+    CARRIERS, CHANNELS, FinanceTruth, GenerateOptions, Group, Issue, MonthlySpend, OBSERVED_DAYS,
+    ProgramTruth, REGIONS, SETTLED_DAYS, Truth, VOUCHER_RATE, VOUCHER_RESTORE,
 };
 pub use raw::{EVENT_TABLES, parquet_bytes, put, schema};
 
@@ -33,30 +29,6 @@ use crate::store::Stores;
 use model::day_of_date;
 use raw::{CUSTOMERS_PER_FILE, RawWriter};
 use simulation::{Sim, signups_per_day};
-
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct GenerateOptions {
-    pub seed: u64,
-    /// Customers who sign up over the period.
-    pub customers: u64,
-    pub months: u32,
-    pub start: NaiveDate,
-    /// Ledger lines per booked entry (volume for finance benchmarks and tests; default 1).
-    pub ledger_lines: usize,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions {
-            seed: 42,
-            customers: 20_000,
-            months: 24,
-            start: NaiveDate::from_ymd_opt(2024, 11, 1).expect("valid date"),
-            ledger_lines: 1,
-        }
-    }
-}
 
 /// Row counts written per table, and the planted truth.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]

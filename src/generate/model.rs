@@ -1,5 +1,6 @@
 //! The planted model: every rate, effect and constant the simulation draws from, the calendar it
-//! runs on, and the `Truth` (with its money as decimal text) written to `truth.json`.
+//! runs on, the options it runs with, and the `Truth` (with its money as decimal text, finance's
+//! included) written to `truth.json`. It imports no other part of the generator.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,50 @@ use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, Decimal128Type, DecimalType};
 use serde::Serialize;
 
-use super::GenerateOptions;
-use super::finance::FinanceTruth;
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub seed: u64,
+    /// Customers who sign up over the period.
+    pub customers: u64,
+    pub months: u32,
+    pub start: NaiveDate,
+    /// Ledger lines per booked entry (volume for finance benchmarks and tests; default 1).
+    pub ledger_lines: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            seed: 42,
+            customers: 20_000,
+            months: 24,
+            start: NaiveDate::from_ymd_opt(2024, 11, 1).expect("valid date"),
+            ledger_lines: 1,
+        }
+    }
+}
+
+/// Expected reconciliation, written to `truth.json` under `finance`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct FinanceTruth {
+    pub reporting_currency: String,
+    /// `month/program/cost_center` -> actual in reporting currency (each entry converted and
+    /// rounded half-even to cents, then summed), as decimal text. Mapped entries only.
+    pub actual: BTreeMap<String, String>,
+    /// `month/program/cost_center` -> latest plan version's amount, converted the same way.
+    pub planned: BTreeMap<String, String>,
+    /// Exceptions by reason.
+    pub exceptions: BTreeMap<String, u64>,
+    /// Ledger entries by type.
+    pub entries: BTreeMap<String, u64>,
+    /// Month (YYYY-MM) whose SEK rate is deliberately missing.
+    pub missing_rate: String,
+}
+
+/// Spend the marketplace simulation produced, per program index and month (`YYYY-MM`), in
+/// reporting-currency cents: marketing spend, and redeemed voucher value for recovery.
+pub type MonthlySpend = BTreeMap<(usize, String), i128>;
 
 /// Acquisition channels with their share of sign-ups, chance of ordering again after an order
 /// without issues, and mean days until that next order.

@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::GenerateOptions;
-use super::finance::{MonthlySpend, month_key};
+use super::finance::month_key;
+use super::model::GenerateOptions;
 use super::model::{
     CANCEL_RATE, CARRIERS, CATEGORIES, CHANNELS, ISSUE_RATES, Issue, MAX_DAY_WEIGHT,
-    MICROS_PER_DAY, MICROS_PER_HOUR, NEVER_ORDER, OBSERVED_DAYS, ProgramTruth, REGIONS,
-    SETTLED_DAYS, TRAFFIC, Truth, VOUCHER_RATE, VOUCHER_RESTORE, cents_text, date_of_day, day_of,
-    day_weight, months_between, program_days, programs,
+    MICROS_PER_DAY, MICROS_PER_HOUR, MonthlySpend, NEVER_ORDER, OBSERVED_DAYS, ProgramTruth,
+    REGIONS, SETTLED_DAYS, TRAFFIC, Truth, VOUCHER_RATE, VOUCHER_RESTORE, cents_text, date_of_day,
+    day_of, day_weight, months_between, program_days, programs,
 };
 use super::raw::{Day, Rows, V};
 
