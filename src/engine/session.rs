@@ -50,6 +50,12 @@ impl Engine {
         })
     }
 
+    /// The clock's UTC day: `today`, and the day that types `$as_of` when SQL is only planned
+    /// (`validate`, `explain`), where the plan does not depend on the day.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.clock.now().date_naive()
+    }
+
     /// Use `clock` for every reading of the time (tests fix it).
     pub fn with_clock(mut self, clock: SharedClock) -> Engine {
         self.clock = clock;

@@ -81,7 +81,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
         let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
-        let days = Arc::new(RunDays::new(plan.as_of, ws.engine.clock.now().date_naive()));
+        let days = Arc::new(RunDays::new(plan.as_of, ws.engine.today()));
         let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
         let mut records: Vec<RunRecord> = Vec::new();
         let mut pending: Vec<&PlannedJob> = plan.jobs.iter().collect();

@@ -23,8 +23,7 @@ impl Workspace {
     pub async fn validate(&self) -> Result<BTreeMap<String, SchemaRef>> {
         let mut problems = Vec::new();
         let mut outputs: BTreeMap<String, SchemaRef> = BTreeMap::new();
-        // Any day types `$as_of` for planning; the clock's is at hand.
-        let as_of = Some(self.engine.clock.now().date_naive());
+        let as_of = Some(self.engine.today());
         for node in &self.graph.nodes {
             // A job whose upstream is broken is skipped: that problem is already reported.
             let Some(tables) = self.schema_only_inputs(node, &outputs) else {

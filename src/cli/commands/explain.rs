@@ -21,8 +21,7 @@ pub async fn run(ws: &Workspace, args: ExplainArgs) -> Result<()> {
     // Jobs not published yet are planned from their validated output schemas.
     let schemas = ws.validate().await?;
     let ctx = ws.query_session_with(&schemas).await?;
-    // The plan's shape does not depend on the day: the clock's types `$as_of`.
-    let as_of = Some(ws.engine.clock.now().date_naive());
+    let as_of = Some(ws.engine.today());
     let df = ws.engine.plan_job(&ctx, &node.spec, as_of).await?;
     let batches = df.explain(false, false)?.collect().await?;
     print_batches(&batches, OutputFormat::Table)

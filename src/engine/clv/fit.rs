@@ -58,6 +58,24 @@ impl<F: Fn(&[f64]) -> f64> CostFunction for Objective<'_, F> {
     }
 }
 
+/// Minimise `neg_ll` (on log-parameters) from each start and report the best point as `model`
+/// gives it, fitted on `customers`.
+fn fit<P, F: Fn(&[f64]) -> f64>(
+    neg_ll: F,
+    starts: &[Vec<f64>],
+    model: impl Fn(&[f64]) -> P,
+    customers: f64,
+) -> Fitted<P> {
+    let (p, cost, iterations, converged) = minimise(neg_ll, starts);
+    Fitted {
+        params: model(&p),
+        log_likelihood: -cost,
+        customers,
+        converged,
+        iterations,
+    }
+}
+
 /// Minimise `neg_ll` (on log-parameters) from each start; the best point, its value, iterations,
 /// and whether it converged.
 fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: F, starts: &[Vec<f64>]) -> (Vec<f64>, f64, u64, bool) {
@@ -155,14 +173,7 @@ pub fn fit_bgnbd(data: &[(History, f64)]) -> Result<Fitted<BgNbd>, FitError> {
         vec![(0.3f64).ln(), ln_t - 2.0, (0.8f64).ln(), (2.5f64).ln()],
         vec![(2.0f64).ln(), ln_t + 1.0, (2.0f64).ln(), (5.0f64).ln()],
     ];
-    let (p, cost, iterations, converged) = minimise(neg_ll, &starts);
-    Ok(Fitted {
-        params: model(&p),
-        log_likelihood: -cost,
-        customers,
-        converged,
-        iterations,
-    })
+    Ok(fit(neg_ll, &starts, model, customers))
 }
 
 /// Fit Gamma-Gamma on weighted (x, m) of repeat customers: x > 0 purchases of mean value m > 0.
@@ -200,14 +211,7 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<Fitted<GammaGamma>, F
         vec![(5.0f64).ln(), (3.0f64).ln(), ln_m],
         vec![(2.0f64).ln(), (10.0f64).ln(), ln_m + 1.0],
     ];
-    let (p, cost, iterations, converged) = minimise(neg_ll, &starts);
-    Ok(Fitted {
-        params: model(&p),
-        log_likelihood: -cost,
-        customers,
-        converged,
-        iterations,
-    })
+    Ok(fit(neg_ll, &starts, model, customers))
 }
 
 #[cfg(test)]

@@ -44,6 +44,11 @@ pub fn scalars() -> Vec<ScalarUDF> {
         .collect()
 }
 
+/// The signature of every CLV function: `n` numbers, taken as Float64.
+fn numbers(n: usize) -> Signature {
+    Signature::uniform(n, vec![DataType::Float64], Volatility::Immutable)
+}
+
 // --- Aggregates -------------------------------------------------------------------------------
 
 /// Which model an aggregate fits.
@@ -103,11 +108,7 @@ impl ModelFit {
     fn new(model: Model) -> ModelFit {
         ModelFit {
             model,
-            signature: Signature::uniform(
-                model.arity(),
-                vec![DataType::Float64],
-                Volatility::Immutable,
-            ),
+            signature: numbers(model.arity()),
         }
     }
 }
@@ -469,11 +470,7 @@ impl ScoringUdf {
     fn new(scoring: Scoring) -> ScoringUdf {
         ScoringUdf {
             scoring,
-            signature: Signature::uniform(
-                scoring.arguments().len(),
-                vec![DataType::Float64],
-                Volatility::Immutable,
-            ),
+            signature: numbers(scoring.arguments().len()),
         }
     }
 }
