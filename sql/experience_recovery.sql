@@ -1,65 +1,22 @@
 -- Recovery of bad experiences. Definitions: docs/metrics/experience_recovery.md.
-WITH as_of AS (
-  -- $as_of: the run's as-of day, a DATE the engine binds; the window ends at its midnight.
-  SELECT extract(epoch FROM CAST(CAST($as_of AS DATE) AS TIMESTAMP)) + 86400 AS as_of_end
-),
-cases AS (
-  SELECT order_id, customer_id, primary_issue AS issue_type, issue_ts,
-         to_char(issue_ts, '%Y-%m')   AS issue_month,
-         extract(epoch FROM issue_ts) AS issue_epoch
-  FROM order_experience
-  WHERE bad_experience AND issue_ts IS NOT NULL
-),
-recovery_vouchers AS (
-  SELECT v.voucher_id, v.customer_id, extract(epoch FROM v.issued_ts) AS issued_epoch, v.face_value,
-         v.redeemed_order_id IS NOT NULL AS redeemed
-  FROM vouchers v
-  JOIN programs p ON p.program_id = v.program_id AND p.kind = 'recovery'
-),
-compensation AS (
-  SELECT c.order_id,
-         sum(v.face_value)                                                   AS voucher_cost,
-         sum(CASE WHEN v.redeemed THEN v.face_value ELSE CAST(0 AS DECIMAL(18,2)) END) AS redeemed_value
-  FROM cases c
-  JOIN recovery_vouchers v
-    ON v.customer_id = c.customer_id
-   AND v.issued_epoch >= c.issue_epoch
-   AND v.issued_epoch <= c.issue_epoch + $compensation_window_days * 86400
-  GROUP BY c.order_id
-),
-next_order AS (
-  SELECT c.order_id, min(extract(epoch FROM o.order_ts)) AS next_epoch
-  FROM cases c
-  JOIN order_experience o
-    ON o.customer_id = c.customer_id AND NOT o.is_cancelled AND o.order_ts > c.issue_ts
-  GROUP BY c.order_id
-),
-per_case AS (
-  SELECT c.issue_month, c.issue_type, c.customer_id,
-         m.order_id IS NOT NULL                                        AS compensated,
-         coalesce(m.voucher_cost, CAST(0 AS DECIMAL(18,2)))            AS voucher_cost,
-         coalesce(m.redeemed_value, CAST(0 AS DECIMAL(18,2)))          AS redeemed_value,
-         a.as_of_end - c.issue_epoch                                   AS observed_seconds,
-         n.next_epoch - c.issue_epoch                                  AS repurchase_seconds
-  FROM as_of a
-  CROSS JOIN cases c
-  LEFT JOIN compensation m ON m.order_id = c.order_id
-  LEFT JOIN next_order n   ON n.order_id = c.order_id
-  WHERE c.issue_epoch < a.as_of_end
+WITH per_case AS (
+  SELECT issue_month, issue_type, customer_id, compensated, voucher_cost, redeemed_value,
+         observed_days, repurchase_days
+  FROM recovery_cases
 ),
 cells AS (
   SELECT issue_month, issue_type, compensated,
          count(*)                                                                            AS cases,
          count(DISTINCT customer_id)                                                         AS customers,
-         sum(CASE WHEN observed_seconds >= 30 * 86400 THEN 1 ELSE 0 END)                      AS cases_observed_30d,
-         sum(CASE WHEN observed_seconds >= 30 * 86400 AND repurchase_seconds <= 30 * 86400 THEN 1 ELSE 0 END) AS repurchased_30d,
-         sum(CASE WHEN observed_seconds >= 60 * 86400 THEN 1 ELSE 0 END)                      AS cases_observed_60d,
-         sum(CASE WHEN observed_seconds >= 60 * 86400 AND repurchase_seconds <= 60 * 86400 THEN 1 ELSE 0 END) AS repurchased_60d,
-         sum(CASE WHEN observed_seconds >= 90 * 86400 THEN 1 ELSE 0 END)                      AS cases_observed_90d,
-         sum(CASE WHEN observed_seconds >= 90 * 86400 AND repurchase_seconds <= 90 * 86400 THEN 1 ELSE 0 END) AS repurchased_90d,
+         sum(CASE WHEN observed_days >= 30 THEN 1 ELSE 0 END)                      AS cases_observed_30d,
+         sum(CASE WHEN observed_days >= 30 AND repurchase_days <= 30 THEN 1 ELSE 0 END) AS repurchased_30d,
+         sum(CASE WHEN observed_days >= 60 THEN 1 ELSE 0 END)                      AS cases_observed_60d,
+         sum(CASE WHEN observed_days >= 60 AND repurchase_days <= 60 THEN 1 ELSE 0 END) AS repurchased_60d,
+         sum(CASE WHEN observed_days >= 90 THEN 1 ELSE 0 END)                      AS cases_observed_90d,
+         sum(CASE WHEN observed_days >= 90 AND repurchase_days <= 90 THEN 1 ELSE 0 END) AS repurchased_90d,
          sum(voucher_cost)                                                                   AS voucher_cost,
          sum(redeemed_value)                                                                 AS redeemed_value,
-         sum(CASE WHEN observed_seconds >= 90 * 86400 THEN voucher_cost ELSE CAST(0 AS DECIMAL(18,2)) END) AS voucher_cost_observed_90d
+         sum(CASE WHEN observed_days >= 90 THEN voucher_cost ELSE CAST(0 AS DECIMAL(18,2)) END) AS voucher_cost_observed_90d
   FROM per_case
   GROUP BY issue_month, issue_type, compensated
 ),

@@ -162,6 +162,8 @@ async fn generated_marketplace_marts_recover_planted_truth() {
         );
     }
 
+    assert_recovery_policy_is_randomised(&ctx, truth, &mut report_lines).await;
+
     // 6. Programs: treated against holdout repurchase, months with a complete window.
     for p in truth.programs.iter().filter(|p| p.holdout_share > 0.0) {
         let r = rows_of(
@@ -191,6 +193,69 @@ async fn generated_marketplace_marts_recover_planted_truth() {
     }
     println!("{}", report_lines.join("\n"));
     assert_finance_matches_truth(&ctx, &truth.finance).await;
+}
+
+/// recovery_policy: the value tier is taken before the issue, so the random assignment of
+/// recovery vouchers holds within every tier (the compensated share of the cases is the planted
+/// voucher rate), and each cell's lift is the planted lift of its issue type (the voucher restores
+/// a fixed share of the lost chance, whatever the customer's value).
+async fn assert_recovery_policy_is_randomised(
+    ctx: &datafusion::prelude::SessionContext,
+    truth: &retention::generate::Truth,
+    report_lines: &mut Vec<String>,
+) {
+    let rows = rows_of(
+        ctx,
+        "SELECT value_tier, sum(compensated_cases), sum(compensated_cases + uncompensated_cases)
+         FROM recovery_policy GROUP BY value_tier ORDER BY value_tier",
+    )
+    .await;
+    assert_eq!(rows.len(), 4, "four tiers: {rows:?}");
+    for r in &rows {
+        let (k, n) = (r[1].parse::<f64>().unwrap(), r[2].parse::<f64>().unwrap());
+        let rate = truth.voucher_rate;
+        let tol = 4.0 * (rate * (1.0 - rate) / n).sqrt();
+        report_lines.push(format!(
+            "policy tier {}: compensated share {:.3} of {n} cases, planted {rate}",
+            r[0],
+            k / n
+        ));
+        assert!((k / n - rate).abs() <= tol, "tier {}: {k} of {n}", r[0]);
+    }
+    let cells = rows_of(
+        ctx,
+        "SELECT issue_type, value_tier, compensated_repurchased, compensated_cases,
+                uncompensated_repurchased, uncompensated_cases, recommendation
+         FROM recovery_policy",
+    )
+    .await;
+    let mut checked = 0;
+    for r in &cells {
+        let v: Vec<f64> = r[2..6].iter().map(|s| s.parse().unwrap()).collect();
+        if v[0] < 20.0 || v[2] < 20.0 {
+            continue;
+        }
+        let measured = (v[0] / v[1]) / (v[2] / v[3]);
+        let planted = truth.recovery_groups[&format!("{}/compensated", r[0])]
+            .mean_return_probability
+            / truth.recovery_groups[&format!("{}/uncompensated", r[0])].mean_return_probability;
+        let tol = log_ratio_tolerance(v[0], v[1], v[2], v[3], 0.0);
+        assert!(
+            (measured.ln() - planted.ln()).abs() <= tol,
+            "policy {} {}: lift {measured:.4}, planted {planted:.4}, log tolerance {tol:.4}",
+            r[0],
+            r[1]
+        );
+        checked += 1;
+    }
+    report_lines.push(format!(
+        "policy: {checked} of {} cells checked against the planted lift",
+        cells.len()
+    ));
+    assert!(
+        checked >= 12,
+        "{checked} cells with 20 repurchases in each arm"
+    );
 }
 
 /// Every reconciled cell's actual and planned amount, and the exceptions by reason, as the

@@ -108,6 +108,16 @@ FROM customer_ltv
 GROUP BY segment
 ORDER BY predicted_clv_12m DESC";
 
+/// Who to compensate: the recovery experiment per issue type and pre-issue value tier.
+const RECOVERY_POLICY: &str = "
+SELECT issue_type, value_tier, compensated_cases, uncompensated_cases,
+       incremental_repurchase_rate AS lift, incremental_repurchase_rate_low AS lift_low,
+       incremental_repurchase_rate_high AS lift_high, expected_incremental_clv,
+       voucher_cost_per_case, net_value_per_case, recommendation
+FROM recovery_policy
+ORDER BY issue_type,
+         CASE value_tier WHEN 'top' THEN 1 WHEN 'high' THEN 2 WHEN 'medium' THEN 3 ELSE 4 END";
+
 /// The last six months: planned against actual, open items, and the next step to close.
 const CLOSE_CANDIDATES: &str = "
 SELECT month, status, planned, actual, variance, ledger_entries, open_items, next_step
@@ -115,7 +125,7 @@ FROM close_candidates
 ORDER BY month DESC
 LIMIT 6";
 
-/// Print the six views, each under a heading.
+/// Print the seven views, each under a heading.
 pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
     for (title, sql) in [
         (
@@ -137,6 +147,10 @@ pub async fn print_highlights(ctx: &SessionContext) -> Result<()> {
         (
             "Predicted lifetime value by segment (BG/NBD + Gamma-Gamma, margin 30%, next 12 months)",
             CLV_BY_SEGMENT,
+        ),
+        (
+            "Who to compensate (recovery vouchers by issue and pre-issue value tier, 95% intervals)",
+            RECOVERY_POLICY,
         ),
         (
             "Finance: budget against actual and the close candidates (close with `retention close-month YYYY-MM`)",
