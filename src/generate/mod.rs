@@ -20,7 +20,7 @@ use url::Url;
 pub use finance::{BILLING, fx_schema, ledger_schema, month_key, plan_schema, to_reporting};
 pub use model::{
     CARRIERS, CHANNELS, FinanceTruth, GenerateOptions, Group, Issue, MonthlySpend, OBSERVED_DAYS,
-    ProgramTruth, REGIONS, SETTLED_DAYS, Truth, VOUCHER_RATE, VOUCHER_RESTORE,
+    PlantedBgNbd, ProgramTruth, REGIONS, SETTLED_DAYS, Truth, VOUCHER_RATE, VOUCHER_RESTORE,
 };
 pub use raw::{EVENT_TABLES, parquet_bytes, put, schema};
 

@@ -18,6 +18,46 @@ pub struct GenerateOptions {
     pub start: NaiveDate,
     /// Ledger lines per booked entry (volume for finance benchmarks and tests; default 1).
     pub ledger_lines: usize,
+    /// Customers who buy exactly as BG/NBD says, instead of the marketplace's purchase model:
+    /// the ground truth a CLV fit must recover. None (default) for the marketplace.
+    pub bgnbd: Option<PlantedBgNbd>,
+}
+
+/// BG/NBD parameters to plant, with `alpha` in days: each customer's purchase rate per day is
+/// drawn from gamma(r, alpha), their dropout chance after each purchase from beta(a, b); gaps
+/// are exponential, with no cancellation, seasonality or effect of experiences and vouchers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PlantedBgNbd {
+    pub r: f64,
+    pub alpha_days: f64,
+    pub a: f64,
+    pub b: f64,
+}
+
+impl std::str::FromStr for PlantedBgNbd {
+    type Err = String;
+
+    /// `r,alpha_days,a,b`, each a positive number: `0.6,40,0.8,2.4`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let values: Vec<f64> = text
+            .split(',')
+            .map(|v| v.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("`{text}`: expected r,alpha_days,a,b as numbers ({e})"))?;
+        match values[..] {
+            [r, alpha_days, a, b] if values.iter().all(|v| v.is_finite() && *v > 0.0) => {
+                Ok(PlantedBgNbd {
+                    r,
+                    alpha_days,
+                    a,
+                    b,
+                })
+            }
+            _ => Err(format!(
+                "`{text}`: expected four positive numbers r,alpha_days,a,b"
+            )),
+        }
+    }
 }
 
 impl Default for GenerateOptions {
@@ -28,6 +68,7 @@ impl Default for GenerateOptions {
             months: 24,
             start: NaiveDate::from_ymd_opt(2024, 11, 1).expect("valid date"),
             ledger_lines: 1,
+            bgnbd: None,
         }
     }
 }
@@ -263,6 +304,9 @@ pub struct Truth {
     pub start: String,
     /// Last day with data.
     pub end: String,
+    /// The BG/NBD parameters every customer was drawn from, when the run planted them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted_bgnbd: Option<PlantedBgNbd>,
     /// Chance of ordering again after an order with no issue, and mean gap days, by channel.
     pub base_return_probability: BTreeMap<String, f64>,
     pub mean_gap_days: BTreeMap<String, f64>,
@@ -307,6 +351,7 @@ impl Truth {
             end: date_of_day(end_day - 1).to_string(),
             voucher_rate: VOUCHER_RATE,
             voucher_restore_share: VOUCHER_RESTORE,
+            planted_bgnbd: opts.bgnbd,
             ..Default::default()
         };
         for (name, _, base, gap) in CHANNELS {
@@ -399,6 +444,34 @@ pub(crate) fn cents_text(cents: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planted_bgnbd_parses_four_positive_numbers() {
+        let m: PlantedBgNbd = " 0.6, 40,0.8 ,2.4".parse().unwrap();
+        assert_eq!(
+            m,
+            PlantedBgNbd {
+                r: 0.6,
+                alpha_days: 40.0,
+                a: 0.8,
+                b: 2.4
+            }
+        );
+        for bad in [
+            "0.6,40,0.8",
+            "0.6,-40,0.8,2.4",
+            "0.6,40,0.8,2.4,1",
+            "0,40,0.8,2.4",
+        ] {
+            let e = bad.parse::<PlantedBgNbd>().unwrap_err();
+            assert!(
+                e.contains(bad) && e.contains("four positive numbers"),
+                "{e}"
+            );
+        }
+        let e = "r,40,0.8,2.4".parse::<PlantedBgNbd>().unwrap_err();
+        assert!(e.contains("expected r,alpha_days,a,b as numbers"), "{e}");
+    }
 
     #[test]
     fn cents_text_keeps_the_sign_below_one_unit() {

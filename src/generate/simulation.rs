@@ -10,14 +10,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::finance::month_key;
-use super::model::GenerateOptions;
 use super::model::{
     CANCEL_RATE, CARRIERS, CATEGORIES, CHANNELS, ISSUE_RATES, Issue, MAX_DAY_WEIGHT,
     MICROS_PER_DAY, MICROS_PER_HOUR, MonthlySpend, NEVER_ORDER, OBSERVED_DAYS, ProgramTruth,
     REGIONS, SETTLED_DAYS, TRAFFIC, Truth, VOUCHER_RATE, VOUCHER_RESTORE, cents_text, date_of_day,
     day_of, day_weight, months_between, program_days, programs,
 };
+use super::model::{GenerateOptions, PlantedBgNbd};
 use super::raw::{Day, Rows, V};
+use rand_distr::{Beta, Distribution, Exp, Gamma};
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[(T, f64)]) -> T {
     let mut u: f64 = rng.random();
@@ -68,6 +69,8 @@ struct Customer {
     active_months: u128,
     /// Voucher the next order redeems: (voucher id, face cents).
     redeem: Option<(i64, i128)>,
+    /// Under planted BG/NBD: purchase rate per day and dropout chance after each purchase.
+    purchase: Option<(f64, f64)>,
 }
 
 impl Customer {
@@ -167,6 +170,8 @@ pub(super) struct Sim {
     /// Customer rows not yet written.
     pub(super) customer_rows: Rows,
     curve: RetentionTally,
+    /// Planted BG/NBD parameters, when customers follow BG/NBD instead of the marketplace.
+    bgnbd: Option<PlantedBgNbd>,
 }
 
 impl Sim {
@@ -195,6 +200,7 @@ impl Sim {
             next_customer: 0,
             customer_rows: Rows::default(),
             curve: RetentionTally::new(end_day),
+            bgnbd: opts.bgnbd,
         }
     }
 
@@ -259,10 +265,22 @@ impl Sim {
                     first_order_day: None,
                     active_months: 0,
                     redeem: None,
+                    purchase: self.bgnbd.map(|m| self.planted_purchase(m)),
                 };
                 self.active.insert(id, customer);
             }
         }
+    }
+
+    /// A customer's BG/NBD draw: rate per day ~ gamma(r, alpha), dropout ~ beta(a, b).
+    fn planted_purchase(&mut self, m: PlantedBgNbd) -> (f64, f64) {
+        let rate = Gamma::new(m.r, 1.0 / m.alpha_days)
+            .expect("validated parameters")
+            .sample(&mut self.rng);
+        let dropout = Beta::new(m.a, m.b)
+            .expect("validated parameters")
+            .sample(&mut self.rng);
+        (rate, dropout)
     }
 
     /// Place the orders due on `day`, in time order (ties by customer); schedule each customer's
@@ -278,7 +296,15 @@ impl Sim {
                 .active
                 .remove(&id)
                 .expect("scheduled customers are active");
+            let first_purchase = c.first_order_day.is_none();
             let (p, felt, vouchers) = self.order(&mut c, t, order_id);
+            // Planted BG/NBD: the dropout chance alone decides, whatever the experience; a
+            // customer can drop out only after a repeat purchase, not after the first.
+            let p = match c.purchase {
+                Some(_) if first_purchase => 1.0,
+                Some((_, dropout)) => 1.0 - dropout,
+                None => p,
+            };
             let next_order = self.next_order(&c, p, t, felt);
             for v in vouchers {
                 self.issue_voucher(&mut c, v, next_order);
@@ -298,6 +324,11 @@ impl Sim {
     fn next_order(&mut self, c: &Customer, p: f64, t: i64, felt: i64) -> Option<(i64, i64)> {
         if !self.rng.random_bool(p.clamp(0.0, 1.0)) {
             return None;
+        }
+        if let Some((rate, _)) = c.purchase {
+            let gap_days = Exp::new(rate).expect("positive rate").sample(&mut self.rng);
+            let next = t + (gap_days * MICROS_PER_DAY as f64).min(i64::MAX as f64 / 4.0) as i64 + 1;
+            return (next < self.end_micros).then(|| (next, self.id("orders")));
         }
         let mean = CHANNELS[c.channel].3;
         let mut next = felt.max(t);
@@ -395,7 +426,7 @@ impl Sim {
         order_id: i64,
     ) -> (f64, i64, Vec<PlannedVoucher>) {
         let (_, _, base, _) = CHANNELS[c.channel];
-        let cancelled = self.rng.random_bool(CANCEL_RATE);
+        let cancelled = c.purchase.is_none() && self.rng.random_bool(CANCEL_RATE);
         let first_completed = !cancelled && c.first_order_day.is_none();
         if !cancelled {
             c.mark_active(day_of(t));

@@ -8,7 +8,7 @@ use crate::project::config::Project;
 use crate::project::location::parse_location;
 use crate::store::Stores;
 
-pub const EXAMPLES: &str = "Examples:\n  retention generate\n  retention generate --customers 100000 --months 24 --seed 7\n  retention generate --out s3://bucket/raw";
+pub const EXAMPLES: &str = "Examples:\n  retention generate\n  retention generate --customers 100000 --months 24 --seed 7\n  retention generate --out s3://bucket/raw\n  retention generate --plant-bgnbd 0.6,40,0.8,2.4   # customers who follow BG/NBD exactly";
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -27,6 +27,10 @@ pub struct GenerateArgs {
     /// Ledger lines per booked spend entry (finance volume).
     #[arg(long, default_value_t = 1)]
     pub ledger_lines: usize,
+    /// Customers who buy exactly as BG/NBD says, `r,alpha_days,a,b` (for example 0.6,40,0.8,2.4):
+    /// ground truth for the CLV fit, recorded in truth.json as planted_bgnbd.
+    #[arg(long, value_name = "R,ALPHA_DAYS,A,B")]
+    pub plant_bgnbd: Option<crate::generate::PlantedBgNbd>,
 }
 
 pub async fn run(project: &Project, stores: &Stores, args: &GenerateArgs) -> Result<()> {
@@ -44,6 +48,7 @@ pub async fn run(project: &Project, stores: &Stores, args: &GenerateArgs) -> Res
         months: args.months,
         start: args.start,
         ledger_lines: args.ledger_lines,
+        bgnbd: args.plant_bgnbd,
     };
     let clock = std::time::Instant::now();
     let g = generate(stores, &root, &opts).await?;

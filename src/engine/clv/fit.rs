@@ -14,7 +14,7 @@ use crate::engine::clv::gamma_gamma::GammaGamma;
 const MAX_ITERS: u64 = 4_000;
 
 /// What a fit found.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fitted<P> {
     pub params: P,
     pub log_likelihood: f64,
@@ -23,6 +23,10 @@ pub struct Fitted<P> {
     pub converged: bool,
     /// Iterations of the best start.
     pub iterations: u64,
+    /// Asymptotic standard errors of the parameters (in their order), from the inverse of the
+    /// observed information (the numerical Hessian of the negative log-likelihood) at the
+    /// optimum; None when it is not positive definite (a flat or boundary optimum).
+    pub standard_errors: Option<Vec<f64>>,
 }
 
 /// Why a fit could not run.
@@ -66,19 +70,90 @@ fn fit<P, F: Fn(&[f64]) -> f64>(
     model: impl Fn(&[f64]) -> P,
     customers: f64,
 ) -> Fitted<P> {
-    let (p, cost, iterations, converged) = minimise(neg_ll, starts);
+    let (p, cost, iterations, converged) = minimise(&neg_ll, starts);
+    let standard_errors = standard_errors(&neg_ll, &p);
     Fitted {
         params: model(&p),
         log_likelihood: -cost,
         customers,
         converged,
         iterations,
+        standard_errors,
     }
+}
+
+/// Standard errors of exp(θ) at the optimum θ of `neg_ll` (on log-parameters): the inverse
+/// Hessian's diagonal by central differences, mapped by the delta method (exact at an optimum,
+/// where the gradient vanishes: se(φ) = φ · se(θ)).
+fn standard_errors<F: Fn(&[f64]) -> f64>(neg_ll: &F, theta: &[f64]) -> Option<Vec<f64>> {
+    const H: f64 = 1e-3;
+    let n = theta.len();
+    let at = |steps: &[(usize, f64)]| {
+        let mut p = theta.to_vec();
+        for (i, d) in steps {
+            p[*i] += d;
+        }
+        neg_ll(&p)
+    };
+    let centre = at(&[]);
+    let entry = |i: usize, j: usize| {
+        if i == j {
+            (at(&[(i, H)]) - 2.0 * centre + at(&[(i, -H)])) / (H * H)
+        } else {
+            (at(&[(i, H), (j, H)]) - at(&[(i, H), (j, -H)]) - at(&[(i, -H), (j, H)])
+                + at(&[(i, -H), (j, -H)]))
+                / (4.0 * H * H)
+        }
+    };
+    let hessian: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| entry(i, j)).collect())
+        .collect();
+    let variances = inverse_diagonal(&hessian)?;
+    let se: Vec<f64> = theta
+        .iter()
+        .zip(variances)
+        .map(|(t, v)| t.exp() * v.sqrt())
+        .collect();
+    se.iter().all(|s| s.is_finite()).then_some(se)
+}
+
+/// The diagonal of the inverse of a symmetric positive definite matrix (Cholesky); None when it
+/// is not positive definite. Indexed loops: the textbook recurrences, read as written.
+#[allow(clippy::needless_range_loop)]
+fn inverse_diagonal(m: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let n = m.len();
+    let mut l = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = m[i][i] - s;
+                if d.is_nan() || d <= 0.0 {
+                    return None;
+                }
+                l[i][i] = d.sqrt();
+            } else {
+                l[i][j] = (m[i][j] - s) / l[j][j];
+            }
+        }
+    }
+    // (M^-1)_kk = |L^-1 e_k|^2: solve L y = e_k by forward substitution.
+    let diagonal = (0..n)
+        .map(|k| {
+            let mut y = vec![0.0; n];
+            for i in k..n {
+                let s: f64 = (k..i).map(|j| l[i][j] * y[j]).sum();
+                y[i] = (if i == k { 1.0 } else { 0.0 } - s) / l[i][i];
+            }
+            y.iter().map(|v| v * v).sum()
+        })
+        .collect();
+    Some(diagonal)
 }
 
 /// Minimise `neg_ll` (on log-parameters) from each start; the best point, its value, iterations,
 /// and whether it converged.
-fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: F, starts: &[Vec<f64>]) -> (Vec<f64>, f64, u64, bool) {
+fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: &F, starts: &[Vec<f64>]) -> (Vec<f64>, f64, u64, bool) {
     let mut best: Option<(Vec<f64>, f64, u64, bool)> = None;
     let mut converged_costs = Vec::new();
     for start in starts {
@@ -92,7 +167,7 @@ fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: F, starts: &[Vec<f64>]) -> (Vec<f64>, 
         let Ok(solver) = NelderMead::new(simplex).with_sd_tolerance(1e-7) else {
             continue;
         };
-        let Ok(res) = Executor::new(Objective(&neg_ll), solver)
+        let Ok(res) = Executor::new(Objective(neg_ll), solver)
             .configure(|s| s.max_iters(MAX_ITERS))
             .run()
         else {
@@ -219,6 +294,16 @@ pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn inverse_diagonal_of_a_hand_inverted_matrix() {
+        // [[4, 2], [2, 3]]^-1 = [[3, -2], [-2, 4]] / 8.
+        let m = vec![vec![4.0, 2.0], vec![2.0, 3.0]];
+        let d = inverse_diagonal(&m).unwrap();
+        assert!((d[0] - 0.375).abs() < 1e-15 && (d[1] - 0.5).abs() < 1e-15, "{d:?}");
+        // Not positive definite (eigenvalues 3 and -1): no standard errors.
+        assert_eq!(inverse_diagonal(&[vec![1.0, 2.0], vec![2.0, 1.0]]), None);
+    }
 
     /// Draw customers from BG/NBD itself: rate ~ gamma(r, alpha), dropout ~ beta(a, b) (as
     /// ratios of gammas), purchases a Poisson process until dropout, observed for `t` units.

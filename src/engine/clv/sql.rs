@@ -88,6 +88,11 @@ impl Model {
             .iter()
             .map(|p| Field::new(*p, DataType::Float64, true))
             .collect();
+        fields.extend(
+            self.parameters()
+                .iter()
+                .map(|p| Field::new(format!("{p}_se"), DataType::Float64, true)),
+        );
         fields.extend([
             Field::new("log_likelihood", DataType::Float64, true),
             Field::new("customers", DataType::Int64, false),
@@ -251,7 +256,7 @@ impl Accumulator for Histories {
                 })?
             }
         };
-        let customers = match fitted {
+        let customers = match &fitted {
             Some(f) => f.customers,
             None => self.counts.values().sum(),
         };
@@ -264,8 +269,9 @@ impl Accumulator for Histories {
 }
 
 /// How a fit went, in the result struct's terms.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FitSummary {
+    standard_errors: Option<Vec<f64>>,
     log_likelihood: f64,
     customers: f64,
     converged: bool,
@@ -282,6 +288,7 @@ fn outcome<P>(
         Ok(f) => Ok((
             Some(params(&f.params)),
             Some(FitSummary {
+                standard_errors: f.standard_errors,
                 log_likelihood: f.log_likelihood,
                 customers: f.customers,
                 converged: f.converged,
@@ -304,15 +311,19 @@ fn result_struct(
         Arc::new(Float64Array::from(vec![params.as_ref().map(|p| p[i])]))
     };
     let mut columns: Vec<ArrayRef> = (0..n).map(value).collect();
+    let se = fitted.as_ref().and_then(|f| f.standard_errors.as_ref());
+    columns.extend(
+        (0..n).map(|i| -> ArrayRef { Arc::new(Float64Array::from(vec![se.map(|s| s[i])])) }),
+    );
     columns.push(Arc::new(Float64Array::from(vec![
-        fitted.map(|f| f.log_likelihood),
+        fitted.as_ref().map(|f| f.log_likelihood),
     ])));
     columns.push(Arc::new(Int64Array::from(vec![customers as i64])));
     columns.push(Arc::new(BooleanArray::from(vec![
-        fitted.is_some_and(|f| f.converged),
+        fitted.as_ref().is_some_and(|f| f.converged),
     ])));
     columns.push(Arc::new(Int64Array::from(vec![
-        fitted.map_or(0, |f| f.iterations as i64),
+        fitted.as_ref().map_or(0, |f| f.iterations as i64),
     ])));
     let array = StructArray::try_new(model.result_fields(), columns, None)?;
     Ok(ScalarValue::Struct(Arc::new(array)))
