@@ -300,7 +300,10 @@ pub(crate) mod tests {
         // [[4, 2], [2, 3]]^-1 = [[3, -2], [-2, 4]] / 8.
         let m = vec![vec![4.0, 2.0], vec![2.0, 3.0]];
         let d = inverse_diagonal(&m).unwrap();
-        assert!((d[0] - 0.375).abs() < 1e-15 && (d[1] - 0.5).abs() < 1e-15, "{d:?}");
+        assert!(
+            (d[0] - 0.375).abs() < 1e-15 && (d[1] - 0.5).abs() < 1e-15,
+            "{d:?}"
+        );
         // Not positive definite (eigenvalues 3 and -1): no standard errors.
         assert_eq!(inverse_diagonal(&[vec![1.0, 2.0], vec![2.0, 1.0]]), None);
     }

@@ -338,15 +338,17 @@ enum Scoring {
     ExpectedPurchases,
     ExpectedPurchasesNew,
     ExpectedValue,
+    DiscountedPurchases,
     Clv,
 }
 
 impl Scoring {
-    const ALL: [Scoring; 5] = [
+    const ALL: [Scoring; 6] = [
         Scoring::PAlive,
         Scoring::ExpectedPurchases,
         Scoring::ExpectedPurchasesNew,
         Scoring::ExpectedValue,
+        Scoring::DiscountedPurchases,
         Scoring::Clv,
     ];
 
@@ -356,6 +358,7 @@ impl Scoring {
             Scoring::ExpectedPurchases => "bgnbd_expected_purchases",
             Scoring::ExpectedPurchasesNew => "bgnbd_expected_purchases_new",
             Scoring::ExpectedValue => "gamma_gamma_expected_value",
+            Scoring::DiscountedPurchases => "bgnbd_discounted_purchases",
             Scoring::Clv => "clv",
         }
     }
@@ -376,6 +379,18 @@ impl Scoring {
             ],
             Scoring::ExpectedPurchasesNew => &["r", "alpha", "a", "b", "horizon"],
             Scoring::ExpectedValue => &["p", "q", "gamma", "frequency", "monetary_value"],
+            Scoring::DiscountedPurchases => &[
+                "r",
+                "alpha",
+                "a",
+                "b",
+                "frequency",
+                "recency",
+                "t",
+                "months",
+                "monthly_discount_rate",
+                "units_per_month",
+            ],
             Scoring::Clv => &[
                 "r",
                 "alpha",
@@ -431,13 +446,40 @@ impl Scoring {
                 gamma: v[2],
             }
             .expected_value(v[3], v[4]),
+            Scoring::DiscountedPurchases => {
+                let h = history(&v[4..]);
+                h.check().ok()?;
+                discounted_purchases(&bg(v), &h, v[7], v[8], v[9])
+            }
             Scoring::Clv => clv(v),
         }
     }
 }
 
-/// Discounted CLV over `months`: for each month, margin x expected value per purchase x the
-/// purchases expected in that month, discounted at the monthly rate.
+/// Σ over months m = 1..`months` of the purchases expected in month m, discounted at the
+/// monthly rate: E[Y(m)] − E[Y(m − 1)] over (1 + rate)^m, with months of `per_month` time units.
+fn discounted_purchases(
+    model: &BgNbd,
+    h: &History,
+    months: f64,
+    rate: f64,
+    per_month: f64,
+) -> Option<f64> {
+    if !(months >= 0.0 && per_month > 0.0 && rate > -1.0) {
+        return None;
+    }
+    let mut total = 0.0;
+    let mut before = 0.0;
+    for month in 1..=(months.round() as i64) {
+        let upto = model.expected_purchases(h, month as f64 * per_month)?;
+        total += (upto - before) / (1.0 + rate).powi(month as i32);
+        before = upto;
+    }
+    Some(total)
+}
+
+/// Discounted CLV over `months`: margin x expected value per purchase x the discounted
+/// purchases expected month by month.
 fn clv(v: &[f64]) -> Option<f64> {
     let model = BgNbd {
         r: v[0],
@@ -457,18 +499,8 @@ fn clv(v: &[f64]) -> Option<f64> {
     };
     h.check().ok()?;
     let (m, months, margin, rate, per_month) = (v[10], v[11], v[12], v[13], v[14]);
-    if !(months >= 0.0 && per_month > 0.0 && rate > -1.0) {
-        return None;
-    }
     let value = spend.expected_value(h.x, if h.x > 0.0 { m } else { 0.0 })?;
-    let mut total = 0.0;
-    let mut before = 0.0;
-    for month in 1..=(months.round() as i64) {
-        let upto = model.expected_purchases(&h, month as f64 * per_month)?;
-        total += margin * value * (upto - before) / (1.0 + rate).powi(month as i32);
-        before = upto;
-    }
-    Some(total)
+    Some(margin * value * discounted_purchases(&model, &h, months, rate, per_month)?)
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -719,6 +751,28 @@ mod tests {
         )
         .await;
         assert_eq!(never, ["1.0"]);
+    }
+
+    #[test]
+    fn undiscounted_purchases_telescope_to_the_horizon() {
+        // At a 0% rate the monthly increments sum to E[Y(12 months)]; at 1% they are less.
+        let paper = BgNbd {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
+        let h = History {
+            x: 2.0,
+            t_x: 30.43,
+            t: 38.86,
+        };
+        let whole = paper.expected_purchases(&h, 12.0 * 4.348).unwrap();
+        let flat = discounted_purchases(&paper, &h, 12.0, 0.0, 4.348).unwrap();
+        assert!((flat - whole).abs() < 1e-12, "{flat} {whole}");
+        let discounted = discounted_purchases(&paper, &h, 12.0, 0.01, 4.348).unwrap();
+        assert!(discounted < whole && discounted > whole / 1.01f64.powi(12));
+        assert_eq!(discounted_purchases(&paper, &h, 12.0, -1.0, 4.348), None);
     }
 
     #[test]
