@@ -12,6 +12,9 @@ use crate::engine::clv::gamma_gamma::GammaGamma;
 
 /// The most Nelder-Mead iterations per start.
 const MAX_ITERS: u64 = 4_000;
+/// Nelder-Mead stops when the simplex's costs (mean negative log-likelihood per customer) agree
+/// to this standard deviation.
+const SD_TOLERANCE: f64 = 1e-12;
 
 /// What a fit found.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,11 +73,14 @@ fn fit<P, F: Fn(&[f64]) -> f64>(
     model: impl Fn(&[f64]) -> P,
     customers: f64,
 ) -> Fitted<P> {
-    let (p, cost, iterations, converged) = minimise(&neg_ll, starts);
+    // Minimised per customer, so that the simplex's tolerance means the same at 2,000 customers
+    // as at 5 million (an absolute tolerance on a total of -1e7 is never met).
+    let per_customer = |p: &[f64]| neg_ll(p) / customers;
+    let (p, cost, iterations, converged) = minimise(&per_customer, starts);
     let standard_errors = standard_errors(&neg_ll, &p);
     Fitted {
         params: model(&p),
-        log_likelihood: -cost,
+        log_likelihood: -cost * customers,
         customers,
         converged,
         iterations,
@@ -164,7 +170,7 @@ fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: &F, starts: &[Vec<f64>]) -> (Vec<f64>,
                 v
             }))
             .collect();
-        let Ok(solver) = NelderMead::new(simplex).with_sd_tolerance(1e-7) else {
+        let Ok(solver) = NelderMead::new(simplex).with_sd_tolerance(SD_TOLERANCE) else {
             continue;
         };
         let Ok(res) = Executor::new(Objective(neg_ll), solver)
