@@ -364,50 +364,25 @@ impl Scoring {
     }
 
     /// The arguments, in order (all numbers).
-    fn arguments(self) -> &'static [&'static str] {
+    fn arguments(self) -> Vec<&'static str> {
+        // The BG/NBD parameters, then one customer's history.
+        const BG: [&str; 4] = ["r", "alpha", "a", "b"];
+        const HISTORY: [&str; 3] = ["frequency", "recency", "t"];
+        const DISCOUNTING: [&str; 3] = ["months", "monthly_discount_rate", "units_per_month"];
         match self {
-            Scoring::PAlive => &["r", "alpha", "a", "b", "frequency", "recency", "t"],
-            Scoring::ExpectedPurchases => &[
-                "r",
-                "alpha",
-                "a",
-                "b",
-                "frequency",
-                "recency",
-                "t",
-                "horizon",
-            ],
-            Scoring::ExpectedPurchasesNew => &["r", "alpha", "a", "b", "horizon"],
-            Scoring::ExpectedValue => &["p", "q", "gamma", "frequency", "monetary_value"],
-            Scoring::DiscountedPurchases => &[
-                "r",
-                "alpha",
-                "a",
-                "b",
-                "frequency",
-                "recency",
-                "t",
-                "months",
-                "monthly_discount_rate",
-                "units_per_month",
-            ],
-            Scoring::Clv => &[
-                "r",
-                "alpha",
-                "a",
-                "b",
-                "p",
-                "q",
-                "gamma",
-                "frequency",
-                "recency",
-                "t",
-                "monetary_value",
-                "months",
-                "margin",
-                "monthly_discount_rate",
-                "units_per_month",
-            ],
+            Scoring::PAlive => [&BG[..], &HISTORY].concat(),
+            Scoring::ExpectedPurchases => [&BG[..], &HISTORY, &["horizon"]].concat(),
+            Scoring::ExpectedPurchasesNew => [&BG[..], &["horizon"]].concat(),
+            Scoring::ExpectedValue => vec!["p", "q", "gamma", "frequency", "monetary_value"],
+            Scoring::DiscountedPurchases => [&BG[..], &HISTORY, &DISCOUNTING].concat(),
+            Scoring::Clv => [
+                &BG[..],
+                &["p", "q", "gamma"],
+                &HISTORY,
+                &["monetary_value", "months", "margin"],
+                &DISCOUNTING[1..],
+            ]
+            .concat(),
         }
     }
 
@@ -423,22 +398,18 @@ impl Scoring {
             a: v[2],
             b: v[3],
         };
-        let history = |v: &[f64]| History {
-            x: v[0],
-            t_x: v[1],
-            t: v[2],
+        // (frequency, recency, t) after the four BG/NBD parameters; None when invalid.
+        let history = || {
+            let h = History {
+                x: v[4],
+                t_x: v[5],
+                t: v[6],
+            };
+            h.check().ok().map(|()| h)
         };
         match self {
-            Scoring::PAlive => {
-                let h = history(&v[4..]);
-                h.check().ok()?;
-                Some(bg(v).p_alive(&h))
-            }
-            Scoring::ExpectedPurchases => {
-                let h = history(&v[4..]);
-                h.check().ok()?;
-                bg(v).expected_purchases(&h, v[7])
-            }
+            Scoring::PAlive => Some(bg(v).p_alive(&history()?)),
+            Scoring::ExpectedPurchases => bg(v).expected_purchases(&history()?, v[7]),
             Scoring::ExpectedPurchasesNew => bg(v).expected_purchases_new(v[4]),
             Scoring::ExpectedValue => GammaGamma {
                 p: v[0],
@@ -447,9 +418,7 @@ impl Scoring {
             }
             .expected_value(v[3], v[4]),
             Scoring::DiscountedPurchases => {
-                let h = history(&v[4..]);
-                h.check().ok()?;
-                discounted_purchases(&bg(v), &h, v[7], v[8], v[9])
+                discounted_purchases(&bg(v), &history()?, v[7], v[8], v[9])
             }
             Scoring::Clv => clv(v),
         }
@@ -577,6 +546,19 @@ mod tests {
     use datafusion::prelude::SessionContext;
 
     use crate::engine::clv::fit::tests::simulate;
+
+    /// Fader, Hardie & Lee's CDNOW parameters (weeks) and their example customer.
+    const PAPER: BgNbd = BgNbd {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
+    const PAPER_CUSTOMER: History = History {
+        x: 2.0,
+        t_x: 30.43,
+        t: 38.86,
+    };
 
     const TRUTH: BgNbd = BgNbd {
         r: 0.6,
@@ -727,18 +709,10 @@ mod tests {
              FROM h WHERE x = 2",
         )
         .await;
-        let history = History {
-            x: 2.0,
-            t_x: 30.43,
-            t: 38.86,
-        };
-        let paper = BgNbd {
-            r: 0.243,
-            alpha: 4.414,
-            a: 0.793,
-            b: 2.426,
-        };
-        assert_eq!(got[0].parse::<f64>().unwrap(), paper.p_alive(&history));
+        assert_eq!(
+            got[0].parse::<f64>().unwrap(),
+            PAPER.p_alive(&PAPER_CUSTOMER)
+        );
         assert_eq!(got[1], "1.226");
         // 6.25 * (15.44 + 2 * 25) / (6.25 * 2 + 3.74 - 1) = 26.8434...
         assert_eq!(got[2], "26.84");
@@ -754,25 +728,32 @@ mod tests {
     }
 
     #[test]
+    fn clv_arguments_are_in_the_documented_order() {
+        assert_eq!(
+            Scoring::Clv.arguments().join(", "),
+            "r, alpha, a, b, p, q, gamma, frequency, recency, t, monetary_value, months, margin, \
+             monthly_discount_rate, units_per_month"
+        );
+        assert_eq!(
+            Scoring::DiscountedPurchases.arguments().join(", "),
+            "r, alpha, a, b, frequency, recency, t, months, monthly_discount_rate, units_per_month"
+        );
+    }
+
+    #[test]
     fn undiscounted_purchases_telescope_to_the_horizon() {
         // At a 0% rate the monthly increments sum to E[Y(12 months)]; at 1% they are less.
-        let paper = BgNbd {
-            r: 0.243,
-            alpha: 4.414,
-            a: 0.793,
-            b: 2.426,
-        };
-        let h = History {
-            x: 2.0,
-            t_x: 30.43,
-            t: 38.86,
-        };
-        let whole = paper.expected_purchases(&h, 12.0 * 4.348).unwrap();
-        let flat = discounted_purchases(&paper, &h, 12.0, 0.0, 4.348).unwrap();
+        let whole = PAPER
+            .expected_purchases(&PAPER_CUSTOMER, 12.0 * 4.348)
+            .unwrap();
+        let flat = discounted_purchases(&PAPER, &PAPER_CUSTOMER, 12.0, 0.0, 4.348).unwrap();
         assert!((flat - whole).abs() < 1e-12, "{flat} {whole}");
-        let discounted = discounted_purchases(&paper, &h, 12.0, 0.01, 4.348).unwrap();
+        let discounted = discounted_purchases(&PAPER, &PAPER_CUSTOMER, 12.0, 0.01, 4.348).unwrap();
         assert!(discounted < whole && discounted > whole / 1.01f64.powi(12));
-        assert_eq!(discounted_purchases(&paper, &h, 12.0, -1.0, 4.348), None);
+        assert_eq!(
+            discounted_purchases(&PAPER, &PAPER_CUSTOMER, 12.0, -1.0, 4.348),
+            None
+        );
     }
 
     #[test]
@@ -785,17 +766,6 @@ mod tests {
             ])
             .unwrap()
         };
-        let history = History {
-            x: 2.0,
-            t_x: 30.43,
-            t: 38.86,
-        };
-        let paper = BgNbd {
-            r: 0.243,
-            alpha: 4.414,
-            a: 0.793,
-            b: 2.426,
-        };
         let value = GammaGamma {
             p: 6.25,
             q: 3.74,
@@ -803,7 +773,7 @@ mod tests {
         }
         .expected_value(2.0, 25.0)
         .unwrap();
-        let want = 0.3 * value * paper.expected_purchases(&history, 4.348).unwrap();
+        let want = 0.3 * value * PAPER.expected_purchases(&PAPER_CUSTOMER, 4.348).unwrap();
         assert!((v(0.0) - want).abs() < 1e-9);
         assert!((v(0.1) - want / 1.1).abs() < 1e-9);
     }
