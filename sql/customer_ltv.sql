@@ -17,18 +17,37 @@ history AS (
   FROM customer_summary s
   CROSS JOIN model m
 ),
-scored AS (
-  SELECT customer_id, segment, historical_ltv,
+-- The BG/NBD scores depend on (x, t_x, T) alone: computed once per distinct history (a tenth as
+-- many as customers at scale), then joined back.
+purchases AS (
+  SELECT x, t_x, big_t,
          bgnbd_p_alive(r, alpha, a, b, x, t_x, big_t)                          AS p_alive,
          bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 90 / days)    AS expected_purchases_90d,
          bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 180 / days)   AS expected_purchases_180d,
          bgnbd_expected_purchases(r, alpha, a, b, x, t_x, big_t, 365 / days)   AS expected_purchases_365d,
-         gamma_gamma_expected_value(p, q, gamma, x, mean_value)                AS expected_average_order_value,
-         clv(r, alpha, a, b, p, q, gamma, x, t_x, big_t, mean_value, 6,
-             $margin, $monthly_discount_rate, 30.4375 / days)                  AS predicted_clv_6m,
-         clv(r, alpha, a, b, p, q, gamma, x, t_x, big_t, mean_value, 12,
-             $margin, $monthly_discount_rate, 30.4375 / days)                  AS predicted_clv_12m
-  FROM history
+         bgnbd_discounted_purchases(r, alpha, a, b, x, t_x, big_t, 6,
+             $monthly_discount_rate, 30.4375 / days)                          AS discounted_purchases_6m,
+         bgnbd_discounted_purchases(r, alpha, a, b, x, t_x, big_t, 12,
+             $monthly_discount_rate, 30.4375 / days)                          AS discounted_purchases_12m
+  FROM (SELECT DISTINCT x, t_x, big_t, r, alpha, a, b, days FROM history)
+),
+valued AS (
+  SELECT h.customer_id, h.segment, h.historical_ltv, p.*,
+         gamma_gamma_expected_value(h.p, h.q, h.gamma, h.x, h.mean_value)     AS expected_average_order_value
+  FROM history h
+  JOIN purchases p ON p.x = h.x AND p.t_x = h.t_x AND p.big_t = h.big_t
+),
+-- CLV = margin x the published value per purchase x the discounted purchases, exact in decimal
+-- and rounded half-even to the cent, so that it ties out to expected_average_order_value.
+scored AS (
+  SELECT customer_id, segment, historical_ltv, p_alive,
+         expected_purchases_90d, expected_purchases_180d, expected_purchases_365d,
+         expected_average_order_value,
+         CAST(round_half_even(expected_average_order_value * CAST($margin AS DECIMAL(6,4))
+              * CAST(discounted_purchases_6m AS DECIMAL(20,10))) AS DECIMAL(18,2))  AS predicted_clv_6m,
+         CAST(round_half_even(expected_average_order_value * CAST($margin AS DECIMAL(6,4))
+              * CAST(discounted_purchases_12m AS DECIMAL(20,10))) AS DECIMAL(18,2)) AS predicted_clv_12m
+  FROM valued
 ),
 ranked AS (
   SELECT scored.*,

@@ -75,17 +75,21 @@ async fn online_retail_example_accounts_for_every_line() {
     // The CLV models converge on every customer, and the calibration's actual holdout purchase
     // days are the distinct (customer, day) pairs of the last 182 days of customers first seen
     // before them (counted here from the orders); the figures are those of docs/metrics/clv.md.
-    let fit = one(
-        "SELECT round(r, 4), round(alpha, 4), round(a, 4), round(b, 4), customers, converged
-         FROM clv_model WHERE model = 'bgnbd'",
-    )
-    .await;
-    assert_eq!(
-        fit,
-        ["0.8264", "9.8414", "0.0034", "6.7488", "4339", "true"]
-    );
+    let fit =
+        one("SELECT r, alpha, a, b, customers, converged FROM clv_model WHERE model = 'bgnbd'")
+            .await;
+    assert_eq!(fit[4..], ["4339", "true"]);
+    // The optimum's gradient vanishes to about 1e-13 per customer, so its parameters hold to far
+    // more than the 1e-6 (relative) asked here, whatever the machine's libm rounds.
+    for (got, want) in fit[..4]
+        .iter()
+        .zip([0.826_433_1, 9.841_526, 0.003_442_701, 6.749_362])
+    {
+        let got: f64 = got.parse().unwrap();
+        assert!((got - want).abs() <= 1e-6 * want, "{fit:?}");
+    }
     let calibration = one(
-        "SELECT customers, CAST(actual_purchases AS BIGINT), round(predicted_purchases, 1)
+        "SELECT customers, CAST(actual_purchases AS BIGINT), round(predicted_purchases, 1), converged
          FROM clv_calibration WHERE calibration_frequency = 'all'",
     )
     .await;
@@ -98,5 +102,6 @@ async fn online_retail_example_accounts_for_every_line() {
     )
     .await;
     assert_eq!(calibration[..2], counted[..]);
-    assert_eq!(calibration, ["2811", "6827", "6196.2"]);
+    // The calibration period's optimum is on the no-dropout boundary (a → 0); it converges there.
+    assert_eq!(calibration, ["2811", "6827", "6196.2", "true"]);
 }

@@ -1,20 +1,31 @@
-//! Maximum-likelihood fits of BG/NBD and Gamma-Gamma: Nelder-Mead (argmin) on the logs of the
-//! parameters, so every parameter stays positive, from several starting points; the best is
-//! kept, and it counts as converged only when the simplex shrank within the iteration limit and
-//! the starts that converged agree on the likelihood. Rows are weighted: distinct histories with
-//! their counts fit exactly as the customers one by one, with far fewer rows.
+//! Maximum-likelihood fits of BG/NBD and Gamma-Gamma on the logs of the parameters, so every
+//! parameter stays positive: L-BFGS (argmin) on the analytic gradient from several starting
+//! points, each finished by Newton steps on the Hessian from differences of that gradient (which
+//! also gives the standard errors). The best start is kept; it counts as converged only when its
+//! gradient vanished, its Hessian is positive definite, and the starts that converged agree on
+//! the likelihood. Rows are weighted: distinct histories with their counts fit exactly as the
+//! customers one by one, with far fewer rows.
 
-use argmin::core::{CostFunction, Executor, State, TerminationReason, TerminationStatus};
-use argmin::solver::neldermead::NelderMead;
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
 
 use crate::engine::clv::bgnbd::{BgNbd, History};
 use crate::engine::clv::gamma_gamma::GammaGamma;
+use crate::engine::clv::likelihood::{BgNbdData, GammaGammaData, NegLogLikelihood};
 
-/// The most Nelder-Mead iterations per start.
-const MAX_ITERS: u64 = 4_000;
-/// Nelder-Mead stops when the simplex's costs (mean negative log-likelihood per customer) agree
-/// to this standard deviation.
-const SD_TOLERANCE: f64 = 1e-12;
+/// The most L-BFGS iterations per start.
+const MAX_ITERS: u64 = 300;
+/// The most Newton steps that finish a start.
+const MAX_NEWTON_STEPS: u64 = 20;
+/// A start has converged when every component of the gradient of the mean negative
+/// log-likelihood per customer (in the log-parameters) is below this.
+const GRADIENT_TOLERANCE: f64 = 1e-9;
+/// Starts agree on the optimum when their total log-likelihoods differ by less than this: far
+/// below what a likelihood-ratio test could tell apart.
+const AGREEMENT: f64 = 1e-3;
+/// The step, in log-parameters, of the central differences of the gradient that give the Hessian.
+const HESSIAN_STEP: f64 = 1e-5;
 
 /// What a fit found.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,11 +35,11 @@ pub struct Fitted<P> {
     /// Customers the fit saw (the sum of the weights).
     pub customers: f64,
     pub converged: bool,
-    /// Iterations of the best start.
+    /// Iterations of the best start (L-BFGS and Newton).
     pub iterations: u64,
     /// Asymptotic standard errors of the parameters (in their order), from the inverse of the
-    /// observed information (the numerical Hessian of the negative log-likelihood) at the
-    /// optimum; None when it is not positive definite (a flat or boundary optimum).
+    /// observed information (the Hessian of the negative log-likelihood) at the optimum; None
+    /// when it is not positive definite (a flat or boundary optimum).
     pub standard_errors: Option<Vec<f64>>,
 }
 
@@ -52,69 +63,204 @@ impl std::fmt::Display for FitError {
     }
 }
 
-/// Negative log-likelihood over log-parameters.
-struct Objective<'a, F: Fn(&[f64]) -> f64>(&'a F);
+/// The mean negative log-likelihood per customer, so that tolerances mean the same at 2,000
+/// customers as at 5 million; a point the model cannot take is simply very unlikely.
+struct PerCustomer<'a, L: NegLogLikelihood>(&'a L);
 
-impl<F: Fn(&[f64]) -> f64> CostFunction for Objective<'_, F> {
-    type Param = Vec<f64>;
-    type Output = f64;
-    fn cost(&self, p: &Vec<f64>) -> Result<f64, argmin::core::Error> {
-        let v = (self.0)(p);
-        // A step into a region the model cannot take is simply very unlikely.
-        Ok(if v.is_finite() { v } else { f64::MAX / 4.0 })
+impl<L: NegLogLikelihood> PerCustomer<'_, L> {
+    fn value_and_gradient(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+        let (value, grad) = self.0.value_and_gradient(theta);
+        let n = self.0.customers();
+        if value.is_finite() && grad.iter().all(|g| g.is_finite()) {
+            (value / n, grad.into_iter().map(|g| g / n).collect())
+        } else {
+            (f64::MAX / 4.0, vec![0.0; theta.len()])
+        }
     }
 }
 
-/// Minimise `neg_ll` (on log-parameters) from each start and report the best point as `model`
-/// gives it, fitted on `customers`.
-fn fit<P, F: Fn(&[f64]) -> f64>(
-    neg_ll: F,
+impl<L: NegLogLikelihood> CostFunction for PerCustomer<'_, L> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, theta: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        Ok(self.value_and_gradient(theta).0)
+    }
+}
+
+impl<L: NegLogLikelihood> Gradient for PerCustomer<'_, L> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, theta: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
+        Ok(self.value_and_gradient(theta).1)
+    }
+}
+
+/// Where one start ended.
+#[derive(Debug, Clone)]
+struct Optimum {
+    theta: Vec<f64>,
+    /// Mean negative log-likelihood per customer.
+    cost: f64,
+    iterations: u64,
+    /// The Hessian of the mean negative log-likelihood at `theta`, when positive definite.
+    hessian: Option<Vec<Vec<f64>>>,
+    converged: bool,
+}
+
+/// Minimise `nll` from each start and report the best point as `model` gives it.
+fn fit<P>(
+    nll: &impl NegLogLikelihood,
     starts: &[Vec<f64>],
     model: impl Fn(&[f64]) -> P,
-    customers: f64,
 ) -> Fitted<P> {
-    // Minimised per customer, so that the simplex's tolerance means the same at 2,000 customers
-    // as at 5 million (an absolute tolerance on a total of -1e7 is never met).
-    let per_customer = |p: &[f64]| neg_ll(p) / customers;
-    let (p, cost, iterations, converged) = minimise(&per_customer, starts);
-    let standard_errors = standard_errors(&neg_ll, &p);
+    let f = PerCustomer(nll);
+    let optima: Vec<Optimum> = starts.iter().map(|s| optimise(&f, s)).collect();
+    let best = optima
+        .iter()
+        .min_by(|p, q| p.cost.total_cmp(&q.cost))
+        .expect("at least one start")
+        .clone();
+    // Converged starts that disagree on the optimum mean a multi-modal likelihood; they agree
+    // when their total log-likelihoods are within AGREEMENT of each other.
+    let customers = nll.customers();
+    let converged: Vec<f64> = optima
+        .iter()
+        .filter(|o| o.converged)
+        .map(|o| o.cost)
+        .collect();
+    let agree = converged
+        .iter()
+        .filter(|c| (**c - best.cost).abs() * customers <= AGREEMENT)
+        .count()
+        >= 2.min(converged.len());
+    let standard_errors = best.hessian.as_ref().and_then(|h| {
+        // The information of all the customers is n times the per-customer one.
+        let total: Vec<Vec<f64>> = h
+            .iter()
+            .map(|row| row.iter().map(|v| v * customers).collect())
+            .collect();
+        standard_errors(&total, &best.theta)
+    });
     Fitted {
-        params: model(&p),
-        log_likelihood: -cost * customers,
+        params: model(&best.theta),
+        log_likelihood: -best.cost * customers,
         customers,
-        converged,
-        iterations,
+        converged: best.converged && agree && best.cost.is_finite(),
+        iterations: best.iterations,
         standard_errors,
     }
 }
 
-/// Standard errors of exp(θ) at the optimum θ of `neg_ll` (on log-parameters): the inverse
-/// Hessian's diagonal by central differences, mapped by the delta method (exact at an optimum,
-/// where the gradient vanishes: se(φ) = φ · se(θ)).
-fn standard_errors<F: Fn(&[f64]) -> f64>(neg_ll: &F, theta: &[f64]) -> Option<Vec<f64>> {
-    const H: f64 = 1e-3;
+/// L-BFGS from `start`: where it stopped and its iterations.
+fn lbfgs<L: NegLogLikelihood>(
+    f: &PerCustomer<'_, L>,
+    start: &[f64],
+) -> Result<(Vec<f64>, u64), argmin::core::Error> {
+    let search = MoreThuenteLineSearch::new().with_c(1e-4, 0.9)?;
+    let solver = LBFGS::new(search, 7).with_tolerance_grad(GRADIENT_TOLERANCE)?;
+    let res = Executor::new(PerCustomer(f.0), solver)
+        .configure(|s| s.param(start.to_vec()).max_iters(MAX_ITERS))
+        .run()?;
+    let state = res.state();
+    let theta = state.get_best_param().cloned().unwrap_or(start.to_vec());
+    Ok((theta, state.get_iter()))
+}
+
+/// L-BFGS from `start`, then Newton steps until the gradient vanishes.
+fn optimise<L: NegLogLikelihood>(f: &PerCustomer<'_, L>, start: &[f64]) -> Optimum {
+    // A line search that fails (at a point it cannot improve) leaves Newton to finish.
+    let (mut theta, mut iterations) = lbfgs(f, start).unwrap_or((start.to_vec(), 0));
+    let (mut cost, mut grad) = f.value_and_gradient(&theta);
+    for _ in 0..MAX_NEWTON_STEPS {
+        if max_abs(&grad) < GRADIENT_TOLERANCE * 1e-3 {
+            break;
+        }
+        let Some(step) = newton_step(f, &hessian(f, &theta), &theta, &grad, cost) else {
+            break;
+        };
+        iterations += 1;
+        (theta, cost, grad) = step;
+    }
+    let hessian = Some(hessian(f, &theta)).filter(|h| cholesky(h).is_some());
+    Optimum {
+        converged: max_abs(&grad) < GRADIENT_TOLERANCE && cost.is_finite(),
+        theta,
+        cost,
+        iterations,
+        hessian,
+    }
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// A Newton step damped as Levenberg-Marquardt's: −(H + λI)⁻¹g with the least λ (from 0 up,
+/// relative to H's diagonal) for which it is positive definite and the step improves, so that on
+/// a ridge (a boundary optimum, where H is singular) the identified parameters still converge.
+/// None when no such step improves the cost or the gradient.
+fn newton_step<L: NegLogLikelihood>(
+    f: &PerCustomer<'_, L>,
+    hessian: &[Vec<f64>],
+    theta: &[f64],
+    grad: &[f64],
+    cost: f64,
+) -> Option<(Vec<f64>, f64, Vec<f64>)> {
+    let scale = (0..hessian.len()).fold(0.0f64, |m, i| m.max(hessian[i][i].abs()));
+    let dampings = std::iter::once(0.0).chain((0..14).map(|k| scale * 10f64.powi(k - 12)));
+    for lambda in dampings {
+        let damped: Vec<Vec<f64>> = (0..hessian.len())
+            .map(|i| {
+                let mut row = hessian[i].clone();
+                row[i] += lambda;
+                row
+            })
+            .collect();
+        let Some(l) = cholesky(&damped) else { continue };
+        let direction = cholesky_solve(&l, grad);
+        let next: Vec<f64> = theta.iter().zip(&direction).map(|(t, d)| t - d).collect();
+        let (next_cost, next_grad) = f.value_and_gradient(&next);
+        // Near the optimum the cost's rounding (about 1e-14 of it) hides the step; the gradient
+        // still resolves it.
+        let better = next_cost < cost
+            || (next_cost <= cost + 1e-12 * cost.abs() && max_abs(&next_grad) < max_abs(grad));
+        if better {
+            return Some((next, next_cost, next_grad));
+        }
+    }
+    None
+}
+
+/// The Hessian of `f` at `theta` by central differences of its analytic gradient, symmetrised.
+fn hessian<L: NegLogLikelihood>(f: &PerCustomer<'_, L>, theta: &[f64]) -> Vec<Vec<f64>> {
     let n = theta.len();
-    let at = |steps: &[(usize, f64)]| {
-        let mut p = theta.to_vec();
-        for (i, d) in steps {
-            p[*i] += d;
-        }
-        neg_ll(&p)
-    };
-    let centre = at(&[]);
-    let entry = |i: usize, j: usize| {
-        if i == j {
-            (at(&[(i, H)]) - 2.0 * centre + at(&[(i, -H)])) / (H * H)
-        } else {
-            (at(&[(i, H), (j, H)]) - at(&[(i, H), (j, -H)]) - at(&[(i, -H), (j, H)])
-                + at(&[(i, -H), (j, -H)]))
-                / (4.0 * H * H)
-        }
-    };
-    let hessian: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..n).map(|j| entry(i, j)).collect())
+    let columns: Vec<Vec<f64>> = (0..n)
+        .map(|j| {
+            let at = |d: f64| {
+                let mut p = theta.to_vec();
+                p[j] += d;
+                f.value_and_gradient(&p).1
+            };
+            let (up, down) = (at(HESSIAN_STEP), at(-HESSIAN_STEP));
+            (0..n)
+                .map(|i| (up[i] - down[i]) / (2.0 * HESSIAN_STEP))
+                .collect()
+        })
         .collect();
-    let variances = inverse_diagonal(&hessian)?;
+    (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| 0.5 * (columns[i][j] + columns[j][i]))
+                .collect()
+        })
+        .collect()
+}
+
+/// Standard errors of exp(θ) at the optimum θ, from the Hessian of the total negative
+/// log-likelihood in θ: the inverse's diagonal, mapped by the delta method (exact at an optimum,
+/// where the gradient vanishes: se(φ) = φ · se(θ)).
+fn standard_errors(hessian: &[Vec<f64>], theta: &[f64]) -> Option<Vec<f64>> {
+    let variances = inverse_diagonal(hessian)?;
     let se: Vec<f64> = theta
         .iter()
         .zip(variances)
@@ -123,10 +269,10 @@ fn standard_errors<F: Fn(&[f64]) -> f64>(neg_ll: &F, theta: &[f64]) -> Option<Ve
     se.iter().all(|s| s.is_finite()).then_some(se)
 }
 
-/// The diagonal of the inverse of a symmetric positive definite matrix (Cholesky); None when it
-/// is not positive definite. Indexed loops: the textbook recurrences, read as written.
+/// The lower Cholesky factor of a symmetric matrix; None when it is not positive definite.
+/// Indexed loops: the textbook recurrence, read as written.
 #[allow(clippy::needless_range_loop)]
-fn inverse_diagonal(m: &[Vec<f64>]) -> Option<Vec<f64>> {
+fn cholesky(m: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     let n = m.len();
     let mut l = vec![vec![0.0; n]; n];
     for i in 0..n {
@@ -143,77 +289,37 @@ fn inverse_diagonal(m: &[Vec<f64>]) -> Option<Vec<f64>> {
             }
         }
     }
-    // (M^-1)_kk = |L^-1 e_k|^2: solve L y = e_k by forward substitution.
+    Some(l)
+}
+
+/// Solve L Lᵀ x = b by forward then back substitution.
+fn cholesky_solve(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
+    let n = b.len();
+    let mut y = vec![0.0; n];
+    for i in 0..n {
+        let s: f64 = (0..i).map(|k| l[i][k] * y[k]).sum();
+        y[i] = (b[i] - s) / l[i][i];
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|k| l[k][i] * x[k]).sum();
+        x[i] = (y[i] - s) / l[i][i];
+    }
+    x
+}
+
+/// The diagonal of the inverse of a symmetric positive definite matrix; None when it is not
+/// positive definite.
+fn inverse_diagonal(m: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let l = cholesky(m)?;
+    let n = m.len();
     let diagonal = (0..n)
         .map(|k| {
-            let mut y = vec![0.0; n];
-            for i in k..n {
-                let s: f64 = (k..i).map(|j| l[i][j] * y[j]).sum();
-                y[i] = (if i == k { 1.0 } else { 0.0 } - s) / l[i][i];
-            }
-            y.iter().map(|v| v * v).sum()
+            let e: Vec<f64> = (0..n).map(|i| if i == k { 1.0 } else { 0.0 }).collect();
+            cholesky_solve(&l, &e)[k]
         })
         .collect();
     Some(diagonal)
-}
-
-/// Minimise `neg_ll` (on log-parameters) from each start; the best point, its value, iterations,
-/// and whether it converged.
-fn minimise<F: Fn(&[f64]) -> f64>(neg_ll: &F, starts: &[Vec<f64>]) -> (Vec<f64>, f64, u64, bool) {
-    let mut best: Option<(Vec<f64>, f64, u64, bool)> = None;
-    let mut converged_costs = Vec::new();
-    for start in starts {
-        let simplex: Vec<Vec<f64>> = std::iter::once(start.clone())
-            .chain((0..start.len()).map(|i| {
-                let mut v = start.clone();
-                v[i] += 0.5;
-                v
-            }))
-            .collect();
-        let Ok(solver) = NelderMead::new(simplex).with_sd_tolerance(SD_TOLERANCE) else {
-            continue;
-        };
-        let Ok(res) = Executor::new(Objective(neg_ll), solver)
-            .configure(|s| s.max_iters(MAX_ITERS))
-            .run()
-        else {
-            continue;
-        };
-        let state = res.state();
-        let (Some(p), cost) = (state.get_best_param().cloned(), state.get_best_cost()) else {
-            continue;
-        };
-        let converged = matches!(
-            state.get_termination_status(),
-            TerminationStatus::Terminated(TerminationReason::SolverConverged)
-        );
-        if converged {
-            converged_costs.push(cost);
-        }
-        if best.as_ref().is_none_or(|b| cost < b.1) {
-            best = Some((p, cost, state.get_iter(), converged));
-        }
-    }
-    let (p, cost, iters, converged) = best.unwrap_or((starts[0].clone(), f64::NAN, 0, false));
-    // Converged starts that disagree on the optimum mean a flat or multi-modal likelihood.
-    let agree = converged_costs
-        .iter()
-        .filter(|c| (**c - cost).abs() <= 1e-6 * cost.abs().max(1.0))
-        .count()
-        >= 2.min(converged_costs.len());
-    (p, cost, iters, converged && cost.is_finite() && agree)
-}
-
-/// The total weight of each distinct value: the likelihood's gamma-function terms depend on a
-/// customer's count alone, so they are computed once per count, not once per customer.
-fn weights_by_value(values: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
-    let mut by: std::collections::BTreeMap<u64, f64> = Default::default();
-    for (v, w) in values {
-        *by.entry(v.to_bits()).or_insert(0.0) += w;
-    }
-    by.into_iter()
-        .map(|(b, w)| (f64::from_bits(b), w))
-        .collect()
 }
 
 /// Fit BG/NBD on weighted histories.
@@ -239,22 +345,15 @@ pub fn fit_bgnbd(data: &[(History, f64)]) -> Result<Fitted<BgNbd>, FitError> {
         a: p[2].exp(),
         b: p[3].exp(),
     };
-    let by_x = weights_by_value(data.iter().map(|(h, w)| (h.x, *w)));
-    let neg_ll = |p: &[f64]| {
-        let m = model(p);
-        let per_x: f64 = by_x.iter().map(|(x, w)| w * m.ln_count_terms(*x)).sum();
-        let per_row: f64 = data.iter().map(|(h, w)| w * m.ln_timing_term(h)).sum();
-        -(per_x + per_row)
-    };
+    let prepared = BgNbdData::new(data);
     // Starts around the scale of the data: alpha near the mean observation length.
-    let mean_t = data.iter().map(|(h, w)| h.t * w).sum::<f64>() / customers;
-    let ln_t = mean_t.max(1e-3).ln();
+    let ln_t = prepared.mean_t().max(1e-3).ln();
     let starts = [
         vec![0.0, ln_t, 0.0, 0.0],
         vec![(0.3f64).ln(), ln_t - 2.0, (0.8f64).ln(), (2.5f64).ln()],
         vec![(2.0f64).ln(), ln_t + 1.0, (2.0f64).ln(), (5.0f64).ln()],
     ];
-    Ok(fit(neg_ll, &starts, model, customers))
+    Ok(fit(&prepared, &starts, model))
 }
 
 /// Fit Gamma-Gamma on weighted (x, m) of repeat customers: x > 0 purchases of mean value m > 0.
@@ -275,24 +374,14 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<Fitted<GammaGamma>, F
         q: p[1].exp(),
         gamma: p[2].exp(),
     };
-    let by_x = weights_by_value(data.iter().map(|(x, _, w)| (*x, *w)));
-    let neg_ll = |p: &[f64]| {
-        let g = model(p);
-        let per_x: f64 = by_x.iter().map(|(x, w)| w * g.ln_count_terms(*x)).sum();
-        let per_row: f64 = data
-            .iter()
-            .map(|(x, m, w)| w * g.ln_value_terms(*x, *m))
-            .sum();
-        -(per_x + per_row)
-    };
-    let mean_m = data.iter().map(|(_, m, w)| m * w).sum::<f64>() / customers;
-    let ln_m = mean_m.ln();
+    let prepared = GammaGammaData::new(data);
+    let ln_m = prepared.mean_value().ln();
     let starts = [
         vec![0.0, 0.0, ln_m],
         vec![(5.0f64).ln(), (3.0f64).ln(), ln_m],
         vec![(2.0f64).ln(), (10.0f64).ln(), ln_m + 1.0],
     ];
-    Ok(fit(neg_ll, &starts, model, customers))
+    Ok(fit(&prepared, &starts, model))
 }
 
 #[cfg(test)]
@@ -389,6 +478,29 @@ pub(crate) mod tests {
         // The fit is at least as likely as the truth.
         let truth_ll: f64 = data.iter().map(|(h, _)| truth.log_likelihood(h)).sum();
         assert!(fit.log_likelihood >= truth_ll - 1e-6);
+    }
+
+    #[test]
+    fn a_likelihood_that_peaks_at_no_dropout_converges_without_standard_errors() {
+        // Customers who never drop out (a → 0): the supremum is on the boundary, along a ridge
+        // in (a, b). r and alpha are still identified and every start agrees on them; a and b
+        // are not, so there are no standard errors.
+        let truth = BgNbd {
+            r: 0.7,
+            alpha: 9.0,
+            a: 1e-9,
+            b: 1e3,
+        };
+        let data = simulate(&truth, 5_000, 52.0, 11);
+        let fit = fit_bgnbd(&data).unwrap();
+        assert!(fit.converged, "{fit:?}");
+        assert_eq!(fit.standard_errors, None, "{fit:?}");
+        let p = fit.params;
+        assert!(p.a / (p.a + p.b) < 1e-4, "dropout probability {:?}", p);
+        assert!(
+            (p.r - 0.7).abs() < 0.1 && (p.alpha - 9.0).abs() < 1.5,
+            "{p:?}"
+        );
     }
 
     #[test]

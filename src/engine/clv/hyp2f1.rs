@@ -1,7 +1,7 @@
 //! The Gaussian hypergeometric function 2F1(a, b; c; z) for what BG/NBD needs: a, b, c > 0 and
 //! 0 <= z < 1. Every term of the power series is then positive, so the sum has no cancellation;
-//! it is kept in log space, so large parameters (customers with hundreds of purchases) neither
-//! overflow nor lose precision.
+//! it is rescaled as it grows, so large parameters (customers with hundreds of purchases)
+//! neither overflow nor lose precision.
 
 /// The most terms summed before giving up (z very near 1 with large parameters).
 const MAX_TERMS: usize = 2_000_000;
@@ -15,26 +15,25 @@ pub fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
     if z == 0.0 {
         return Some(0.0);
     }
-    let ln_z = z.ln();
-    // sum = exp(scale) * acc, with the running term t_n = exp(ln_term).
-    let mut ln_term = 0.0f64;
-    let mut scale = 0.0f64;
+    // sum = exp(ln_scale) * acc, the running term t_n / exp(ln_scale) in `term`: the terms are
+    // multiplied in linear space (no logarithm per term) and rescaled before they overflow.
+    let mut ln_scale = 0.0f64;
+    let mut term = 1.0f64;
     let mut acc = 1.0f64;
     for n in 0..MAX_TERMS {
         let n = n as f64;
-        ln_term += ((a + n) * (b + n) / ((c + n) * (n + 1.0))).ln() + ln_z;
-        if ln_term > scale {
-            acc = acc * (scale - ln_term).exp() + 1.0;
-            scale = ln_term;
-        } else {
-            let rel = (ln_term - scale).exp();
-            acc += rel;
-            // Past the peak the terms shrink geometrically (ratio -> z): stop when the rest
-            // cannot change the sum (the tail is below term * z / (1 - z)).
-            let ratio = (a + n + 1.0) * (b + n + 1.0) / ((c + n + 1.0) * (n + 2.0)) * z;
-            if ratio < 1.0 && rel * ratio / (1.0 - ratio) < 1e-17 * acc {
-                return Some(scale + acc.ln());
-            }
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
+        acc += term;
+        if acc > 1e250 {
+            ln_scale += acc.ln();
+            term /= acc;
+            acc = 1.0;
+        }
+        // Past the peak the terms shrink geometrically (ratio -> z): stop when the rest cannot
+        // change the sum (the tail is below term * ratio / (1 - ratio)).
+        let ratio = (a + n + 1.0) * (b + n + 1.0) / ((c + n + 1.0) * (n + 2.0)) * z;
+        if ratio < 1.0 && term * ratio / (1.0 - ratio) < 1e-17 * acc {
+            return Some(ln_scale + acc.ln());
         }
     }
     None
@@ -83,6 +82,9 @@ mod tests {
             let want = (1.0f64 - z).powf(-2.5);
             assert!((hyp2f1(2.5, 3.0, 3.0, z).unwrap() - want).abs() < 1e-11 * want);
         }
+        // A sum past f64's range (e^1386), rescaled on the way: ln (1 - z)^-a = a ln 2.
+        let want = 2000.0 * 2f64.ln();
+        assert!((ln_hyp2f1(2000.0, 3.0, 3.0, 0.5).unwrap() - want).abs() < 1e-12 * want);
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod bgnbd;
 pub mod fit;
 pub mod gamma_gamma;
 pub mod hyp2f1;
+pub mod likelihood;
 pub mod sql;

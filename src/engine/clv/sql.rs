@@ -639,7 +639,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            assert!((num(&got[i]) - want).abs() <= 1e-6 * want.abs(), "{got:?}");
+            assert!((num(&got[i]) - want).abs() <= 1e-9 * want.abs(), "{got:?}");
         }
         assert_eq!(got[5..], ["4000".to_string(), "true".to_string()]);
     }
