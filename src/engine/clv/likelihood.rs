@@ -1,7 +1,8 @@
 //! The negative log-likelihoods the fits minimise, with their analytic gradients, on the logs of
 //! the parameters, over data prepared once: rows put in one canonical order (so the sums, and the
 //! fit, do not depend on the order the rows came in), the gamma-function terms computed once per
-//! distinct count, and for BG/NBD the logarithms once per distinct time.
+//! distinct count, and for BG/NBD the logarithms once per distinct time. The sums over rows run on
+//! every core, in fixed chunks added in order, so the bits do not depend on the number of cores.
 
 use statrs::function::gamma::{digamma, ln_gamma};
 
@@ -117,43 +118,98 @@ impl BgNbdData {
     fn timing_terms(&self, [r, alpha, a, b]: [f64; 4]) -> (f64, [f64; 4]) {
         let ln_times: Vec<f64> = self.times.iter().map(|t| (alpha + t).ln()).collect();
         let inv_times: Vec<f64> = self.times.iter().map(|t| 1.0 / (alpha + t)).collect();
-        let (ln_a, inv_a) = (a.ln(), 1.0 / a);
-        let (mut value, mut grad) = (0.0, [0.0; 4]);
-        for row in &self.rows {
-            let x = self.counts[row.x as usize];
-            let c = r + x;
-            let (ln_t, inv_t) = (ln_times[row.t as usize], inv_times[row.t as usize]);
-            let alive = -c * ln_t;
-            if x == 0.0 {
-                value += row.weight * alive;
-                grad[0] -= row.weight * ln_t;
-                grad[1] -= row.weight * c * inv_t;
-                continue;
+        // Per count: ln of the odds a / (b + x - 1) of dropping out after the last purchase.
+        let ln_odds: Vec<f64> = self
+            .counts
+            .iter()
+            .map(|x| a.ln() - (b + x - 1.0).ln())
+            .collect();
+        let inv_bx: Vec<f64> = self.counts.iter().map(|x| 1.0 / (b + x - 1.0)).collect();
+        let inv_a = 1.0 / a;
+        sum_in_chunks(&self.rows, |rows| {
+            let (mut value, mut grad) = (0.0, [0.0; 4]);
+            for row in rows {
+                let x = self.counts[row.x as usize];
+                let c = r + x;
+                let (ln_t, inv_t) = (ln_times[row.t as usize], inv_times[row.t as usize]);
+                let alive = -c * ln_t;
+                if x == 0.0 {
+                    value += row.weight * alive;
+                    grad[0] -= row.weight * ln_t;
+                    grad[1] -= row.weight * c * inv_t;
+                    continue;
+                }
+                let (ln_tx, inv_tx) = (ln_times[row.t_x as usize], inv_times[row.t_x as usize]);
+                let dropped = ln_odds[row.x as usize] - c * ln_tx;
+                // ln(e^alive + e^dropped), and the share of each.
+                let (hi, lo) = if alive >= dropped {
+                    (alive, dropped)
+                } else {
+                    (dropped, alive)
+                };
+                let e = (lo - hi).exp();
+                let share_lo = e / (1.0 + e);
+                let w_drop = if alive >= dropped {
+                    share_lo
+                } else {
+                    1.0 - share_lo
+                };
+                let w_alive = 1.0 - w_drop;
+                value += row.weight * (hi + e.ln_1p());
+                grad[0] -= row.weight * (w_alive * ln_t + w_drop * ln_tx);
+                grad[1] -= row.weight * c * (w_alive * inv_t + w_drop * inv_tx);
+                grad[2] += row.weight * w_drop * inv_a;
+                grad[3] -= row.weight * w_drop * inv_bx[row.x as usize];
             }
-            let (ln_tx, inv_tx) = (ln_times[row.t_x as usize], inv_times[row.t_x as usize]);
-            let dropped = ln_a - (b + x - 1.0).ln() - c * ln_tx;
-            // ln(e^alive + e^dropped), and the share of each.
-            let (hi, lo) = if alive >= dropped {
-                (alive, dropped)
-            } else {
-                (dropped, alive)
-            };
-            let e = (lo - hi).exp();
-            let share_lo = e / (1.0 + e);
-            let w_drop = if alive >= dropped {
-                share_lo
-            } else {
-                1.0 - share_lo
-            };
-            let w_alive = 1.0 - w_drop;
-            value += row.weight * (hi + e.ln_1p());
-            grad[0] -= row.weight * (w_alive * ln_t + w_drop * ln_tx);
-            grad[1] -= row.weight * c * (w_alive * inv_t + w_drop * inv_tx);
-            grad[2] += row.weight * w_drop * inv_a;
-            grad[3] -= row.weight * w_drop / (b + x - 1.0);
-        }
-        (value, grad)
+            (value, grad)
+        })
     }
+}
+
+/// Rows per chunk of the parallel sums.
+const CHUNK_ROWS: usize = 1 << 15;
+
+/// Σ of `term` over `rows`, cut into fixed chunks summed on every core and added in chunk order:
+/// the same bits whatever the number of cores.
+fn sum_in_chunks<R: Sync, const N: usize>(
+    rows: &[R],
+    term: impl Fn(&[R]) -> (f64, [f64; N]) + Sync,
+) -> (f64, [f64; N]) {
+    let chunks: Vec<&[R]> = rows.chunks(CHUNK_ROWS).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chunks.len());
+    let sums: Vec<(f64, [f64; N])> = if threads <= 1 {
+        chunks.iter().map(|c| term(c)).collect()
+    } else {
+        let mut by_chunk = vec![(0.0, [0.0; N]); chunks.len()];
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (chunks, term) = (&chunks, &term);
+                    scope.spawn(move || {
+                        (t..chunks.len())
+                            .step_by(threads)
+                            .map(|i| (i, term(chunks[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for worker in workers {
+                for (i, sum) in worker.join().expect("a likelihood chunk panicked") {
+                    by_chunk[i] = sum;
+                }
+            }
+        });
+        by_chunk
+    };
+    sums.into_iter()
+        .fold((0.0, [0.0; N]), |(v, mut g), (cv, cg)| {
+            for i in 0..N {
+                g[i] += cg[i];
+            }
+            (v + cv, g)
+        })
 }
 
 /// ln B(a, b + x) / B(a, b) = −Σ_{k<x} ln(1 + a / (b + k)) and its derivatives in a and b, for
@@ -303,13 +359,21 @@ impl NegLogLikelihood for GammaGammaData {
             grad[1] += w * (psi_pxq - psi_q + ln_gamma_scale);
             grad[2] += w * q / gamma;
         }
-        for row in &self.rows {
-            let x = self.counts[row.x as usize];
-            let ln_spend = (row.total + gamma).ln();
-            value += row.weight * ((p * x - 1.0) * row.ln_m - (p * x + q) * ln_spend);
-            grad[0] += row.weight * x * (row.ln_m - ln_spend);
-            grad[1] -= row.weight * ln_spend;
-            grad[2] -= row.weight * (p * x + q) / (row.total + gamma);
+        let (row_value, row_grad) = sum_in_chunks(&self.rows, |rows| {
+            let (mut value, mut grad) = (0.0, [0.0; 3]);
+            for row in rows {
+                let x = self.counts[row.x as usize];
+                let ln_spend = (row.total + gamma).ln();
+                value += row.weight * ((p * x - 1.0) * row.ln_m - (p * x + q) * ln_spend);
+                grad[0] += row.weight * x * (row.ln_m - ln_spend);
+                grad[1] -= row.weight * ln_spend;
+                grad[2] -= row.weight * (p * x + q) / (row.total + gamma);
+            }
+            (value, grad)
+        });
+        value += row_value;
+        for i in 0..3 {
+            grad[i] += row_grad[i];
         }
         let phi = [p, q, gamma];
         let grad = (0..3).map(|i| -phi[i] * grad[i]).collect();
@@ -397,6 +461,37 @@ mod tests {
         let (value, _, d_b) = BetaRatio::new(1e-9, 1e8).at(3.0);
         assert!((value / -3e-17 - 1.0).abs() < 1e-6, "{value}");
         assert!((d_b / 3e-25 - 1.0).abs() < 1e-6, "{d_b}");
+    }
+
+    #[test]
+    fn sums_over_many_chunks_are_the_models_log_likelihood() {
+        let data: Vec<(History, f64)> = (0..100_000u32)
+            .map(|i| {
+                let x = f64::from(i % 9);
+                let t = 30.0 + f64::from(i % 400) / 7.0;
+                let t_x = if x == 0.0 {
+                    0.0
+                } else {
+                    t * f64::from(i % 5) / 5.0
+                };
+                (h(x, t_x, t), f64::from(1 + i % 3))
+            })
+            .collect();
+        let prepared = BgNbdData::new(&data);
+        assert!(prepared.rows.len() > 3 * CHUNK_ROWS);
+        let m = BgNbd {
+            r: 0.6,
+            alpha: 11.0,
+            a: 0.5,
+            b: 3.1,
+        };
+        let want: f64 = data.iter().map(|(h, w)| w * m.log_likelihood(h)).sum();
+        let (got, _) = prepared.value_and_gradient(&[m.r.ln(), m.alpha.ln(), m.a.ln(), m.b.ln()]);
+        assert!(
+            (got + want).abs() < 1e-10 * want.abs(),
+            "{got} vs {}",
+            -want
+        );
     }
 
     #[test]
