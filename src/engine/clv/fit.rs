@@ -2,9 +2,11 @@
 //! parameter stays positive: L-BFGS (argmin) on the analytic gradient from several starting
 //! points, each finished by Newton steps on the Hessian from differences of that gradient (which
 //! also gives the standard errors). The best start is kept; it counts as converged only when its
-//! gradient vanished, its Hessian is positive definite, and the starts that converged agree on
-//! the likelihood. Rows are weighted: distinct histories with their counts fit exactly as the
+//! gradient vanished and the starts that converged agree on the likelihood (a boundary optimum,
+//! whose Hessian is singular, converges without standard errors). Rows are weighted: distinct histories with their counts fit exactly as the
 //! customers one by one, with far fewer rows.
+
+use std::sync::Mutex;
 
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -64,18 +66,41 @@ impl std::fmt::Display for FitError {
 }
 
 /// The mean negative log-likelihood per customer, so that tolerances mean the same at 2,000
-/// customers as at 5 million; a point the model cannot take is simply very unlikely.
-struct PerCustomer<'a, L: NegLogLikelihood>(&'a L);
+/// customers as at 5 million; a point the model cannot take is simply very unlikely. The last
+/// evaluation is kept: argmin asks for the cost and then the gradient at the same point, and one
+/// pass over the rows gives both.
+struct PerCustomer<'a, L: NegLogLikelihood> {
+    nll: &'a L,
+    last: Mutex<Option<Evaluation>>,
+}
 
-impl<L: NegLogLikelihood> PerCustomer<'_, L> {
+/// Log-parameters, and the mean negative log-likelihood and its gradient there.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
+impl<'a, L: NegLogLikelihood> PerCustomer<'a, L> {
+    fn new(nll: &'a L) -> Self {
+        PerCustomer {
+            nll,
+            last: Mutex::new(None),
+        }
+    }
+
     fn value_and_gradient(&self, theta: &[f64]) -> (f64, Vec<f64>) {
-        let (value, grad) = self.0.value_and_gradient(theta);
-        let n = self.0.customers();
-        if value.is_finite() && grad.iter().all(|g| g.is_finite()) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, value, grad)) = last.as_ref()
+            && at == theta
+        {
+            return (*value, grad.clone());
+        }
+        let (value, grad) = self.nll.value_and_gradient(theta);
+        let n = self.nll.customers();
+        let (value, grad) = if value.is_finite() && grad.iter().all(|g| g.is_finite()) {
             (value / n, grad.into_iter().map(|g| g / n).collect())
         } else {
             (f64::MAX / 4.0, vec![0.0; theta.len()])
-        }
+        };
+        *last = Some((theta.to_vec(), value, grad.clone()));
+        (value, grad)
     }
 }
 
@@ -113,7 +138,7 @@ fn fit<P>(
     starts: &[Vec<f64>],
     model: impl Fn(&[f64]) -> P,
 ) -> Fitted<P> {
-    let f = PerCustomer(nll);
+    let f = PerCustomer::new(nll);
     let optima: Vec<Optimum> = starts.iter().map(|s| optimise(&f, s)).collect();
     let best = optima
         .iter()
@@ -145,7 +170,7 @@ fn fit<P>(
         params: model(&best.theta),
         log_likelihood: -best.cost * customers,
         customers,
-        converged: best.converged && agree && best.cost.is_finite(),
+        converged: best.converged && agree,
         iterations: best.iterations,
         standard_errors,
     }
@@ -158,7 +183,7 @@ fn lbfgs<L: NegLogLikelihood>(
 ) -> Result<(Vec<f64>, u64), argmin::core::Error> {
     let search = MoreThuenteLineSearch::new().with_c(1e-4, 0.9)?;
     let solver = LBFGS::new(search, 7).with_tolerance_grad(GRADIENT_TOLERANCE)?;
-    let res = Executor::new(PerCustomer(f.0), solver)
+    let res = Executor::new(PerCustomer::new(f.nll), solver)
         .configure(|s| s.param(start.to_vec()).max_iters(MAX_ITERS))
         .run()?;
     let state = res.state();
@@ -171,17 +196,19 @@ fn optimise<L: NegLogLikelihood>(f: &PerCustomer<'_, L>, start: &[f64]) -> Optim
     // A line search that fails (at a point it cannot improve) leaves Newton to finish.
     let (mut theta, mut iterations) = lbfgs(f, start).unwrap_or((start.to_vec(), 0));
     let (mut cost, mut grad) = f.value_and_gradient(&theta);
+    let mut hessian_here = hessian(f, &theta);
     for _ in 0..MAX_NEWTON_STEPS {
         if max_abs(&grad) < GRADIENT_TOLERANCE * 1e-3 {
             break;
         }
-        let Some(step) = newton_step(f, &hessian(f, &theta), &theta, &grad, cost) else {
+        let Some(step) = newton_step(f, &hessian_here, &theta, &grad, cost) else {
             break;
         };
         iterations += 1;
         (theta, cost, grad) = step;
+        hessian_here = hessian(f, &theta);
     }
-    let hessian = Some(hessian(f, &theta)).filter(|h| cholesky(h).is_some());
+    let hessian = Some(hessian_here).filter(|h| cholesky(h).is_some());
     Optimum {
         converged: max_abs(&grad) < GRADIENT_TOLERANCE && cost.is_finite(),
         theta,

@@ -391,6 +391,17 @@ mod tests {
         History { x, t_x, t }
     }
 
+    /// The value at `theta` is minus the model's total log-likelihood `want`, within `tolerance`
+    /// of it (relative).
+    fn assert_value_is_minus(f: &impl NegLogLikelihood, theta: &[f64], want: f64, tolerance: f64) {
+        let (got, _) = f.value_and_gradient(theta);
+        assert!(
+            (got + want).abs() < tolerance * want.abs(),
+            "{got} vs {}",
+            -want
+        );
+    }
+
     /// The gradient agrees with central differences of the value, component by component.
     fn assert_gradient_matches_differences(f: &impl NegLogLikelihood, theta: &[f64]) {
         let (_, grad) = f.value_and_gradient(theta);
@@ -429,12 +440,7 @@ mod tests {
         };
         let theta = [m.r.ln(), m.alpha.ln(), m.a.ln(), m.b.ln()];
         let want: f64 = data.iter().map(|(h, w)| w * m.log_likelihood(h)).sum();
-        let (got, _) = prepared.value_and_gradient(&theta);
-        assert!(
-            (got + want).abs() < 1e-12 * want.abs(),
-            "{got} vs {}",
-            -want
-        );
+        assert_value_is_minus(&prepared, &theta, want, 1e-12);
         assert_gradient_matches_differences(&prepared, &theta);
         // A dropout-dominated point, where the dropped-out term is the larger.
         assert_gradient_matches_differences(&prepared, &[0.5, 0.2, 1.5, -1.0]);
@@ -486,12 +492,8 @@ mod tests {
             b: 3.1,
         };
         let want: f64 = data.iter().map(|(h, w)| w * m.log_likelihood(h)).sum();
-        let (got, _) = prepared.value_and_gradient(&[m.r.ln(), m.alpha.ln(), m.a.ln(), m.b.ln()]);
-        assert!(
-            (got + want).abs() < 1e-10 * want.abs(),
-            "{got} vs {}",
-            -want
-        );
+        let theta = [m.r.ln(), m.alpha.ln(), m.a.ln(), m.b.ln()];
+        assert_value_is_minus(&prepared, &theta, want, 1e-10);
     }
 
     #[test]
@@ -535,12 +537,7 @@ mod tests {
             .iter()
             .map(|(x, m, w)| w * g.log_likelihood(*x, *m))
             .sum();
-        let (got, _) = prepared.value_and_gradient(&theta);
-        assert!(
-            (got + want).abs() < 1e-12 * want.abs(),
-            "{got} vs {}",
-            -want
-        );
+        assert_value_is_minus(&prepared, &theta, want, 1e-12);
         assert_gradient_matches_differences(&prepared, &theta);
         assert!((prepared.mean_value() - (40.0 + 35.5 + 7.25 + 36.0) / 7.0).abs() < 1e-12);
     }
