@@ -30,6 +30,26 @@ impl Clock for FixedClock {
     }
 }
 
+/// A clock tests move by hand (lease expiry, missed slots).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(at))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock") = at;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock")
+    }
+}
+
 /// The shared clock handle the engine carries.
 pub type SharedClock = Arc<dyn Clock>;
 
@@ -49,5 +69,8 @@ mod tests {
         assert_eq!(c.now(), t);
         assert_eq!(c.now(), t);
         assert!(SystemClock.now() > t - chrono::Duration::days(365 * 100));
+        let m = ManualClock::new(t);
+        m.set(t + chrono::Duration::hours(2));
+        assert_eq!(m.now(), t + chrono::Duration::hours(2));
     }
 }

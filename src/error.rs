@@ -158,6 +158,16 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A daemon lost its lease on a slot (expired, or taken over by a later token): it must not
+    /// publish.
+    #[error("job `{job}` slot {}: lease token {token} lost: {message}", slot.to_rfc3339())]
+    LeaseLost {
+        job: String,
+        slot: chrono::DateTime<chrono::Utc>,
+        token: u64,
+        message: String,
+    },
+
     /// A job's task panicked (a bug); the run stops and publishes nothing more.
     #[error("job task panicked: {source}")]
     TaskPanicked {
@@ -225,6 +235,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying again could succeed: an object store 5xx, a timeout or a dropped
+    /// connection, or a Delta commit that lost a race, anywhere in the chain of causes. SQL,
+    /// contract, check and configuration problems are not, and neither is a lost lease.
+    pub fn is_transient(&self) -> bool {
+        if matches!(self, Error::LeaseLost { .. }) {
+            return false;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if transient_cause(e) {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Collapse a list of problems: none is `Ok`, one is itself, more is `Many`.
     pub fn from_many(mut errors: Vec<Error>) -> Result<()> {
         match errors.len() {
@@ -286,6 +313,42 @@ impl Error {
     }
 }
 
+/// One link of a cause chain that is transient by itself.
+fn transient_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    if let Some(d) = e.downcast_ref::<deltalake::DeltaTableError>() {
+        return match d {
+            deltalake::DeltaTableError::VersionAlreadyExists(_) => true,
+            deltalake::DeltaTableError::Transaction { source } => matches!(
+                source,
+                TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+            ),
+            _ => false,
+        };
+    }
+    if let Some(h) = e.downcast_ref::<object_store::client::HttpError>() {
+        use object_store::client::HttpErrorKind as Kind;
+        return matches!(
+            h.kind(),
+            Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted
+        );
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind as Kind;
+        return matches!(
+            io.kind(),
+            Kind::TimedOut | Kind::ConnectionReset | Kind::ConnectionAborted | Kind::Interrupted
+        );
+    }
+    // object_store's error after its own retries is private to it: read its status line.
+    let text = e.to_string();
+    ["status code: 5", "status code: 429"]
+        .iter()
+        .any(|s| text.contains(s))
+}
+
 /// 1-based line and column of a byte offset in `text`.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -333,6 +396,41 @@ mod tests {
             two.to_string(),
             "2 problem(s):\n  - selector `x` matches no job\n  - selector `y` matches no job"
         );
+    }
+
+    #[test]
+    fn transient_errors_are_told_from_deterministic_ones() {
+        let unavailable = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing PUT in 1s - Server returned non-2xx status code: 503 Service Unavailable: ".into(),
+        };
+        assert!(Error::storage("s3://b/x", unavailable).is_transient());
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        assert!(Error::storage("s3://b/x", timeout).is_transient());
+        let race = deltalake::DeltaTableError::Transaction {
+            source: deltalake::kernel::transaction::TransactionError::MaxCommitAttempts(0),
+        };
+        let publish = Error::Publish {
+            table: "t".into(),
+            location: "memory:///t/".into(),
+            message: race.to_string(),
+            source: Some(Box::new(race)),
+        };
+        assert!(publish.is_transient());
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert!(!Error::storage("s3://b/x", denied).is_transient());
+        let sql = Error::JobEngine {
+            job: "j".into(),
+            source: datafusion::error::DataFusionError::Plan("no column x".into()),
+        };
+        assert!(!sql.is_transient());
+        let lost = Error::LeaseLost {
+            job: "j".into(),
+            slot: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            token: 1,
+            message: "503".into(),
+        };
+        assert!(!lost.is_transient());
     }
 
     #[test]

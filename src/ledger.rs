@@ -67,6 +67,14 @@ pub struct RunRecord {
     pub reason: Option<String>,
     /// The run's as-of day (`$as_of`), when it was resolved.
     pub as_of: Option<NaiveDate>,
+    /// For a daemon's run: the cron slot it ran (else NULL).
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub slot: Option<DateTime<Utc>>,
+    /// For a daemon's run: its lease token on the slot, 1 for the first run and one more for
+    /// each takeover.
+    pub attempt: Option<i64>,
+    /// For a daemon's run: the daemon that ran it.
+    pub daemon_id: Option<String>,
 }
 
 fn as_text<S: serde::Serializer>(t: &Trigger, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -107,7 +115,7 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+    use datafusion::arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
 
     #[test]
     fn batch_matches_schema() {
@@ -130,6 +138,9 @@ mod tests {
             actor: Some("ana".into()),
             reason: None,
             as_of: NaiveDate::from_ymd_opt(2026, 10, 31),
+            slot: Some(t),
+            attempt: Some(2),
+            daemon_id: Some("host-1".into()),
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);
@@ -148,5 +159,9 @@ mod tests {
             Date32Type::to_naive_date_opt(days),
             NaiveDate::from_ymd_opt(2026, 10, 31)
         );
+        let slot = b.column(15).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(slot.value(0), t.timestamp_micros());
+        assert_eq!(b.column(16).as_primitive::<Int64Type>().value(0), 2);
+        assert_eq!(b.column(17).as_string::<i32>().value(0), "host-1");
     }
 }

@@ -20,7 +20,7 @@ pub mod store;
 pub mod close;
 pub mod export;
 pub mod generate;
-pub mod schedule;
+pub mod serve;
 pub mod sqltest;
 
 // Assembly and the command line.

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
-    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, schedule,
-    test, vacuum, validate,
+    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, serve, test,
+    vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -66,9 +66,10 @@ pub enum Command {
     /// prior-period adjustments of the first open month. Closing twice does nothing.
     #[command(name = "close-month", after_help = close_month::EXAMPLES)]
     CloseMonth(close_month::CloseMonthArgs),
-    /// Run every job on its `schedule` (cron, UTC) until stopped (Ctrl-C / SIGTERM).
-    #[command(after_help = schedule::EXAMPLES)]
-    Schedule(schedule::ScheduleArgs),
+    /// The daemon: run every scheduled job's slots (cron in the job's time zone) exactly once
+    /// across any number of daemons, with retries, catch-up and a graceful stop (SIGTERM/Ctrl-C).
+    #[command(visible_alias = "schedule", after_help = serve::EXAMPLES)]
+    Serve(serve::ServeArgs),
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(after_help = vacuum::EXAMPLES)]
     Vacuum(vacuum::VacuumArgs),
@@ -80,7 +81,6 @@ impl Command {
         match self {
             Command::Run(a) => a.jobs,
             Command::CloseMonth(a) => a.jobs,
-            Command::Schedule(a) => a.jobs,
             _ => None,
         }
     }
@@ -114,7 +114,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::Demo => demo::run(ws).await,
         Command::Export(args) => export::run(&ws, args).await,
         Command::CloseMonth(args) => close_month::run(ws, args).await,
-        Command::Schedule(args) => schedule::run(ws, args).await,
+        Command::Serve(args) => serve::run(ws, args).await,
         Command::Vacuum(args) => vacuum::run(&ws, args).await,
     }
 }

@@ -598,6 +598,9 @@ async fn commit(
         actor: Some(req.actor.clone()),
         reason: row.reason,
         as_of: None,
+        slot: None,
+        attempt: None,
+        daemon_id: None,
     };
     if let Err(e) = ledger::append(&ws.engine.stores, &ws.engine.project.curated, &[rec]).await {
         tracing::error!(error = %e, "run ledger not written for the month close");

@@ -113,31 +113,18 @@ mod tests {
     use datafusion::datasource::MemTable;
 
     use crate::close::log::{LogAction, LogRow, log_batch, stamp};
-    use crate::project::spec::{CloseSpec, WriteMode};
+    use crate::project::spec::CloseSpec;
     use crate::store::system::{CLOSE_LOG, close_log_schema};
 
     fn spec() -> JobSpec {
         JobSpec {
-            name: "recon".into(),
-            description: String::new(),
-            spec_path: "jobs/recon.toml".into(),
-            sql_path: "sql/recon.sql".into(),
             sql: String::new(),
-            schedule: None,
-            owner: String::new(),
-            tags: vec![],
-            table: "recon".into(),
-            partition_by: vec![],
-            mode: WriteMode::Overwrite,
-            params: vec![],
-            checks: vec![],
             close: Some(CloseSpec {
                 month_column: "month".into(),
                 on_close: OnClose::Freeze,
                 record_id_column: None,
             }),
-            as_of: crate::values::AsOf::Latest,
-            uses_as_of: false,
+            ..JobSpec::test_spec("recon")
         }
     }
 

@@ -16,10 +16,11 @@ use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
 use crate::plan::graph::Input;
-use crate::plan::run_plan::PlannedJob;
+use crate::plan::run_plan::{PlannedJob, SlotClaim};
 use crate::plan::workspace::{SourceProviders, Workspace};
 use crate::project::spec::{JobSpec, WriteMode};
 use crate::store::delta;
+use crate::store::lease::Leases;
 use crate::store::system::{
     CLOSE_LOG, CLOSED_MONTHS, empty_until_written, fixed_schema, is_snapshot_table,
 };
@@ -47,7 +48,7 @@ pub async fn run_job(
     ws: &Workspace,
     job: &PlannedJob,
     sources: &SourceProviders,
-    run_id: &str,
+    (run_id, claim): (&str, Option<&SlotClaim>),
     days: &RunDays,
 ) -> Result<JobDone> {
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
@@ -74,6 +75,11 @@ pub async fn run_job(
     };
     let physical = df.create_physical_plan().await.map_err(engine_err)?;
     let logical = checked_result(&ctx, spec, job, physical.clone(), as_of).await?;
+    if let Some(claim) = claim {
+        Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
+            .check(&claim.lease, ws.engine.clock.now())
+            .await?;
+    }
     let published = delta::publish(
         &ws.engine.stores,
         Arc::new(ctx.state()),
@@ -86,7 +92,8 @@ pub async fn run_job(
             partitions,
             description: &spec.description,
             configuration: table_properties(ws),
-            commit_metadata: commit_metadata(run_id, &job.name),
+            commit_metadata: commit_metadata(run_id, &job.name, claim),
+            base_version: claim.map(|c| c.base_version),
         },
     )
     .await?;
@@ -238,13 +245,26 @@ fn table_properties(ws: &Workspace) -> HashMap<String, Option<String>> {
     ])
 }
 
-/// Stored with each commit: which run and job wrote it.
-fn commit_metadata(run_id: &str, job: &str) -> HashMap<String, serde_json::Value> {
-    HashMap::from([
+/// Stored with each commit: which run and job wrote it, and for a daemon's run the slot and the
+/// lease token (how a takeover finds that the slot was already published).
+fn commit_metadata(
+    run_id: &str,
+    job: &str,
+    claim: Option<&SlotClaim>,
+) -> HashMap<String, serde_json::Value> {
+    let mut m = HashMap::from([
         (
             "retention.run_id".to_string(),
             serde_json::Value::from(run_id),
         ),
         ("retention.job".to_string(), serde_json::Value::from(job)),
-    ])
+    ]);
+    if let Some(c) = claim {
+        m.insert(
+            delta::SLOT_KEY.to_string(),
+            c.lease.slot.to_rfc3339().into(),
+        );
+        m.insert(delta::ATTEMPT_KEY.to_string(), c.lease.token.into());
+    }
+    m
 }

@@ -73,6 +73,30 @@ pub struct JobOutcome {
     pub seconds: f64,
     pub output_version: Option<i64>,
     pub error: Option<String>,
+    /// Why the job did not succeed, for whoever decides on a retry.
+    pub failure: Option<Failure>,
+}
+
+/// Why a job did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Retrying cannot help: SQL, contract, check, an upstream that did not succeed.
+    Deterministic,
+    /// An object store 5xx, a timeout, a lost commit race: a retry may pass.
+    Transient,
+    /// The daemon's lease on the slot was lost: stop, without publishing or finishing the slot.
+    LeaseLost,
+    /// The daemon stopped and its grace period ended before the job did.
+    Abandoned,
+}
+
+/// How `e` failed a job.
+pub fn failure_of(e: &Error) -> Failure {
+    match e {
+        Error::LeaseLost { .. } => Failure::LeaseLost,
+        e if e.is_transient() => Failure::Transient,
+        _ => Failure::Deterministic,
+    }
 }
 
 /// Execute a plan: jobs in dependency order, at most `concurrency` at once; a failed job skips
@@ -81,7 +105,12 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
         let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
-        let days = Arc::new(RunDays::new(plan.as_of, ws.engine.today()));
+        // A slot run is as of its slot's day (`today`), whenever it runs.
+        let today = match &plan.claim {
+            Some(c) => c.lease.slot.date_naive(),
+            None => ws.engine.today(),
+        };
+        let days = Arc::new(RunDays::new(plan.as_of, today));
         let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
         let mut records: Vec<RunRecord> = Vec::new();
         let mut pending: Vec<&PlannedJob> = plan.jobs.iter().collect();
@@ -185,6 +214,7 @@ fn skipped(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> JobOutc
         seconds: 0.0,
         output_version: None,
         error: Some(msg),
+        failure: Some(Failure::Deterministic),
     }
 }
 
@@ -206,7 +236,14 @@ fn spawn_job(
             let started = ws.engine.clock.now();
             let clock = Instant::now();
             tracing::info!("job started");
-            let result = run_job(&ws, &job, &sources, &plan.run_id, &days).await;
+            let result = run_job(
+                &ws,
+                &job,
+                &sources,
+                (&plan.run_id, plan.claim.as_ref()),
+                &days,
+            )
+            .await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
             let as_of = result.as_ref().ok().and_then(|d| d.as_of);
@@ -238,12 +275,14 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     seconds,
                     output_version: Some(done.version),
                     error: None,
+                    failure: None,
                 },
                 done.input_versions,
             )
         }
         Err(e) => {
             let msg = crate::redact::error_text(&e);
+            let failure = failure_of(&e);
             tracing::error!(error = %msg, "job failed");
             (
                 JobOutcome {
@@ -255,6 +294,7 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     seconds,
                     output_version: None,
                     error: Some(msg),
+                    failure: Some(failure),
                 },
                 "{}".to_string(),
             )
@@ -287,6 +327,9 @@ fn record(
         actor: Some(ledger::current_actor()),
         reason: None,
         as_of,
+        slot: plan.claim.as_ref().map(|c| c.lease.slot),
+        attempt: plan.claim.as_ref().map(|c| c.lease.token as i64),
+        daemon_id: plan.claim.as_ref().map(|c| c.lease.daemon_id.clone()),
     }
 }
 
@@ -317,6 +360,7 @@ mod tests {
             seconds: 0.0,
             output_version: None,
             error: None,
+            failure: None,
         }
     }
 
@@ -339,6 +383,7 @@ mod tests {
             run_id: "r".into(),
             trigger: Trigger::Manual,
             as_of: None,
+            claim: None,
             jobs: vec![
                 job("a", &[], vec![Input::Source("orders".into())]),
                 job(
@@ -374,6 +419,7 @@ mod tests {
             run_id: "r1".into(),
             trigger: Trigger::Schedule,
             as_of: None,
+            claim: None,
             jobs: vec![],
         };
         let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();

@@ -396,8 +396,6 @@ fn find_cycle(graph: &DiGraphMap<&str, ()>, blocked: BTreeSet<&str>) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::spec::WriteMode;
-    use std::path::PathBuf;
 
     fn sel(s: &str) -> Selector {
         s.parse().unwrap()
@@ -405,22 +403,9 @@ mod tests {
 
     fn spec(name: &str, sql: &str, tags: &[&str]) -> JobSpec {
         JobSpec {
-            name: name.into(),
-            description: String::new(),
-            spec_path: PathBuf::from(format!("jobs/{name}.toml")),
-            sql_path: PathBuf::from(format!("sql/{name}.sql")),
             sql: sql.into(),
-            schedule: None,
-            owner: String::new(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            table: name.into(),
-            partition_by: vec![],
-            mode: WriteMode::Overwrite,
-            params: vec![],
-            checks: vec![],
-            close: None,
-            as_of: crate::values::AsOf::Latest,
-            uses_as_of: false,
+            ..JobSpec::test_spec(name)
         }
     }
 

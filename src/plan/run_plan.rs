@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::plan::graph::Input;
 use crate::plan::workspace::Workspace;
 use crate::project::spec::WriteMode;
+use crate::store::lease::Lease;
 use crate::values::{AsOf, Selector, Trigger};
 
 /// What a run will do: jobs in dependency order with their inputs.
@@ -17,6 +18,18 @@ pub struct RunPlan {
     /// `--as-of`: the day every job of the run is as of (else each job's own `as_of`).
     pub as_of: Option<AsOf>,
     pub jobs: Vec<PlannedJob>,
+    /// Set for a daemon's run of one job's slot.
+    pub claim: Option<SlotClaim>,
+}
+
+/// A daemon's claim on the one job of a slot run: its lease, checked again just before the
+/// publish, and the output table's version when the lease was taken, the only version the run
+/// may publish onto (a commit by anyone since fails the publish).
+#[derive(Debug, Clone)]
+pub struct SlotClaim {
+    pub lease: Lease,
+    /// `None` when the table did not exist yet.
+    pub base_version: Option<i64>,
 }
 
 /// One job in a run plan.
@@ -61,6 +74,7 @@ impl Workspace {
             trigger,
             as_of,
             jobs,
+            claim: None,
         })
     }
 

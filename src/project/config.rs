@@ -45,7 +45,22 @@ pub struct RawProject {
     /// How the engine resolves the as-of day `latest`.
     #[serde(default)]
     pub as_of: AsOfSettings,
+    /// The daemon (`retention serve`).
+    #[serde(default)]
+    pub serve: ServeSettings,
 }
+
+/// `[serve]`: the daemon's HTTP endpoint.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Where `/healthz`, `/metrics` and `/runs` listen (default `127.0.0.1:9470`; `serve --http`
+    /// wins, `serve --no-http` turns it off).
+    pub http: Option<String>,
+}
+
+/// The daemon's HTTP address when none is configured: loopback only.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9470";
 
 /// `[as_of]`: `latest` is the latest day of `column` in `table` (a job's output or a source), read
 /// once per run after that table's job has run in it.
@@ -172,6 +187,8 @@ pub struct Project {
     pub params: Vec<(String, ScalarValue)>,
     /// `latest` is the latest UTC day of this column in this table.
     pub latest_day: LatestDay,
+    /// The daemon's HTTP address.
+    pub http: std::net::SocketAddr,
 }
 
 /// Where the as-of day `latest` comes from.
@@ -243,6 +260,16 @@ impl Project {
         }
         let datafusion = datafusion_settings(raw.datafusion, &bad, &mut problems);
         let params = project_params(&raw.params, &bad, &mut problems);
+        let http_text = raw.serve.http.as_deref().unwrap_or(DEFAULT_HTTP);
+        let http = http_text
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                problems.push(bad(
+                    "serve.http",
+                    format!("`{http_text}` is not an address ({e}): expected IP:PORT, e.g. \"127.0.0.1:9470\""),
+                ))
+            })
+            .ok();
         Error::from_many(problems)?;
         Ok(Project {
             params,
@@ -262,6 +289,7 @@ impl Project {
                     .unwrap_or_else(|| "order_experience".into()),
                 column: raw.as_of.latest_column.unwrap_or_else(|| "order_ts".into()),
             },
+            http: http.expect("checked"),
         })
     }
 

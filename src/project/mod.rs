@@ -4,5 +4,6 @@
 pub mod config;
 pub mod location;
 pub mod params;
+pub mod run_policy;
 pub mod sources;
 pub mod spec;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::project::params::param_value;
+use crate::project::run_policy::{self, Catchup, RunPolicy};
 use crate::project::sources::{SOURCES_FILE, is_identifier};
 use crate::values::AsOf;
 
@@ -22,8 +23,25 @@ pub struct RawJobSpec {
     pub description: String,
     /// SQL file, relative to the project root. Default `sql/<name>.sql`.
     pub sql: Option<String>,
-    /// Cron schedule, seconds first (`sec min hour day-of-month month day-of-week`), UTC.
+    /// Cron schedule, seconds first (`sec min hour day-of-month month day-of-week`), read in
+    /// `timezone`.
     pub schedule: Option<String>,
+    /// IANA time zone of `schedule` (default `UTC`), e.g. `Europe/Berlin`: a daily 06:00 stays at
+    /// 06:00 local time across daylight saving changes.
+    pub timezone: Option<String>,
+    /// How long a run may take before the daemon abandons it without publishing (default `1h`;
+    /// `90s`, `30m`, `2h`).
+    pub timeout: Option<String>,
+    /// How many times the daemon retries a transient failure (object store 5xx, timeouts, a lost
+    /// commit race), with exponential backoff and jitter (default 3). SQL, contract and check
+    /// failures are never retried.
+    pub retries: Option<u32>,
+    /// Slots missed while no daemon ran: `none`, `latest` (default: the newest one) or `all`.
+    #[serde(default)]
+    pub catchup: Catchup,
+    /// After a successful scheduled run, start this job's downstream jobs for the same slot.
+    #[serde(default)]
+    pub trigger_downstream: bool,
     /// Who to ask about this job.
     #[serde(default)]
     pub owner: String,
@@ -165,6 +183,8 @@ pub struct JobSpec {
     pub as_of: AsOf,
     /// Whether the job's SQL or checks read `$as_of` (only those get a day resolved).
     pub uses_as_of: bool,
+    /// How the daemon runs it: time zone, timeout, retries, catchup, downstream.
+    pub policy: RunPolicy,
 }
 
 /// The parameter the engine binds for every job: the run's as-of day.
@@ -332,6 +352,17 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     }
     problems.extend(mode_problems(&raw, &bad));
     let as_of = spec_as_of(&raw, &bad, &mut problems);
+    let policy = run_policy::parse(
+        raw.timezone.as_deref(),
+        raw.timeout.as_deref(),
+        raw.retries,
+        raw.catchup,
+        raw.trigger_downstream,
+    )
+    .unwrap_or_else(|bad_keys| {
+        problems.extend(bad_keys.into_iter().map(|(k, m)| bad(k, m)));
+        RunPolicy::default()
+    });
     let mut params = Vec::new();
     for (k, v) in &raw.params {
         match param_value(v) {
@@ -377,12 +408,39 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
             .collect(),
         uses_as_of: reads_as_of,
         as_of,
+        policy,
         close: raw.close.map(|c| CloseSpec {
             month_column: c.month_column,
             on_close: c.on_close,
             record_id_column: c.record_id_column,
         }),
     })
+}
+
+#[cfg(test)]
+impl JobSpec {
+    /// A minimal spec for unit tests: `select 1`, overwrite, no schedule, defaults elsewhere.
+    pub(crate) fn test_spec(name: &str) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            description: String::new(),
+            spec_path: PathBuf::from(format!("jobs/{name}.toml")),
+            sql_path: PathBuf::from(format!("sql/{name}.sql")),
+            sql: "select 1".into(),
+            schedule: None,
+            owner: String::new(),
+            tags: vec![],
+            table: name.into(),
+            partition_by: vec![],
+            mode: WriteMode::Overwrite,
+            params: vec![],
+            checks: vec![],
+            close: None,
+            as_of: AsOf::Latest,
+            uses_as_of: false,
+            policy: RunPolicy::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -135,7 +135,15 @@ pub struct Publish<'a> {
     pub configuration: HashMap<String, Option<String>>,
     /// Stored with the commit (run id, job).
     pub commit_metadata: HashMap<String, serde_json::Value>,
+    /// A fenced publish (a daemon's slot run): commit onto exactly this version (`Some(None)`:
+    /// onto no table), failing without retry if anyone committed since.
+    pub base_version: Option<Option<i64>>,
 }
+
+/// Commit metadata key of the cron slot a daemon's run published (RFC 3339).
+pub const SLOT_KEY: &str = "retention.slot";
+/// Commit metadata key of that run's lease token.
+pub const ATTEMPT_KEY: &str = "retention.attempt";
 
 /// Publish `plan`'s rows to the table in one Delta commit; returns the new version.
 /// A failure at any point leaves the previous version as the table's latest.
@@ -145,11 +153,25 @@ pub async fn publish(
     plan: LogicalPlan,
     p: Publish<'_>,
 ) -> Result<Published> {
-    let table = match open(stores, p.url).await? {
-        Some(t) => t,
-        None => handle(stores, p.url)?,
+    let table = match p.base_version {
+        Some(Some(version)) => open_version(stores, p.url, version).await?,
+        Some(None) => handle(stores, p.url)?,
+        None => match open(stores, p.url).await? {
+            Some(t) => t,
+            None => handle(stores, p.url)?,
+        },
     };
     publish_to(table, session, plan, p).await
+}
+
+/// The slot and lease token the table's latest commit was published for, if a daemon's run
+/// published it.
+pub async fn last_slot(table: &DeltaTable) -> Option<(chrono::DateTime<chrono::Utc>, u64)> {
+    use futures::StreamExt;
+    let info = table.history(Some(1)).next().await?.ok()?.info;
+    let slot = info.get(SLOT_KEY)?.as_str()?;
+    let slot = chrono::DateTime::parse_from_rfc3339(slot).ok()?.to_utc();
+    Some((slot, info.get(ATTEMPT_KEY)?.as_u64()?))
 }
 
 /// Publish onto an already-loaded `table`. Delta's conflict check runs against the version
@@ -181,9 +203,7 @@ pub async fn publish_to(
         .with_session_state(session)
         .with_writer_properties(writer_properties())
         .with_save_mode(SaveMode::Overwrite)
-        .with_commit_properties(
-            CommitProperties::default().with_metadata(p.commit_metadata.clone()),
-        );
+        .with_commit_properties(commit_properties(&p));
     if !p.partition_by.is_empty() {
         write = write.with_partition_columns(p.partition_by.to_vec());
     }
@@ -223,6 +243,15 @@ pub async fn publish_to(
         version,
         rows_written: rows_in_last_commit(&written).await,
     })
+}
+
+/// The commit's metadata; a fenced publish never retries onto a newer version.
+fn commit_properties(p: &Publish<'_>) -> CommitProperties {
+    let props = CommitProperties::default().with_metadata(p.commit_metadata.clone());
+    match p.base_version {
+        Some(_) => props.with_max_retries(0),
+        None => props,
+    }
 }
 
 /// Append `batches` to the engine-kept table `name` under the curated root in one Delta commit,

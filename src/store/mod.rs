@@ -1,8 +1,10 @@
 //! Storage: the object stores behind the raw and curated roots (one per bucket, built from the
 //! URL and the environment by `object_store::parse_url_opts`, or injected by tests), the curated
-//! Delta tables on them, and the names and schemas of the tables the engine keeps itself.
+//! Delta tables on them, the names and schemas of the tables the engine keeps itself, and the
+//! slot leases of the daemons.
 
 pub mod delta;
+pub mod lease;
 pub mod system;
 
 use std::collections::HashMap;

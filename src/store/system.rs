@@ -53,6 +53,9 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("actor", DataType::Utf8, true),
         Field::new("reason", DataType::Utf8, true),
         Field::new("as_of", DataType::Date32, true),
+        Field::new("slot", utc_micros(), true),
+        Field::new("attempt", DataType::Int64, true),
+        Field::new("daemon_id", DataType::Utf8, true),
     ]))
 }
 
@@ -113,6 +116,6 @@ mod tests {
         assert!(!is_snapshot_table(CLOSED_MONTHS));
         assert!(!is_snapshot_table(RUNS_TABLE));
         assert!(fixed_schema("_closed_x").is_none());
-        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 15);
+        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 18);
     }
 }

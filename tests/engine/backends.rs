@@ -152,6 +152,7 @@ async fn overwrite_customer_value(
         description: "",
         configuration: Default::default(),
         commit_metadata: Default::default(),
+        base_version: None,
     };
     curated::publish_to(table, Arc::new(ctx.state()), plan, publish)
         .await

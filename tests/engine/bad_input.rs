@@ -1,7 +1,7 @@
 //! Bad input: each gives a clear message, and curated data stays as it was.
 
 use super::*;
-use crate::stores::RefusingStore;
+use crate::stores::FaultyStore;
 
 #[tokio::test]
 async fn bad_project_url_and_missing_value() {
@@ -223,10 +223,7 @@ async fn store_that_refuses_writes() {
     };
     refusing.stores.inject(
         &Url::parse("memory:///").unwrap(),
-        Arc::new(RefusingStore {
-            inner: inner.clone(),
-            needle: "/curated/",
-        }),
+        Arc::new(FaultyStore::refusing(inner.clone(), &["/curated/"])),
     );
     let err = refusing.cmd(&["run", "--all"]).await.unwrap_err();
     // Every job fails to publish, and the ledger cannot be written either.

@@ -2,7 +2,7 @@
 //! that dies before its commit point, `[close]` validation, CSV and XLSX export.
 
 use super::*;
-use crate::stores::RefusingStore;
+use crate::stores::FaultyStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_exact_decimal_csv_for_a_month() {
@@ -446,10 +446,10 @@ async fn a_close_that_dies_before_its_log_row_is_never_read() {
     let stores = Stores::default();
     stores.inject(
         &Url::parse("file:///").unwrap(),
-        Arc::new(RefusingStore {
-            inner: Arc::new(object_store::local::LocalFileSystem::new()),
-            needle: "_month_close",
-        }),
+        Arc::new(FaultyStore::refusing(
+            Arc::new(object_store::local::LocalFileSystem::new()),
+            &["_month_close"],
+        )),
     );
     let over = Overrides::with_storage(
         Some(

@@ -22,7 +22,7 @@ mod finance;
 mod marts;
 mod readers;
 mod real_data;
-mod schedule;
+mod serve;
 mod sql_runner;
 mod stores;
 

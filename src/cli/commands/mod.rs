@@ -9,7 +9,7 @@ pub mod plan;
 pub mod query;
 pub mod run;
 pub mod runs;
-pub mod schedule;
+pub mod serve;
 pub mod test;
 pub mod vacuum;
 pub mod validate;

@@ -9,7 +9,7 @@ pub const EXAMPLES: &str =
 
 pub async fn run(ws: Workspace) -> Result<()> {
     let outputs = ws.validate().await?;
-    for p in crate::schedule::order_problems(&ws, ws.engine.clock.now())? {
+    for p in crate::serve::slots::order_problems(&ws, ws.engine.clock.now())? {
         tracing::warn!("{p}");
         eprintln!("warning: {p}");
     }
