@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
-    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, serve, test,
-    vacuum, validate,
+    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, serve, status,
+    test, vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -70,6 +70,9 @@ pub enum Command {
     /// across any number of daemons, with retries, catch-up and a graceful stop (SIGTERM/Ctrl-C).
     #[command(visible_alias = "schedule", after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
+    /// Per job: its last run, its next slot, whether it is late, and its sources' freshness.
+    #[command(after_help = status::EXAMPLES)]
+    Status(status::StatusArgs),
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(after_help = vacuum::EXAMPLES)]
     Vacuum(vacuum::VacuumArgs),
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::Export(args) => export::run(&ws, args).await,
         Command::CloseMonth(args) => close_month::run(ws, args).await,
         Command::Serve(args) => serve::run(ws, args).await,
+        Command::Status(args) => status::run(&ws, args).await,
         Command::Vacuum(args) => vacuum::run(&ws, args).await,
     }
 }

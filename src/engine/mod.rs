@@ -1,10 +1,12 @@
 //! The DataFusion engine: sessions over the shared runtime, source contracts checked against
-//! their files, a job's SQL planned with its parameters, data checks, the read-only guard for user
-//! SQL, retention's SQL functions, the customer-base models behind the CLV functions (`clv`), and the hook through which higher layers take part.
+//! their files, source freshness, a job's SQL planned with its parameters, data checks, the
+//! read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
+//! CLV functions (`clv`), and the hook through which higher layers take part.
 
 pub mod checks;
 pub mod clv;
 pub mod contract;
+pub mod freshness;
 pub mod guard;
 pub mod hook;
 pub mod job;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::engine::freshness::{Finding, Level};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::job::{JobDone, run_job};
@@ -30,6 +31,8 @@ pub struct RunReport {
     pub outcomes: Vec<JobOutcome>,
     /// Set when the run ledger could not be written (the jobs' outcomes stand).
     pub ledger_error: Option<String>,
+    /// The freshness of the sources the run read that have a rule.
+    pub freshness: Vec<Finding>,
 }
 
 impl RunReport {
@@ -105,6 +108,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
         let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
+        let freshness = ws.freshness(&sources).await;
         // A slot run is as of its slot's day (`today`), whenever it runs.
         let today = match &plan.claim {
             Some(c) => c.lease.slot.date_naive(),
@@ -125,11 +129,14 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                     .iter()
                     .map(|u| outcomes.get(u).map(|o| o.status))
                     .collect();
-                if ups
-                    .iter()
-                    .any(|s| matches!(s, Some(Status::Failed | Status::Skipped)))
+                let stale = stale_input(job, &freshness);
+                if stale.is_some()
+                    || ups
+                        .iter()
+                        .any(|s| matches!(s, Some(Status::Failed | Status::Skipped)))
                 {
-                    let outcome = skipped(job, &outcomes);
+                    let reason = stale.unwrap_or_else(|| upstream_reason(job, &outcomes));
+                    let outcome = skipped(job, reason);
                     let now = ws.engine.clock.now();
                     records.push(record(plan, &outcome, now, now, "{}".into(), None));
                     outcomes.insert(job.name.clone(), outcome);
@@ -169,6 +176,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 .filter_map(|j| outcomes.remove(&j.name))
                 .collect(),
             ledger_error,
+            freshness,
         })
     }
     .instrument(span)
@@ -191,8 +199,17 @@ fn needed_sources(plan: &RunPlan) -> Vec<String> {
     v
 }
 
-/// The outcome of a job not run because an upstream job did not succeed.
-fn skipped(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> JobOutcome {
+/// Why `job` is skipped when it reads a source whose freshness is an error.
+fn stale_input(job: &PlannedJob, freshness: &[Finding]) -> Option<String> {
+    freshness
+        .iter()
+        .filter(|f| f.level == Level::Error)
+        .find(|f| job.inputs.contains(&Input::Source(f.source.clone())))
+        .map(|f| format!("skipped: {}", f.message()))
+}
+
+/// Why `job` is skipped when an upstream job did not succeed.
+fn upstream_reason(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> String {
     let failed_up: Vec<&str> = job
         .upstream_in_run
         .iter()
@@ -203,7 +220,11 @@ fn skipped(job: &PlannedJob, outcomes: &BTreeMap<String, JobOutcome>) -> JobOutc
         })
         .map(String::as_str)
         .collect();
-    let msg = format!("skipped: upstream {} did not succeed", failed_up.join(", "));
+    format!("skipped: upstream {} did not succeed", failed_up.join(", "))
+}
+
+/// The outcome of a job not run, and why.
+fn skipped(job: &PlannedJob, msg: String) -> JobOutcome {
     tracing::warn!(job = %job.name, "{msg}");
     JobOutcome {
         job: job.name.clone(),
@@ -369,7 +390,8 @@ mod tests {
         let mut outcomes = BTreeMap::new();
         outcomes.insert("a".to_string(), outcome("a", Status::Succeeded));
         outcomes.insert("b".to_string(), outcome("b", Status::Failed));
-        let s = skipped(&job("c", &["a", "b"], vec![]), &outcomes);
+        let c = job("c", &["a", "b"], vec![]);
+        let s = skipped(&c, upstream_reason(&c, &outcomes));
         assert_eq!(s.status, Status::Skipped);
         assert_eq!(
             s.error.as_deref(),

@@ -11,6 +11,7 @@ use datafusion::prelude::SessionContext;
 use url::Url;
 
 use crate::engine::contract;
+use crate::engine::freshness::{self, Finding, Level};
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::plan::graph::Graph;
@@ -144,6 +145,34 @@ impl Workspace {
             }
             out.insert(name, r);
         }
+        out
+    }
+
+    /// The freshness of every source in `providers` that has a rule and passed its contract, at
+    /// the clock's now; warnings and errors are logged.
+    pub async fn freshness(&self, providers: &SourceProviders) -> Vec<Finding> {
+        let now = self.engine.clock.now();
+        let mut out = Vec::new();
+        for (name, provider) in providers {
+            let (Some(source), Ok(provider)) = (self.source(name), provider) else {
+                continue;
+            };
+            let Some(rule) = &source.freshness else {
+                continue;
+            };
+            match freshness::check(&self.engine, source, rule, provider.clone(), now).await {
+                Ok(f) => {
+                    match f.level {
+                        Level::Fresh => {}
+                        Level::Warn => tracing::warn!(source = %name, "{}", f.message()),
+                        Level::Error => tracing::error!(source = %name, "{}", f.message()),
+                    }
+                    out.push(f);
+                }
+                Err(e) => tracing::error!(source = %name, error = %e, "freshness not checked"),
+            }
+        }
+        out.sort_by(|a, b| a.source.cmp(&b.source));
         out
     }
 

@@ -44,6 +44,29 @@ struct RawSource {
     partition_columns: Vec<String>,
     /// Expected columns, in order.
     columns: Vec<RawColumn>,
+    /// How old the newest row may be before the jobs reading this source warn or are skipped.
+    freshness: Option<RawFreshness>,
+}
+
+/// `freshness = { column = "order_ts", warn_after = "26h", error_after = "50h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreshness {
+    /// A `timestamp`, `timestamptz` or `date` column (or a partition column holding
+    /// `YYYY-MM-DD`) whose newest value is the data's age.
+    column: String,
+    /// Older than this: the run logs a warning and counts it.
+    warn_after: Option<String>,
+    /// Older than this: the jobs reading the source are skipped, with the reason in `_runs`.
+    error_after: Option<String>,
+}
+
+/// A validated freshness rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    pub column: String,
+    pub warn_after: Option<std::time::Duration>,
+    pub error_after: Option<std::time::Duration>,
 }
 
 /// One expected column.
@@ -82,6 +105,7 @@ pub struct Source {
     pub format: SourceFormat,
     pub partition_columns: Vec<String>,
     pub columns: Vec<Column>,
+    pub freshness: Option<Freshness>,
 }
 
 /// A contracted column.
@@ -167,6 +191,16 @@ pub fn parse(path: &Path, text: &str, raw_root: &Url) -> Result<Vec<Source>> {
                 ));
             }
         }
+        let freshness = match &s.freshness {
+            None => None,
+            Some(f) => match freshness(f, &columns, &s.partition_columns) {
+                Ok(f) => Some(f),
+                Err(m) => {
+                    problems.push(bad(format!("source `{}`.freshness", s.name), m));
+                    None
+                }
+            },
+        };
         out.push(Source {
             name: s.name,
             description: s.description,
@@ -174,10 +208,48 @@ pub fn parse(path: &Path, text: &str, raw_root: &Url) -> Result<Vec<Source>> {
             format: s.format,
             partition_columns: s.partition_columns,
             columns,
+            freshness,
         });
     }
     Error::from_many(problems)?;
     Ok(out)
+}
+
+/// A freshness rule checked against the source's columns.
+fn freshness(
+    raw: &RawFreshness,
+    columns: &[Column],
+    partition_columns: &[String],
+) -> std::result::Result<Freshness, String> {
+    let typed = columns.iter().find(|c| c.name == raw.column);
+    match typed.map(|c| &c.data_type) {
+        Some(DataType::Timestamp(..) | DataType::Date32) => {}
+        Some(other) => {
+            return Err(format!(
+                "column `{}` is {other}: expected a timestamp, timestamptz or date column",
+                raw.column
+            ));
+        }
+        None if partition_columns.contains(&raw.column) => {}
+        None => return Err(format!("`{}` is not a column of the source", raw.column)),
+    }
+    let duration = |key: &str, text: &Option<String>| match text {
+        None => Ok(None),
+        Some(t) => humantime::parse_duration(t)
+            .map(Some)
+            .map_err(|e| format!("{key} `{t}` is not a duration ({e}): expected e.g. \"26h\"")),
+    };
+    let warn_after = duration("warn_after", &raw.warn_after)?;
+    let error_after = duration("error_after", &raw.error_after)?;
+    match (warn_after, error_after) {
+        (None, None) => Err("give warn_after, error_after or both".into()),
+        (Some(w), Some(e)) if w >= e => Err("warn_after must be shorter than error_after".into()),
+        _ => Ok(Freshness {
+            column: raw.column.clone(),
+            warn_after,
+            error_after,
+        }),
+    }
 }
 
 /// `lower_snake_case` identifiers only, so names are the same in every SQL engine.
@@ -308,6 +380,68 @@ columns = []
         assert!(e.contains("column `x`: unknown type `money`"), "{e}");
         assert!(e.contains("decimal(40,2)"), "{e}");
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn freshness_rules_are_checked_against_the_columns() {
+        let text = r#"
+[[source]]
+name = "orders"
+partition_columns = ["dt"]
+columns = [{ name = "order_ts", type = "timestamptz" }, { name = "gmv", type = "decimal(18,2)" }]
+freshness = { column = "order_ts", warn_after = "26h", error_after = "2days" }
+[[source]]
+name = "tickets"
+partition_columns = ["dt"]
+columns = []
+freshness = { column = "dt", error_after = "3d" }
+"#;
+        let s = parse(Path::new("jobs/sources.toml"), text, &root()).unwrap();
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        assert_eq!(
+            s[0].freshness,
+            Some(Freshness {
+                column: "order_ts".into(),
+                warn_after: hours(26),
+                error_after: hours(48),
+            })
+        );
+        assert_eq!(s[1].freshness.as_ref().unwrap().error_after, hours(72));
+        for (rule, expected) in [
+            (
+                r#"{ column = "gmv", warn_after = "1h" }"#,
+                "column `gmv` is Decimal128(18, 2): expected a timestamp, timestamptz or date column",
+            ),
+            (
+                r#"{ column = "nope", warn_after = "1h" }"#,
+                "`nope` is not a column of the source",
+            ),
+            (
+                r#"{ column = "order_ts" }"#,
+                "give warn_after, error_after or both",
+            ),
+            (
+                r#"{ column = "order_ts", warn_after = "soon" }"#,
+                "warn_after `soon` is not a duration",
+            ),
+            (
+                r#"{ column = "order_ts", warn_after = "2d", error_after = "1d" }"#,
+                "warn_after must be shorter than error_after",
+            ),
+        ] {
+            let text = format!(
+                "[[source]]\nname = \"orders\"\ncolumns = [{{ name = \"order_ts\", type = \"timestamptz\" }}, {{ name = \"gmv\", type = \"decimal(18,2)\" }}]\nfreshness = {rule}\n"
+            );
+            let e = parse(Path::new("jobs/sources.toml"), &text, &root())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "jobs/sources.toml: source `orders`.freshness: {expected}"
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::engine::freshness::Level;
 use crate::error::{Error, Result};
 use crate::execute::{self, Failure};
 use crate::ledger::{self, RunRecord, Status};
@@ -307,20 +308,28 @@ impl Daemon {
                 })
             }
             Ok(Err(e)) => Err(TryFailed::from(e)),
-            Ok(Ok(report)) => match report.outcomes.into_iter().next() {
-                Some(o) if o.status == Status::Succeeded => Ok(Ran {
-                    status: Status::Succeeded,
-                    rows: o.rows_written,
-                }),
-                Some(o) => Err(TryFailed {
-                    failure: o.failure.unwrap_or(Failure::Deterministic),
-                    message: o.error.unwrap_or_default(),
-                }),
-                None => Err(TryFailed {
-                    failure: Failure::Deterministic,
-                    message: "nothing ran".into(),
-                }),
-            },
+            Ok(Ok(report)) => self.ran(report),
+        }
+    }
+
+    /// How a run that ended went, its stale sources counted.
+    fn ran(&self, report: execute::RunReport) -> std::result::Result<Ran, TryFailed> {
+        for f in report.freshness.iter().filter(|f| f.level != Level::Fresh) {
+            self.metrics.stale(&f.source, f.level.as_str());
+        }
+        match report.outcomes.into_iter().next() {
+            Some(o) if o.status != Status::Failed => Ok(Ran {
+                status: o.status,
+                rows: o.rows_written,
+            }),
+            Some(o) => Err(TryFailed {
+                failure: o.failure.unwrap_or(Failure::Deterministic),
+                message: o.error.unwrap_or_default(),
+            }),
+            None => Err(TryFailed {
+                failure: Failure::Deterministic,
+                message: "nothing ran".into(),
+            }),
         }
     }
 

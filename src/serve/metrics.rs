@@ -1,5 +1,6 @@
 //! The daemon's Prometheus metrics (prometheus-client, OpenMetrics text): runs by job and
-//! status, run duration, rows written, the last success per job, lease takeovers and retries.
+//! status, run duration, rows written, the last success per job, lease takeovers, retries and
+//! sources found stale.
 
 use std::sync::atomic::AtomicU64;
 
@@ -24,6 +25,13 @@ pub struct RunLabels {
     pub status: String,
 }
 
+/// The `source` and freshness `level` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    pub source: String,
+    pub level: String,
+}
+
 type DurationFamily = Family<JobLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric the daemon keeps, registered once.
@@ -36,6 +44,7 @@ pub struct Metrics {
     last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
     takeovers: Family<JobLabel, Counter>,
     retries: Family<JobLabel, Counter>,
+    stale: Family<StaleLabels, Counter>,
 }
 
 /// Run durations from 0.25 s to about 2.3 hours.
@@ -53,6 +62,7 @@ impl Default for Metrics {
             last_success: Family::default(),
             takeovers: Family::default(),
             retries: Family::default(),
+            stale: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Job runs (tries) by job and status", m.runs.clone());
@@ -79,6 +89,11 @@ impl Default for Metrics {
             m.takeovers.clone(),
         );
         registry.register("retries", "Transient failures retried", m.retries.clone());
+        registry.register(
+            "stale_sources",
+            "Sources found past their freshness limit by a run (level warn or error)",
+            m.stale.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -119,6 +134,16 @@ impl Metrics {
         self.retries.get_or_create(&job(name)).inc();
     }
 
+    /// A run found `source` past its `level` (`warn` or `error`) freshness limit.
+    pub fn stale(&self, source: &str, level: &str) {
+        self.stale
+            .get_or_create(&StaleLabels {
+                source: source.to_string(),
+                level: level.to_string(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -140,6 +165,7 @@ mod tests {
         m.run("orders", "failed", 0.1, 0, at);
         m.retry("orders");
         m.takeover("orders");
+        m.stale("orders", "warn");
         let text = m.encode();
         for line in [
             "retention_runs_total{job=\"orders\",status=\"succeeded\"} 1",
@@ -148,6 +174,7 @@ mod tests {
             "retention_last_success_timestamp_seconds{job=\"orders\"} 1790000000.5",
             "retention_lease_takeovers_total{job=\"orders\"} 1",
             "retention_retries_total{job=\"orders\"} 1",
+            "retention_stale_sources_total{source=\"orders\",level=\"warn\"} 1",
             "retention_run_duration_seconds_count{job=\"orders\"} 2",
             "retention_run_duration_seconds_sum{job=\"orders\"} 1.6",
             "# EOF",

@@ -3,12 +3,13 @@
 //! every `sweep` interval runs the slots missed while no daemon ran (per the job's `catchup`) and
 //! takes over slots whose holder stopped. On the first signal no new slot starts and running ones
 //! get `grace` to finish; then they are abandoned without publishing. A second signal stops at
-//! once. `slots` computes the cron instants.
+//! once. `slots` computes the cron instants; `status` is what `retention status` shows.
 
 pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod slots;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

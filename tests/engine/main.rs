@@ -19,6 +19,7 @@ mod commands;
 mod crash;
 mod csv_sources;
 mod finance;
+mod freshness;
 mod marts;
 mod readers;
 mod real_data;

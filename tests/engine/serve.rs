@@ -807,3 +807,65 @@ async fn a_second_signal_aborts_at_once_without_publishing() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(fx.version("daily_revenue").await, None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn status_shows_last_run_next_slot_lateness_and_source_freshness() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "jobs/customer_value.toml",
+        "schedule = \"0 0 6 * * *\"\ntimezone = \"Europe/Berlin\"\n",
+    );
+    let sources = SOURCES.replace(
+        "name = \"orders\"\npartition_columns = [\"dt\"]",
+        "name = \"orders\"\npartition_columns = [\"dt\"]\nfreshness = { column = \"dt\", warn_after = \"1h\" }",
+    );
+    write(fx.dir(), "jobs/sources.toml", &sources);
+    let now = utc("2026-12-03T09:00:00Z");
+    let d = fx.daemon("d", Arc::new(FixedClock(now)));
+    d.ensure("daily_revenue".into(), utc("2026-12-03T06:00:00Z"))
+        .await
+        .unwrap();
+    let batch = retention::serve::status::status(&d.ws, now).await.unwrap();
+    let rows = cells(&[batch]);
+    let row = |job: &str| rows.iter().find(|r| r[0] == job).unwrap().clone();
+    // daily_revenue ran its 06:00 UTC slot; next is tomorrow's; orders is ten months old.
+    let daily = row("daily_revenue");
+    assert_eq!(
+        daily[..7],
+        [
+            "daily_revenue",
+            "0 0 6 * * * UTC",
+            "succeeded",
+            "2026-12-03T09:00:00Z",
+            "2026-12-03T06:00:00Z",
+            "2026-12-04T06:00:00Z",
+            "false"
+        ]
+    );
+    assert!(daily[7].starts_with("orders: warn (9months "), "{daily:?}");
+    // customer_value never ran: its 06:00 Berlin slot (05:00 UTC) is more than its timeout (1h)
+    // overdue, so it is late.
+    assert_eq!(
+        row("customer_value")[..7],
+        [
+            "customer_value",
+            "0 0 6 * * * Europe/Berlin",
+            "",
+            "",
+            "",
+            "2026-12-04T05:00:00Z",
+            "true"
+        ]
+    );
+    // channel_value has no schedule: never late, no rule on what it reads.
+    assert_eq!(
+        row("channel_value"),
+        ["channel_value", "", "", "", "", "", "", ""]
+    );
+}

@@ -10,6 +10,7 @@ pub mod query;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod status;
 pub mod test;
 pub mod vacuum;
 pub mod validate;
