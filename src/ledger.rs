@@ -5,7 +5,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::RecordBatch;
 use serde::Serialize;
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Date32Type;
+use datafusion::common::ScalarValue;
+
+use crate::engine::session::Engine;
 use crate::error::Result;
+use crate::project::incremental::Range;
 use crate::store::Stores;
 use crate::store::delta;
 use crate::store::system::{RUNS_TABLE, runs_schema};
@@ -75,6 +81,11 @@ pub struct RunRecord {
     pub attempt: Option<i64>,
     /// For a daemon's run: the daemon that ran it.
     pub daemon_id: Option<String>,
+    /// For an incremental job: the days `[interval_start, interval_end)` the run computed.
+    pub interval_start: Option<NaiveDate>,
+    pub interval_end: Option<NaiveDate>,
+    /// SHA-256 of the job's spec and SQL when it ran.
+    pub spec_hash: Option<String>,
 }
 
 fn as_text<S: serde::Serializer>(t: &Trigger, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -93,13 +104,18 @@ pub fn to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
     })
 }
 
-/// Append records to `_runs` under the curated root (one Delta commit).
+/// Every this many appends, `_runs` is compacted: each append adds one small file, and readers
+/// (incremental jobs, `status`, `/runs`) would otherwise open thousands.
+const COMPACT_EVERY: i64 = 50;
+
+/// Append records to `_runs` under the curated root (one Delta commit), compacting the table
+/// every `COMPACT_EVERY` versions (a failed compaction is logged; the rows are in).
 pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
     let batch = to_batch(records)?;
-    delta::append(
+    let version = delta::append(
         stores,
         curated_root,
         RUNS_TABLE,
@@ -108,14 +124,104 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
         "retention run ledger: one row per job run",
     )
     .await?;
+    if version > 0
+        && version % COMPACT_EVERY == 0
+        && let Err(e) = delta::compact(stores, curated_root, RUNS_TABLE).await
+    {
+        tracing::warn!(error = %crate::redact::error_text(&e), "run ledger not compacted");
+    }
     Ok(())
 }
+
+/// Each job's spec hash at its last successful run (NULL for runs recorded before hashes were).
+pub async fn last_spec_hashes(
+    engine: &Engine,
+    curated_root: &url::Url,
+) -> Result<std::collections::BTreeMap<String, Option<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let url = delta::table_url(curated_root, RUNS_TABLE)?;
+    let Some(table) = delta::open(&engine.stores, &url).await? else {
+        return Ok(out);
+    };
+    let ctx = engine.session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
+    for b in ctx.sql(LAST_SPEC_HASHES).await?.collect().await? {
+        let (jobs, hashes) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for row in 0..b.num_rows() {
+            let hash = (!hashes.is_null(row)).then(|| hashes.value(row).to_string());
+            out.insert(jobs.value(row).to_string(), hash);
+        }
+    }
+    Ok(out)
+}
+
+/// The spec hash of each job's newest succeeded run.
+const LAST_SPEC_HASHES: &str = "SELECT job, spec_hash FROM ( \
+    SELECT job, spec_hash, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n \
+    FROM _runs WHERE status = 'succeeded') WHERE n = 1";
+
+/// A succeeded run of an incremental job: the days it computed, the spec hash it ran with, and
+/// its reason (a backfill's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoneRun {
+    pub range: Range,
+    pub spec_hash: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Every succeeded run of `job` that computed an interval, oldest first (empty before the ledger
+/// exists).
+pub async fn done_runs(
+    engine: &Engine,
+    curated_root: &url::Url,
+    job: &str,
+) -> Result<Vec<DoneRun>> {
+    let url = delta::table_url(curated_root, RUNS_TABLE)?;
+    let Some(table) = delta::open(&engine.stores, &url).await? else {
+        return Ok(vec![]);
+    };
+    let ctx = engine.session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
+    let batches = ctx
+        .sql(DONE_RUNS)
+        .await?
+        .with_param_values(vec![ScalarValue::from(job)])?
+        .collect()
+        .await?;
+    let text = |a: &dyn Array, row: usize| {
+        let a = a.as_string::<i32>();
+        (!a.is_null(row)).then(|| a.value(row).to_string())
+    };
+    let mut out = Vec::new();
+    for b in &batches {
+        let (start, end) = (
+            b.column(0).as_primitive::<Date32Type>(),
+            b.column(1).as_primitive::<Date32Type>(),
+        );
+        for row in 0..b.num_rows() {
+            let (Some(s), Some(e)) = (start.value_as_date(row), end.value_as_date(row)) else {
+                continue;
+            };
+            out.push(DoneRun {
+                range: Range { start: s, end: e },
+                spec_hash: text(b.column(2), row),
+                reason: text(b.column(3), row),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Succeeded runs of one job (`$1`) that computed an interval, oldest first.
+const DONE_RUNS: &str = "SELECT interval_start, interval_end, spec_hash, reason FROM _runs \
+    WHERE job = $1 AND status = 'succeeded' AND interval_start IS NOT NULL \
+    ORDER BY started_at";
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
     #[test]
     fn batch_matches_schema() {
@@ -141,6 +247,9 @@ mod tests {
             slot: Some(t),
             attempt: Some(2),
             daemon_id: Some("host-1".into()),
+            interval_start: NaiveDate::from_ymd_opt(2026, 10, 1),
+            interval_end: NaiveDate::from_ymd_opt(2026, 11, 1),
+            spec_hash: Some("ab12".into()),
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);
@@ -163,5 +272,11 @@ mod tests {
         assert_eq!(slot.value(0), t.timestamp_micros());
         assert_eq!(b.column(16).as_primitive::<Int64Type>().value(0), 2);
         assert_eq!(b.column(17).as_string::<i32>().value(0), "host-1");
+        let end = b.column(19).as_primitive::<Date32Type>().value(0);
+        assert_eq!(
+            Date32Type::to_naive_date_opt(end),
+            NaiveDate::from_ymd_opt(2026, 11, 1)
+        );
+        assert_eq!(b.column(20).as_string::<i32>().value(0), "ab12");
     }
 }

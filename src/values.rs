@@ -55,7 +55,8 @@ impl FromStr for Month {
 }
 
 /// Which jobs a selector picks: `NAME`, `+NAME` (with upstream), `NAME+` (with downstream),
-/// `+NAME+`, or `tag:TAG`.
+/// `+NAME+`, `tag:TAG`, or `state:modified` (`state:modified+` with downstream): the jobs whose
+/// spec or SQL changed since their last successful run, or that never succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     Job {
@@ -64,6 +65,9 @@ pub enum Selector {
         downstream: bool,
     },
     Tag(String),
+    Modified {
+        downstream: bool,
+    },
 }
 
 impl Selector {
@@ -101,6 +105,15 @@ impl FromStr for Selector {
         if let Some(tag) = s.strip_prefix("tag:") {
             return Ok(Selector::Tag(tag.to_string()));
         }
+        if let Some(state) = s.strip_prefix("state:") {
+            return match state {
+                "modified" => Ok(Selector::Modified { downstream: false }),
+                "modified+" => Ok(Selector::Modified { downstream: true }),
+                _ => Err(format!(
+                    "`{s}`: the state selectors are state:modified and state:modified+"
+                )),
+            };
+        }
         let upstream = s.starts_with('+');
         let downstream = s.ends_with('+') && s.len() > 1;
         let name = s.trim_start_matches('+').trim_end_matches('+');
@@ -119,6 +132,9 @@ impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Selector::Tag(t) => write!(f, "tag:{t}"),
+            Selector::Modified { downstream } => {
+                write!(f, "state:modified{}", if *downstream { "+" } else { "" })
+            }
             Selector::Job {
                 name,
                 upstream,
@@ -255,6 +271,8 @@ pub enum Trigger {
     Close,
     /// The re-open itself.
     Reopen,
+    /// One interval of `retention backfill`.
+    Backfill,
 }
 
 impl Trigger {
@@ -267,6 +285,7 @@ impl Trigger {
             Trigger::ReopenMonth => "reopen-month",
             Trigger::Close => "close",
             Trigger::Reopen => "reopen",
+            Trigger::Backfill => "backfill",
         }
     }
 }
@@ -303,7 +322,16 @@ mod tests {
 
     #[test]
     fn selectors_round_trip() {
-        for s in ["a", "+a", "a+", "+a+", "tag:x"] {
+        assert!("state:new".parse::<Selector>().is_err());
+        for s in [
+            "a",
+            "+a",
+            "a+",
+            "+a+",
+            "tag:x",
+            "state:modified",
+            "state:modified+",
+        ] {
             assert_eq!(s.parse::<Selector>().unwrap().to_string(), s);
         }
         assert_eq!(

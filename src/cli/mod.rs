@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
-    close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs, serve, status,
-    test, vacuum, validate,
+    backfill, close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs,
+    serve, status, test, vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -33,6 +33,10 @@ pub enum Command {
     /// Run jobs in dependency order and publish their curated tables.
     #[command(after_help = run_cmd::EXAMPLES)]
     Run(run_cmd::RunArgs),
+    /// Compute an incremental job's intervals between two days (resumable; in parallel with
+    /// --parallel), optionally with its downstream jobs.
+    #[command(after_help = backfill::EXAMPLES)]
+    Backfill(backfill::BackfillArgs),
     /// Check every spec, contract and SQL without reading data; reports all problems at once.
     #[command(after_help = validate::EXAMPLES)]
     Validate,
@@ -108,8 +112,9 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     match cli.command {
         Command::Generate(_) => unreachable!("handled above"),
         Command::Run(args) => run_cmd::run(ws, args).await,
+        Command::Backfill(args) => backfill::run(ws, args).await,
         Command::Validate => validate::run(ws).await,
-        Command::Plan(args) => plan::run(&ws, args),
+        Command::Plan(args) => plan::run(&ws, args).await,
         Command::Explain(args) => explain::run(&ws, args).await,
         Command::Runs(args) => runs::run(&ws, args).await,
         Command::Query(args) => query::run(&ws, args).await,

@@ -601,6 +601,9 @@ async fn commit(
         slot: None,
         attempt: None,
         daemon_id: None,
+        interval_start: None,
+        interval_end: None,
+        spec_hash: None,
     };
     if let Err(e) = ledger::append(&ws.engine.stores, &ws.engine.project.curated, &[rec]).await {
         tracing::error!(error = %e, "run ledger not written for the month close");

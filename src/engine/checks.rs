@@ -28,7 +28,7 @@ async fn plan_check(
         }
     };
     let df = ctx.sql(&check.sql).await.map_err(check_err)?;
-    df.with_param_values(bound_params(spec, as_of))
+    df.with_param_values(bound_params(spec, as_of, None))
         .map_err(check_err)
 }
 

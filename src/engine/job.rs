@@ -13,16 +13,32 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::project::config::LatestDay;
-use crate::project::spec::{AS_OF_PARAM, JobSpec};
+use crate::project::incremental::Range;
+use crate::project::spec::{AS_OF_PARAM, END_PARAM, JobSpec, START_PARAM};
 
 /// The values bound to a job's placeholders: its parameters, and `$as_of` as a DATE (NULL when no
 /// day is known, e.g. `latest` of an empty table).
-pub fn bound_params(spec: &JobSpec, as_of: Option<NaiveDate>) -> ParamValues {
+/// For an incremental job, also `$start` and `$end` as DATEs: `interval`, or when none is given
+/// (validate, explain, SQL tests) everything from the spec's `start` on.
+pub fn bound_params(
+    spec: &JobSpec,
+    as_of: Option<NaiveDate>,
+    interval: Option<Range>,
+) -> ParamValues {
     let mut params = spec.params.clone();
     params.push((
         AS_OF_PARAM.to_string(),
         ScalarValue::Date32(as_of.map(Date32Type::from_naive_date)),
     ));
+    if let Some(inc) = &spec.incremental {
+        let r = interval.unwrap_or(Range {
+            start: inc.start,
+            end: NaiveDate::MAX,
+        });
+        let day = |d: NaiveDate| ScalarValue::Date32(Some(Date32Type::from_naive_date(d)));
+        params.push((START_PARAM.to_string(), day(r.start)));
+        params.push((END_PARAM.to_string(), day(r.end)));
+    }
     ParamValues::from(params)
 }
 
@@ -56,12 +72,13 @@ impl Engine {
         ctx: &SessionContext,
         spec: &JobSpec,
         as_of: Option<NaiveDate>,
+        interval: Option<Range>,
     ) -> Result<DataFrame> {
         let sql_err = |e: DataFusionError| sql_error(spec, e);
         self.prepare(ctx).await?;
         let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
         let df = df
-            .with_param_values(bound_params(spec, as_of))
+            .with_param_values(bound_params(spec, as_of, interval))
             .map_err(sql_err)?;
         check_output_schema(spec, df.schema().inner())?;
         let mut df = df;
@@ -102,6 +119,22 @@ pub fn check_output_schema(spec: &JobSpec, schema: &SchemaRef) -> Result<()> {
             });
         }
         seen.push(lower);
+    }
+    if let Some(inc) = &spec.incremental {
+        let found = schema
+            .field_with_name(&inc.time_column)
+            .map(|f| f.data_type().clone());
+        if !matches!(found, Ok(DataType::Date32 | DataType::Utf8)) {
+            problems.push(Error::Job {
+                job: spec.name.clone(),
+                message: format!(
+                    "{}: time_column `{}` must be an output column of type DATE or string ({})",
+                    spec.spec_path.display(),
+                    inc.time_column,
+                    found.map_or("not in the output".to_string(), |t| format!("found {t}"))
+                ),
+            });
+        }
     }
     for p in &spec.partition_by {
         if schema.field_with_name(p).is_err() {

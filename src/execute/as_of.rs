@@ -34,15 +34,15 @@ impl RunDays {
         }
     }
 
-    /// The day bound to `spec`'s `$as_of` (`None` when the job does not read it, or when
-    /// `latest` finds no rows).
+    /// The day bound to `spec`'s `$as_of`, which also ends an incremental job's intervals (`None`
+    /// when the job neither reads it nor is incremental, or when `latest` finds no rows).
     pub async fn day_for(
         &self,
         ws: &Workspace,
         spec: &JobSpec,
         sources: &SourceProviders,
     ) -> Result<Option<NaiveDate>> {
-        if !spec.uses_as_of {
+        if !spec.uses_as_of && spec.incremental.is_none() {
             return Ok(None);
         }
         match self.explicit.unwrap_or(spec.as_of) {

@@ -6,18 +6,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
 use datafusion::prelude::SessionContext;
 
 use crate::engine::checks::run_checks;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
+use crate::ledger;
 use crate::plan::graph::Input;
-use crate::plan::run_plan::{PlannedJob, SlotClaim};
+use crate::plan::run_plan::{PlannedJob, RunPlan, SlotClaim};
 use crate::plan::workspace::{SourceProviders, Workspace};
+use crate::project::incremental::{Grain, Incremental, Range, Work};
 use crate::project::spec::{JobSpec, WriteMode};
 use crate::store::delta;
 use crate::store::lease::Leases;
@@ -35,6 +38,8 @@ pub struct JobDone {
     pub input_versions: String,
     /// The day `$as_of` was bound to.
     pub as_of: Option<chrono::NaiveDate>,
+    /// For an incremental job: the days it computed.
+    pub interval: Option<Range>,
 }
 
 /// A job's inputs registered by table name, and the version each was read at.
@@ -48,9 +53,10 @@ pub async fn run_job(
     ws: &Workspace,
     job: &PlannedJob,
     sources: &SourceProviders,
-    (run_id, claim): (&str, Option<&SlotClaim>),
+    plan: &RunPlan,
     days: &RunDays,
 ) -> Result<JobDone> {
+    let (run_id, claim) = (plan.run_id.as_str(), plan.claim.as_ref());
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
@@ -64,8 +70,21 @@ pub async fn run_job(
             job: job.name.clone(),
             source: Box::new(e),
         })?;
+    let work = match (plan.interval, &spec.incremental) {
+        (Some(range), Some(_)) => Some(Work::Intervals(range)),
+        _ => incremental_work(ws, job, spec, as_of, plan.forward_only).await?,
+    };
     let ctx = ws.engine.session(&inputs.tables)?;
-    let df = ws.engine.plan_job(&ctx, spec, as_of).await?;
+    let df = ws
+        .engine
+        .plan_job(&ctx, spec, as_of, work.map(|w| w.range()))
+        .await?;
+    let replace_where = match (work, &spec.incremental) {
+        (Some(Work::Intervals(range)), Some(inc)) => {
+            Some(interval_predicate(inc, df.schema().inner(), range))
+        }
+        _ => None,
+    };
     let partitions = if spec.mode == WriteMode::OverwritePartitions {
         distinct_partitions(df.clone(), &spec.partition_by)
             .await
@@ -94,6 +113,7 @@ pub async fn run_job(
             configuration: table_properties(ws),
             commit_metadata: commit_metadata(run_id, &job.name, claim),
             base_version: claim.map(|c| c.base_version),
+            replace_where,
         },
     )
     .await?;
@@ -105,7 +125,61 @@ pub async fn run_job(
         version: published.version,
         input_versions: serde_json::Value::Object(inputs.versions).to_string(),
         as_of,
+        interval: work.map(|w| w.range()),
     })
+}
+
+/// What an incremental job computes in this run: a rebuild the first time, after its SQL or spec
+/// changed (unless `forward_only`) or when its table is missing, else the intervals not done plus
+/// the lookback, through the interval holding the as-of day.
+async fn incremental_work(
+    ws: &Workspace,
+    job: &PlannedJob,
+    spec: &JobSpec,
+    as_of: Option<chrono::NaiveDate>,
+    forward_only: bool,
+) -> Result<Option<Work>> {
+    let Some(inc) = &spec.incremental else {
+        return Ok(None);
+    };
+    let as_of = as_of.ok_or_else(|| Error::Job {
+        job: job.name.clone(),
+        message: "an incremental job needs an as-of day, and `latest` found no rows: pass --as-of YYYY-MM-DD".into(),
+    })?;
+    if !delta::has_log(&ws.engine.stores, &job.url).await? {
+        return Ok(Some(inc.work(as_of, None)));
+    }
+    let runs = ledger::done_runs(&ws.engine, &ws.engine.project.curated, &job.name).await?;
+    let current: Vec<Range> = runs
+        .iter()
+        .filter(|r| forward_only || r.spec_hash.as_deref() == Some(spec.spec_hash.as_str()))
+        .map(|r| r.range)
+        .collect();
+    let done = (!current.is_empty()).then_some(current.as_slice());
+    Ok(Some(inc.work(as_of, done)))
+}
+
+/// `time_column >= start AND time_column < end`, in the column's type: a DATE, or text by day
+/// (`YYYY-MM-DD`) or month (`YYYY-MM`).
+fn interval_predicate(
+    inc: &Incremental,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    range: Range,
+) -> Expr {
+    use datafusion::arrow::datatypes::{DataType, Date32Type};
+    let is_date = schema
+        .field_with_name(&inc.time_column)
+        .is_ok_and(|f| f.data_type() == &DataType::Date32);
+    let value = |d: chrono::NaiveDate| match (is_date, inc.grain) {
+        (true, _) => lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(d)))),
+        (false, Grain::Day) => lit(d.format("%Y-%m-%d").to_string()),
+        (false, Grain::Month) => lit(d.format("%Y-%m").to_string()),
+    };
+    let column = ident(&inc.time_column);
+    column
+        .clone()
+        .gt_eq(value(range.start))
+        .and(column.lt(value(range.end)))
 }
 
 /// The plan Delta's writer reads: the result streamed straight through, or, when the job has
@@ -241,6 +315,10 @@ fn table_properties(ws: &Workspace) -> HashMap<String, Option<String>> {
                 "interval {} hours",
                 project.deleted_file_retention_hours
             )),
+        ),
+        (
+            "delta.checkpointInterval".to_string(),
+            Some(delta::CHECKPOINT_INTERVAL.to_string()),
         ),
     ])
 }

@@ -3,6 +3,7 @@
 //! ledger in one commit at the end.
 
 pub mod as_of;
+pub mod backfill;
 pub mod job;
 pub mod publish;
 
@@ -22,6 +23,7 @@ use crate::ledger::{self, RunRecord, Status};
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan};
 use crate::plan::workspace::{SourceProviders, Workspace};
+use crate::project::incremental::Range;
 use crate::store::system::RUNS_TABLE;
 
 /// What a run did.
@@ -138,7 +140,11 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                     let reason = stale.unwrap_or_else(|| upstream_reason(job, &outcomes));
                     let outcome = skipped(job, reason);
                     let now = ws.engine.clock.now();
-                    records.push(record(plan, &outcome, now, now, "{}".into(), None));
+                    let facts = RunFacts {
+                        inputs: "{}".into(),
+                        ..RunFacts::default()
+                    };
+                    records.push(record(plan, &outcome, (now, now), facts));
                     outcomes.insert(job.name.clone(), outcome);
                     pending.remove(i);
                     continue;
@@ -257,27 +263,31 @@ fn spawn_job(
             let started = ws.engine.clock.now();
             let clock = Instant::now();
             tracing::info!("job started");
-            let result = run_job(
-                &ws,
-                &job,
-                &sources,
-                (&plan.run_id, plan.claim.as_ref()),
-                &days,
-            )
-            .await;
+            let result = run_job(&ws, &job, &sources, &plan, &days).await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
-            let as_of = result.as_ref().ok().and_then(|d| d.as_of);
-            let (outcome, inputs) = outcome_of(&job, result, seconds);
-            let rec = record(&plan, &outcome, started, finished, inputs, as_of);
+            let (outcome, mut facts) = outcome_of(&job, result, seconds);
+            facts.spec_hash = ws.graph.node(&job.name).map(|n| n.spec.spec_hash.clone());
+            let rec = record(&plan, &outcome, (started, finished), facts);
             (outcome, rec)
         }
         .instrument(span),
     );
 }
 
-/// A finished job's outcome (errors redacted: they leave the process) and its input versions.
-fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOutcome, String) {
+/// What a job's ledger row says beyond its outcome.
+#[derive(Debug, Clone, Default)]
+struct RunFacts {
+    /// JSON object: input table -> Delta version (curated) or `"source"`; `{}` when not run.
+    inputs: String,
+    as_of: Option<chrono::NaiveDate>,
+    /// The days an incremental job computed.
+    interval: Option<Range>,
+    spec_hash: Option<String>,
+}
+
+/// A finished job's outcome (errors redacted: they leave the process) and what it read.
+fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOutcome, RunFacts) {
     match result {
         Ok(done) => {
             tracing::info!(
@@ -298,7 +308,12 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     error: None,
                     failure: None,
                 },
-                done.input_versions,
+                RunFacts {
+                    inputs: done.input_versions,
+                    as_of: done.as_of,
+                    interval: done.interval,
+                    spec_hash: None,
+                },
             )
         }
         Err(e) => {
@@ -317,7 +332,10 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     error: Some(msg),
                     failure: Some(failure),
                 },
-                "{}".to_string(),
+                RunFacts {
+                    inputs: "{}".into(),
+                    ..RunFacts::default()
+                },
             )
         }
     }
@@ -327,10 +345,8 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
 fn record(
     plan: &RunPlan,
     o: &JobOutcome,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    inputs: String,
-    as_of: Option<chrono::NaiveDate>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    facts: RunFacts,
 ) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
@@ -342,15 +358,18 @@ fn record(
         rows_read: o.rows_read,
         rows_written: o.rows_written,
         bytes_read: o.bytes_read,
-        input_versions: inputs,
+        input_versions: facts.inputs,
         output_version: o.output_version,
         error: o.error.clone(),
         actor: Some(ledger::current_actor()),
-        reason: None,
-        as_of,
+        reason: plan.reason.clone(),
+        as_of: facts.as_of,
         slot: plan.claim.as_ref().map(|c| c.lease.slot),
         attempt: plan.claim.as_ref().map(|c| c.lease.token as i64),
         daemon_id: plan.claim.as_ref().map(|c| c.lease.daemon_id.clone()),
+        interval_start: facts.interval.map(|r| r.start),
+        interval_end: facts.interval.map(|r| r.end),
+        spec_hash: facts.spec_hash,
     }
 }
 
@@ -406,6 +425,9 @@ mod tests {
             trigger: Trigger::Manual,
             as_of: None,
             claim: None,
+            forward_only: false,
+            interval: None,
+            reason: None,
             jobs: vec![
                 job("a", &[], vec![Input::Source("orders".into())]),
                 job(
@@ -431,9 +453,9 @@ mod tests {
             job: "a".into(),
             message: format!("GET http://user:{secret}@host/x failed"),
         };
-        let (o, inputs) = outcome_of(&j, Err(err), 1.5);
+        let (o, facts) = outcome_of(&j, Err(err), 1.5);
         assert_eq!(o.status, Status::Failed);
-        assert_eq!(inputs, "{}");
+        assert_eq!(facts.inputs, "{}");
         let text = o.error.clone().unwrap();
         assert!(!text.contains(secret), "{text}");
         assert!(text.contains("http://***@host/x"), "{text}");
@@ -442,10 +464,13 @@ mod tests {
             trigger: Trigger::Schedule,
             as_of: None,
             claim: None,
+            forward_only: false,
+            interval: None,
+            reason: None,
             jobs: vec![],
         };
         let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
-        let rec = record(&plan, &o, t, t, inputs, None);
+        let rec = record(&plan, &o, (t, t), facts);
         assert_eq!(
             (rec.run_id.as_str(), rec.trigger, rec.status),
             ("r1", Trigger::Schedule, Status::Failed)

@@ -186,6 +186,8 @@ impl Graph {
         let mut problems = Vec::new();
         for sel in selectors {
             let matched = match sel {
+                // Resolved to job selectors by `Workspace::select` before reaching the graph.
+                Selector::Modified { .. } => false,
                 Selector::Tag(tag) => {
                     let tagged: Vec<&str> = self
                         .nodes

@@ -6,6 +6,7 @@ use url::Url;
 use crate::error::Result;
 use crate::plan::graph::Input;
 use crate::plan::workspace::Workspace;
+use crate::project::incremental::Range;
 use crate::project::spec::WriteMode;
 use crate::store::lease::Lease;
 use crate::values::{AsOf, Selector, Trigger};
@@ -20,6 +21,13 @@ pub struct RunPlan {
     pub jobs: Vec<PlannedJob>,
     /// Set for a daemon's run of one job's slot.
     pub claim: Option<SlotClaim>,
+    /// `--forward-only`: incremental jobs whose SQL or spec changed go on from the intervals done
+    /// instead of rebuilding.
+    pub forward_only: bool,
+    /// A backfill's interval: incremental jobs compute exactly these days.
+    pub interval: Option<Range>,
+    /// Recorded in `_runs.reason` (a backfill's id).
+    pub reason: Option<String>,
 }
 
 /// A daemon's claim on the one job of a slot run: its lease, checked again just before the
@@ -75,6 +83,9 @@ impl Workspace {
             as_of,
             jobs,
             claim: None,
+            forward_only: false,
+            interval: None,
+            reason: None,
         })
     }
 

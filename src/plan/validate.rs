@@ -30,7 +30,7 @@ impl Workspace {
                 continue;
             };
             let ctx = self.engine.session(&tables)?;
-            let df = match self.engine.plan_job(&ctx, &node.spec, as_of).await {
+            let df = match self.engine.plan_job(&ctx, &node.spec, as_of, None).await {
                 Ok(df) => df,
                 Err(e) => {
                     problems.extend(e.flatten());

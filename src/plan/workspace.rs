@@ -14,13 +14,14 @@ use crate::engine::contract;
 use crate::engine::freshness::{self, Finding, Level};
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
+use crate::ledger;
 use crate::plan::graph::Graph;
 use crate::project::params::parse_param;
 use crate::project::sources::{self, Source};
 use crate::project::spec;
 use crate::store::delta;
 use crate::store::system::{CLOSE_LOG, CLOSED_RECORDS, RUNS_TABLE, snapshot_table};
-use crate::values::ParamAssignment;
+use crate::values::{ParamAssignment, Selector};
 
 /// Everything loaded from the project's files, validated.
 pub struct Workspace {
@@ -146,6 +147,43 @@ impl Workspace {
             out.insert(name, r);
         }
         out
+    }
+
+    /// The jobs `selectors` pick (every job with `all` or no selector), with `state:modified`
+    /// resolved from the run ledger: the jobs whose spec hash differs from their last successful
+    /// run's, or that never succeeded. A selection of only unmodified jobs is empty.
+    pub async fn select(&self, selectors: &[Selector], all: bool) -> Result<Vec<String>> {
+        if !selectors
+            .iter()
+            .any(|s| matches!(s, Selector::Modified { .. }))
+        {
+            return self.graph.select(selectors, all);
+        }
+        let last = ledger::last_spec_hashes(&self.engine, &self.engine.project.curated).await?;
+        let modified: Vec<&str> = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| last.get(&n.spec.name).cloned().flatten() != Some(n.spec.spec_hash.clone()))
+            .map(|n| n.spec.name.as_str())
+            .collect();
+        let mut resolved = Vec::new();
+        for s in selectors {
+            match s {
+                Selector::Modified { downstream } => resolved.extend(modified.iter().map(|m| {
+                    if *downstream {
+                        Selector::with_downstream(m)
+                    } else {
+                        Selector::job(m)
+                    }
+                })),
+                other => resolved.push(other.clone()),
+            }
+        }
+        if resolved.is_empty() && !all {
+            return Ok(vec![]);
+        }
+        self.graph.select(&resolved, all)
     }
 
     /// The freshness of every source in `providers` that has a rule and passed its contract, at

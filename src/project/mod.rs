@@ -2,6 +2,7 @@
 //! their SQL, and the source contracts `jobs/sources.toml`.
 
 pub mod config;
+pub mod incremental;
 pub mod location;
 pub mod params;
 pub mod run_policy;

@@ -22,7 +22,7 @@ pub struct RunPolicy {
     /// The time zone the cron is read in (default UTC).
     pub timezone: chrono_tz::Tz,
     /// A run still going after this is abandoned without publishing; the slot's lease lasts this
-    /// long plus `LEASE_MARGIN`.
+    /// long plus the daemon's lease margin (`serve --lease-margin`, default 2 minutes).
     pub timeout: Duration,
     /// How many times a transient failure is retried (backoff with jitter).
     pub retries: u32,
@@ -35,7 +35,8 @@ pub struct RunPolicy {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default `retries`.
 pub const DEFAULT_RETRIES: u32 = 3;
-/// How long a slot's lease outlives the run's timeout: room for the publish and the ledger.
+/// How long a slot's lease outlives the run's timeout by default: room for the publish and the
+/// ledger, and for the daemons' clocks to disagree.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(120);
 
 impl Default for RunPolicy {
@@ -51,9 +52,9 @@ impl Default for RunPolicy {
 }
 
 impl RunPolicy {
-    /// How long a lease on one of this job's slots lasts.
-    pub fn lease_ttl(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX)
+    /// How long a lease on one of this job's slots lasts, `margin` past the timeout.
+    pub fn lease_ttl(&self, margin: Duration) -> chrono::Duration {
+        chrono::Duration::from_std(self.timeout + margin).unwrap_or(chrono::Duration::MAX)
     }
 }
 
@@ -106,7 +107,7 @@ mod tests {
     fn defaults_and_parsed_values() {
         let p = parse(None, None, None, Catchup::Latest, false).unwrap();
         assert_eq!(p, RunPolicy::default());
-        assert_eq!(p.lease_ttl(), chrono::Duration::seconds(3720));
+        assert_eq!(p.lease_ttl(LEASE_MARGIN), chrono::Duration::seconds(3720));
         let p = parse(
             Some("Europe/Berlin"),
             Some("90s"),

@@ -7,6 +7,7 @@ use datafusion::common::ScalarValue;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::project::incremental::{Grain, Incremental, is_aligned};
 use crate::project::params::param_value;
 use crate::project::run_policy::{self, Catchup, RunPolicy};
 use crate::project::sources::{SOURCES_FILE, is_identifier};
@@ -42,6 +43,21 @@ pub struct RawJobSpec {
     /// After a successful scheduled run, start this job's downstream jobs for the same slot.
     #[serde(default)]
     pub trigger_downstream: bool,
+    /// `full` (default): every run rebuilds the table. `incremental`: a run computes only the
+    /// intervals of `time_column` not yet done plus `lookback` intervals, with `$start` and `$end`
+    /// bound as DATEs, and replaces just those.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// For `incremental`: the output column holding each row's interval (a DATE, or a string
+    /// `YYYY-MM-DD` by day, `YYYY-MM` by month).
+    pub time_column: Option<String>,
+    /// For `incremental`: `day` or `month`.
+    pub grain: Option<Grain>,
+    /// For `incremental`: intervals before the newest recomputed on every run (late data).
+    pub lookback: Option<u32>,
+    /// For `incremental`: the first interval of a full rebuild (`YYYY-MM-DD`, the first of a
+    /// month for `grain = "month"`).
+    pub start: Option<String>,
     /// Who to ask about this job.
     #[serde(default)]
     pub owner: String,
@@ -65,6 +81,15 @@ pub struct RawJobSpec {
     /// `latest` (default: the latest order day in the data, resolved once per run), `today` (the
     /// clock's UTC day) or a fixed `YYYY-MM-DD`.
     pub as_of: Option<String>,
+}
+
+/// Whether a job rebuilds its table or computes it by interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    #[default]
+    Full,
+    Incremental,
 }
 
 /// `[close]` of a job spec.
@@ -185,10 +210,18 @@ pub struct JobSpec {
     pub uses_as_of: bool,
     /// How the daemon runs it: time zone, timeout, retries, catchup, downstream.
     pub policy: RunPolicy,
+    /// For an incremental job: its interval settings.
+    pub incremental: Option<Incremental>,
+    /// SHA-256 of the spec file and the SQL text: a change means the table is rebuilt.
+    pub spec_hash: String,
 }
 
 /// The parameter the engine binds for every job: the run's as-of day.
 pub const AS_OF_PARAM: &str = "as_of";
+/// The first day an incremental run computes (a DATE).
+pub const START_PARAM: &str = "start";
+/// The day after the last one an incremental run computes (a DATE).
+pub const END_PARAM: &str = "end";
 
 /// Whether SQL texts read `$as_of`.
 fn uses_as_of<'a>(sql: &str, checks: impl Iterator<Item = &'a str>) -> bool {
@@ -285,6 +318,96 @@ fn mode_problems(raw: &RawJobSpec, bad: &dyn Fn(&str, String) -> Error) -> Vec<E
     problems
 }
 
+/// The incremental settings of a raw spec: all of `time_column`, `grain` and `start` for
+/// `kind = "incremental"`, none of them otherwise.
+fn spec_incremental(
+    raw: &RawJobSpec,
+    bad: &dyn Fn(&str, String) -> Error,
+    problems: &mut Vec<Error>,
+) -> Option<Incremental> {
+    let given = raw.time_column.is_some()
+        || raw.grain.is_some()
+        || raw.lookback.is_some()
+        || raw.start.is_some();
+    if raw.kind == JobKind::Full {
+        if given {
+            problems.push(bad(
+                "kind",
+                "time_column, grain, lookback and start are for `kind = \"incremental\"`".into(),
+            ));
+        }
+        return None;
+    }
+    let mut missing =
+        |key: &str| problems.push(bad(key, "required by `kind = \"incremental\"`".into()));
+    let (Some(time_column), Some(grain), Some(start)) = (&raw.time_column, raw.grain, &raw.start)
+    else {
+        for (key, absent) in [
+            ("time_column", raw.time_column.is_none()),
+            ("grain", raw.grain.is_none()),
+            ("start", raw.start.is_none()),
+        ] {
+            if absent {
+                missing(key);
+            }
+        }
+        return None;
+    };
+    let start = match start.parse::<chrono::NaiveDate>() {
+        Ok(d) if is_aligned(grain, d) => d,
+        Ok(_) => {
+            problems.push(bad(
+                "start",
+                format!("`{start}` must be the first day of a month for `grain = \"month\"`"),
+            ));
+            return None;
+        }
+        Err(e) => {
+            problems.push(bad(
+                "start",
+                format!("`{start}` is not a day ({e}): expected YYYY-MM-DD"),
+            ));
+            return None;
+        }
+    };
+    if raw.close.is_some() {
+        problems.push(bad(
+            "kind",
+            "a table that month close freezes is rebuilt whole: it cannot be incremental".into(),
+        ));
+    }
+    if raw.output.mode == WriteMode::OverwritePartitions {
+        problems.push(bad(
+            "output.mode",
+            "an incremental job replaces its intervals itself: leave `mode` at `overwrite`".into(),
+        ));
+    }
+    for p in [START_PARAM, END_PARAM] {
+        if raw.params.contains_key(p) {
+            problems.push(bad(
+                &format!("params.{p}"),
+                format!("`${p}` is bound by the engine for an incremental job"),
+            ));
+        }
+    }
+    Some(Incremental {
+        time_column: time_column.clone(),
+        grain,
+        lookback: raw.lookback.unwrap_or(0),
+        start,
+    })
+}
+
+/// SHA-256 of a spec file and its SQL, as hex.
+fn spec_hash(spec_text: &str, sql: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(spec_text.as_bytes());
+    h.update([0u8]);
+    h.update(sql.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The spec's `as_of` (default `latest`); `as_of` in `[params]` is refused: the engine binds it.
 fn spec_as_of(
     raw: &RawJobSpec,
@@ -352,6 +475,7 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     }
     problems.extend(mode_problems(&raw, &bad));
     let as_of = spec_as_of(&raw, &bad, &mut problems);
+    let incremental = spec_incremental(&raw, &bad, &mut problems);
     let policy = run_policy::parse(
         raw.timezone.as_deref(),
         raw.timeout.as_deref(),
@@ -384,6 +508,7 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     };
     Error::from_many(problems)?;
     let reads_as_of = uses_as_of(&sql, raw.checks.iter().map(|c| c.sql.as_str()));
+    let hash = spec_hash(&text, &sql);
     Ok(JobSpec {
         name,
         description: raw.description,
@@ -409,6 +534,8 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         uses_as_of: reads_as_of,
         as_of,
         policy,
+        incremental,
+        spec_hash: hash,
         close: raw.close.map(|c| CloseSpec {
             month_column: c.month_column,
             on_close: c.on_close,
@@ -439,6 +566,8 @@ impl JobSpec {
             as_of: AsOf::Latest,
             uses_as_of: false,
             policy: RunPolicy::default(),
+            incremental: None,
+            spec_hash: String::new(),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct DaemonSettings {
     pub poll: Duration,
     /// The first retry's delay; each next one doubles, with jitter.
     pub retry_delay: Duration,
+    /// How long a slot's lease outlives the job's timeout.
+    pub lease_margin: Duration,
 }
 
 /// A daemon: the workspace, its leases, and the runs it has going.
@@ -72,7 +74,7 @@ enum Prepared {
     /// The table already holds this slot or a later one.
     Published(Status),
     /// The fenced plan and the job's timeout.
-    Run(RunPlan, Duration),
+    Run(Box<RunPlan>, Duration),
 }
 
 /// A try that did not succeed, and whether another may.
@@ -190,7 +192,7 @@ impl Daemon {
         slot: DateTime<Utc>,
         blocked: Option<String>,
     ) -> Result<Done> {
-        let ttl = self.spec(job)?.policy.lease_ttl();
+        let ttl = self.spec(job)?.policy.lease_ttl(self.settings.lease_margin);
         loop {
             if self.stop.is_cancelled() {
                 return Err(stopping(job, slot));
@@ -354,7 +356,7 @@ impl Daemon {
             lease: lease.clone(),
             base_version,
         });
-        Ok(Prepared::Run(plan, spec.policy.timeout))
+        Ok(Prepared::Run(Box::new(plan), spec.policy.timeout))
     }
 
     /// The table's latest commit is this slot (an earlier holder published, then stopped before
@@ -408,6 +410,9 @@ impl Daemon {
             slot: Some(lease.slot),
             attempt: Some(lease.token as i64),
             daemon_id: Some(lease.daemon_id.clone()),
+            interval_start: None,
+            interval_end: None,
+            spec_hash: None,
         };
         let project = &self.ws.engine.project;
         if let Err(e) = ledger::append(&self.ws.engine.stores, &project.curated, &[rec]).await {

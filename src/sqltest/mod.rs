@@ -66,7 +66,11 @@ impl JobTestDb {
                 AsOf::Latest => latest_day(&self.ctx, &self.ws.engine.project.latest_day).await?,
             }
         };
-        let df = self.ws.engine.plan_job(&self.ctx, &spec, as_of).await?;
+        let df = self
+            .ws
+            .engine
+            .plan_job(&self.ctx, &spec, as_of, None)
+            .await?;
         let batches = df.clone().collect().await?;
         // The executed batches' schema can be stricter about nullability than the plan's.
         let schema = batches

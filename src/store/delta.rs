@@ -138,7 +138,15 @@ pub struct Publish<'a> {
     /// A fenced publish (a daemon's slot run): commit onto exactly this version (`Some(None)`:
     /// onto no table), failing without retry if anyone committed since.
     pub base_version: Option<Option<i64>>,
+    /// Replace only the rows matching this predicate (an incremental job's intervals), which
+    /// every written row must match; the table's other rows stay.
+    pub replace_where: Option<Expr>,
 }
+
+/// Commits between checkpoints of the tables retention creates (Delta's default is 100): an
+/// incremental job or the run ledger commits every run, and a reader replays the JSON commits
+/// since the last checkpoint.
+pub const CHECKPOINT_INTERVAL: u32 = 10;
 
 /// Commit metadata key of the cron slot a daemon's run published (RFC 3339).
 pub const SLOT_KEY: &str = "retention.slot";
@@ -213,27 +221,28 @@ pub async fn publish_to(
             .with_description(p.description)
             .with_configuration(p.configuration.clone());
     }
-    match p.mode {
-        WriteMode::Overwrite => {
-            // Full replace; the schema may change with the SQL.
-            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+    let write = match (&p.replace_where, p.mode) {
+        // An incremental job's intervals.
+        (Some(pred), _) if exists => write.with_replace_where(pred.clone()),
+        // Full replace; the schema may change with the SQL.
+        (Some(_), _) | (None, WriteMode::Overwrite) => {
+            write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
         }
-        WriteMode::OverwritePartitions => {
-            if exists {
-                match partition_predicate(p.partition_by, &p.partitions) {
-                    Some(pred) => write = write.with_replace_where(pred),
-                    None => {
-                        // Nothing produced: nothing to replace. Keep the table as it is.
-                        let version = current.ok_or_else(|| fail("table has no version".into()))?;
-                        return Ok(Published {
-                            version,
-                            rows_written: 0,
-                        });
-                    }
+        (None, WriteMode::OverwritePartitions) if exists => {
+            match partition_predicate(p.partition_by, &p.partitions) {
+                Some(pred) => write.with_replace_where(pred),
+                None => {
+                    // Nothing produced: nothing to replace. Keep the table as it is.
+                    let version = current.ok_or_else(|| fail("table has no version".into()))?;
+                    return Ok(Published {
+                        version,
+                        rows_written: 0,
+                    });
                 }
             }
         }
-    }
+        (None, WriteMode::OverwritePartitions) => write,
+    };
     let written = write.await.map_err(failed)?;
     let version = written
         .version()
@@ -292,13 +301,34 @@ pub async fn append(
         write = write.with_partition_columns(partition_by.iter().map(|c| c.to_string()));
     }
     if !exists {
-        write = write.with_table_name(name).with_description(description);
+        write = write
+            .with_table_name(name)
+            .with_description(description)
+            .with_configuration([(
+                "delta.checkpointInterval",
+                Some(CHECKPOINT_INTERVAL.to_string()),
+            )]);
     }
     let written = write.await.map_err(failed)?;
     written
         .version()
         .map(|v| v as i64)
         .ok_or_else(|| fail("commit returned no version".into()))
+}
+
+/// Rewrite the small files of the engine-kept table `name` (one per append) into few large ones,
+/// in one commit; older versions stay readable until vacuumed.
+pub async fn compact(stores: &Stores, curated_root: &Url, name: &str) -> Result<()> {
+    let url = table_url(curated_root, name)?;
+    let Some(table) = open(stores, &url).await? else {
+        return Ok(());
+    };
+    table
+        .optimize()
+        .with_writer_properties(writer_properties())
+        .await
+        .map_err(|e| delta_err(&url, e))?;
+    Ok(())
 }
 
 /// What a publish committed.

@@ -56,6 +56,9 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("slot", utc_micros(), true),
         Field::new("attempt", DataType::Int64, true),
         Field::new("daemon_id", DataType::Utf8, true),
+        Field::new("interval_start", DataType::Date32, true),
+        Field::new("interval_end", DataType::Date32, true),
+        Field::new("spec_hash", DataType::Utf8, true),
     ]))
 }
 
@@ -116,6 +119,6 @@ mod tests {
         assert!(!is_snapshot_table(CLOSED_MONTHS));
         assert!(!is_snapshot_table(RUNS_TABLE));
         assert!(fixed_schema("_closed_x").is_none());
-        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 18);
+        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 21);
     }
 }

@@ -76,6 +76,7 @@ async fn the_daemon_counts_stale_sources_and_records_the_age() {
             max_concurrent: 1,
             poll: Duration::from_millis(20),
             retry_delay: Duration::from_millis(10),
+            lease_margin: retention::project::run_policy::LEASE_MARGIN,
         };
         Daemon::new(Arc::new(Workspace::load(engine).unwrap()), settings).unwrap()
     };

@@ -20,6 +20,7 @@ mod crash;
 mod csv_sources;
 mod finance;
 mod freshness;
+mod incremental;
 mod marts;
 mod readers;
 mod real_data;
@@ -392,6 +393,8 @@ impl Fixture {
             "ledger_totals",
             "monthly_net",
             "monthly_orders",
+            "daily_orders",
+            "daily_orders_full",
             "_runs",
             "_month_close",
         ] {
@@ -403,6 +406,18 @@ impl Fixture {
         let ctx = engine.session(&tables).unwrap();
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         render(&batches)
+    }
+
+    /// customer_value and channel_value hold the rows worked out by hand.
+    async fn assert_value_marts(&self) {
+        assert_eq!(
+            self.rows("select * from customer_value").await,
+            EXPECTED_CUSTOMER
+        );
+        assert_eq!(
+            self.rows("select * from channel_value").await,
+            EXPECTED_CHANNEL
+        );
     }
 
     /// Latest version of a curated table, `None` if unpublished.

@@ -30,6 +30,7 @@ fn settings(id: &str) -> DaemonSettings {
         max_concurrent: 2,
         poll: Duration::from_millis(20),
         retry_delay: Duration::from_millis(10),
+        lease_margin: retention::project::run_policy::LEASE_MARGIN,
     }
 }
 
@@ -269,14 +270,7 @@ async fn suite_racing_daemons(backend: Backend, n: usize) {
         "2026-12-01T06:00:00+00:00=1\n2026-12-02T06:00:00+00:00=1\n2026-12-03T06:00:00+00:00=1";
     assert_eq!(fx.commits_per_slot("customer_value").await, per_slot);
     assert_eq!(fx.commits_per_slot("channel_value").await, per_slot);
-    assert_eq!(
-        fx.rows("select * from customer_value").await,
-        EXPECTED_CUSTOMER
-    );
-    assert_eq!(
-        fx.rows("select * from channel_value").await,
-        EXPECTED_CHANNEL
-    );
+    fx.assert_value_marts().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -868,4 +862,109 @@ async fn status_shows_last_run_next_slot_lateness_and_source_freshness() {
         row("channel_value"),
         ["channel_value", "", "", "", "", "", "", ""]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 of a daemon mid-run, then another daemon
+// ---------------------------------------------------------------------------------------------
+
+/// `retention serve` on the fixture's local lake: a daemon process.
+fn daemon_process(fx: &Fixture, id: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_retention"))
+        .args(["-C", &fx.dir().display().to_string()])
+        .args(["--raw", fx.raw.as_str(), "--curated", fx.curated.as_str()])
+        .args(["serve", "--no-http", "--daemon-id", id])
+        .args(["--lease-margin", "1s", "--sweep", "1s", "--poll", "200ms"])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until a file under the curated root's `rel` folder has `name` in its name.
+async fn wait_for_file(fx: &Fixture, rel: &str, name: &str, seconds: u64) -> bool {
+    let root = fx.curated.to_file_path().unwrap().join(rel);
+    for _ in 0..seconds * 20 {
+        let found = walk(&root)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(name));
+        if found {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .flat_map(|e| match e.path().is_dir() {
+            true => walk(&e.path()),
+            false => vec![e.path()],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_run_leaves_no_partial_table_and_its_slot_completes_once() {
+    let fx = Fixture::new(Backend::Local).unwrap();
+    // A job that takes a few seconds, with a 20 s timeout: its lease lasts 21 s.
+    write(
+        fx.dir(),
+        "jobs/slow.toml",
+        "schedule = \"0 0 6 * * *\"\ntimeout = \"20s\"\nretries = 0\n",
+    );
+    write(
+        fx.dir(),
+        "sql/slow.sql",
+        "SELECT count(*) AS n, sum(v % 7) AS s FROM (SELECT unnest(range(0, 2000000)) AS v)",
+    );
+    for job in ["daily_revenue", "customer_value", "channel_value"] {
+        std::fs::remove_file(fx.dir().join(format!("jobs/{job}.toml"))).unwrap();
+    }
+    let mut a = daemon_process(&fx, "a");
+    assert!(
+        wait_for_file(&fx, "_leases/slow", "lease-", 60).await,
+        "daemon a never claimed the slot"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(
+        fx.version("slow").await,
+        None,
+        "the killed run published nothing"
+    );
+    // Daemon b's sweep owes the unfinished slot; it takes it over once a's lease expires.
+    let mut b = daemon_process(&fx, "b");
+    let finished = wait_for_file(&fx, "_leases/slow", "done.json", 120).await;
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert!(finished, "daemon b did not finish the slot");
+    assert_eq!(fx.version("slow").await, Some(0), "one commit");
+    let slots = fx.leases().claimed_slots("slow").await.unwrap();
+    assert_eq!(slots.len(), 1);
+    assert_eq!(
+        fx.rows("select job, status, attempt, daemon_id from _runs")
+            .await,
+        "job|status|attempt|daemon_id\nslow|succeeded|2|b"
+    );
+    let url = curated::table_url(&fx.curated, "slow").unwrap();
+    let slow = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("slow", curated::provider(&slow).await.unwrap())
+        .unwrap();
+    let rows = ctx
+        .sql("select n from slow")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(render(&rows), "n\n2000000");
 }

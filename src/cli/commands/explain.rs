@@ -22,7 +22,7 @@ pub async fn run(ws: &Workspace, args: ExplainArgs) -> Result<()> {
     let schemas = ws.validate().await?;
     let ctx = ws.query_session_with(&schemas).await?;
     let as_of = Some(ws.engine.today());
-    let df = ws.engine.plan_job(&ctx, &node.spec, as_of).await?;
+    let df = ws.engine.plan_job(&ctx, &node.spec, as_of, None).await?;
     let batches = df.explain(false, false)?.collect().await?;
     print_batches(&batches, OutputFormat::Table)
 }

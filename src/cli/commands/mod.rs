@@ -1,5 +1,6 @@
 //! One module per command: its arguments, its examples, and the function that carries it out.
 
+pub mod backfill;
 pub mod close_month;
 pub mod demo;
 pub mod explain;

@@ -17,10 +17,10 @@ pub struct PlanArgs {
     pub dot: bool,
 }
 
-pub fn run(ws: &Workspace, args: PlanArgs) -> Result<()> {
+pub async fn run(ws: &Workspace, args: PlanArgs) -> Result<()> {
     let selected = ws
-        .graph
-        .select(&args.selectors, args.selectors.is_empty())?;
+        .select(&args.selectors, args.selectors.is_empty())
+        .await?;
     if args.dot {
         print!("{}", ws.graph.to_dot(&selected));
     } else {

@@ -14,7 +14,8 @@ pub const EXAMPLES: &str = "Examples:\n  retention run --all\n  retention run da
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG.
+    /// Job selectors: NAME, +NAME (with upstream), NAME+ (with downstream), tag:TAG,
+    /// state:modified (changed spec or SQL since the last success; state:modified+ with downstream).
     pub selectors: Vec<Selector>,
     /// Run every job.
     #[arg(long)]
@@ -32,15 +33,20 @@ pub struct RunArgs {
     /// order day in the data) or `today`. Default: each job's own `as_of` (mostly `latest`).
     #[arg(long, value_name = "DAY")]
     pub as_of: Option<AsOf>,
+    /// Incremental jobs whose SQL or spec changed go on from the intervals already done instead
+    /// of rebuilding their tables.
+    #[arg(long)]
+    pub forward_only: bool,
 }
 
 pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
-    let selected = ws.graph.select(&args.selectors, args.all)?;
+    let selected = ws.select(&args.selectors, args.all).await?;
     if !args.params.is_empty() {
         ws.override_params(&selected, &args.params)?;
     }
     let ws = Arc::new(ws);
-    let plan = ws.plan_as_of(&selected, Trigger::Manual, args.as_of)?;
+    let mut plan = ws.plan_as_of(&selected, Trigger::Manual, args.as_of)?;
+    plan.forward_only = args.forward_only;
     if args.dry_run {
         print!(
             "run {} would run {} job(s):\n{}",

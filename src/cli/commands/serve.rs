@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Delay before the first retry of a transient failure (doubling, with jitter).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
+    /// How long a slot's lease outlives the job's timeout (room for the publish, and for the
+    /// daemons' clocks to disagree); a stopped daemon's slot is taken over after timeout + this.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub lease_margin: Duration,
 }
 
 pub async fn run(ws: Workspace, args: ServeArgs) -> Result<()> {
@@ -79,6 +83,7 @@ pub async fn run(ws: Workspace, args: ServeArgs) -> Result<()> {
         max_concurrent: args.max_concurrent.unwrap_or(ws.engine.project.jobs),
         poll: args.poll,
         retry_delay: args.retry_delay,
+        lease_margin: args.lease_margin,
     };
     let http = match args.no_http {
         true => None,
