@@ -89,8 +89,9 @@ impl Workspace {
         })
     }
 
-    /// The selected jobs `name` waits for: those it reads, and for a job whose `$as_of` is
-    /// `latest`, the job that publishes the `[as_of]` table, so `latest` is read after it ran.
+    /// The selected jobs `name` waits for: those it reads, and for a job whose `$as_of` (or an
+    /// incremental job's end) is `latest`, the job that publishes the `[as_of]` table, so `latest`
+    /// is read after it ran.
     fn upstream_in_run(&self, name: &str, selected: &[String], as_of: Option<AsOf>) -> Vec<String> {
         let node = self.graph.node(name).expect("selected from graph");
         let mut ups: Vec<String> = node
@@ -102,7 +103,9 @@ impl Workspace {
             })
             .collect();
         let latest_table = &self.engine.project.latest_day.table;
-        if node.spec.uses_as_of
+        // An incremental job's intervals end at its as-of day, so it resolves one too.
+        let resolves_day = node.spec.uses_as_of || node.spec.incremental.is_some();
+        if resolves_day
             && as_of.unwrap_or(node.spec.as_of) == AsOf::Latest
             && let Some(publisher) = self.graph.nodes.iter().find(|n| n.spec.table == *latest_table)
             && publisher.spec.name != name

@@ -406,3 +406,37 @@ async fn a_backfill_gives_the_daily_rows_and_resumes_where_it_failed() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_incremental_job_as_of_latest_waits_for_the_table_latest_is_read_from() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write_jobs(&fx, INCREMENTAL_TOML);
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[as_of]\nlatest_table = \"daily_revenue\"\nlatest_column = \"order_day\"\n",
+    );
+    let ws = fx.workspace().await;
+    let selected = vec!["daily_revenue".to_string(), "daily_orders".to_string()];
+    let plan = ws
+        .plan(&selected, retention::values::Trigger::Manual)
+        .unwrap();
+    let waits: Vec<&str> = plan.jobs[1]
+        .upstream_in_run
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        (plan.jobs[1].name.as_str(), waits),
+        ("daily_orders", vec!["daily_revenue"])
+    );
+    // In one run, `latest` is read after daily_revenue published: its newest completed day.
+    fx.cmd(&["run", "daily_revenue", "daily_orders"])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_interval(&fx).await,
+        "interval_start|interval_end\n2026-01-01|2026-02-03"
+    );
+}
