@@ -440,3 +440,56 @@ async fn an_incremental_job_as_of_latest_waits_for_the_table_latest_is_read_from
         "interval_start|interval_end\n2026-01-01|2026-02-03"
     );
 }
+
+#[tokio::test]
+async fn a_backfill_dry_run_runs_nothing_and_with_downstream_rebuilds_the_readers() {
+    let fx = with_days(2, 5).await;
+    write(
+        fx.dir(),
+        "jobs/order_days.toml",
+        "description = \"Days and orders.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/order_days.sql",
+        "SELECT count(*) AS days, sum(orders) AS orders FROM daily_orders",
+    );
+    let args = [
+        "backfill",
+        "daily_orders",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-05",
+    ];
+    fx.cmd(&[&args[..], &["--dry-run", "--with-downstream"]].concat())
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.version("daily_orders").await,
+        None,
+        "a dry run writes nothing"
+    );
+    fx.cmd(&[&args[..], &["--with-downstream"]].concat())
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.rows("select job, trigger, count(*) as runs from _runs group by job, trigger")
+            .await,
+        "job|trigger|runs\ndaily_orders|backfill|5\norder_days|backfill|1"
+    );
+    let url = curated::table_url(&fx.curated, "order_days").unwrap();
+    let t = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("order_days", curated::provider(&t).await.unwrap())
+        .unwrap();
+    let rows = ctx
+        .sql("select * from order_days")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // Two completed orders a day over five days.
+    assert_eq!(render(&rows), "days|orders\n5|10");
+}
