@@ -117,16 +117,33 @@ impl Daemon {
     /// Start `ensure(job, slot)` as a task of this daemon, unless one is already going or the
     /// daemon is stopping. Errors are logged.
     pub fn spawn(self: &Arc<Self>, job: &str, slot: DateTime<Utc>) {
-        let key = (job.to_string(), slot);
-        if self.stop.is_cancelled() || !self.active.lock().expect("active").insert(key.clone()) {
+        self.spawn_in_order(job, vec![slot]);
+    }
+
+    /// One task ensuring `job`'s `slots` one after the other (missed slots catch up in order
+    /// rather than racing each other to publish), skipping those already going here.
+    pub fn spawn_in_order(self: &Arc<Self>, job: &str, slots: Vec<DateTime<Utc>>) {
+        if self.stop.is_cancelled() {
             return;
         }
-        let me = self.clone();
+        let fresh: Vec<DateTime<Utc>> = {
+            let mut active = self.active.lock().expect("active");
+            slots
+                .into_iter()
+                .filter(|s| active.insert((job.to_string(), *s)))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let (me, job) = (self.clone(), job.to_string());
         self.tasks.spawn(async move {
-            if let Err(e) = me.ensure(key.0.clone(), slot).await {
-                tracing::warn!(job = %key.0, slot = %slot.to_rfc3339(), error = %crate::redact::error_text(&e), "slot not finished");
+            for slot in fresh {
+                if let Err(e) = me.ensure(job.clone(), slot).await {
+                    tracing::warn!(job = %job, slot = %slot.to_rfc3339(), error = %crate::redact::error_text(&e), "slot not finished");
+                }
+                me.active.lock().expect("active").remove(&(job.clone(), slot));
             }
-            me.active.lock().expect("active").remove(&key);
         });
     }
 

@@ -77,7 +77,7 @@ pub async fn due_slots(
     Ok(due)
 }
 
-/// One sweep: every scheduled job's due slots, started as tasks (in slot order per job).
+/// One sweep: every scheduled job's due slots, one task per job running them in slot order.
 pub async fn sweep(daemon: &Arc<Daemon>) -> Result<()> {
     let now = daemon.ws.engine.clock.now();
     for cron in slots::crons(&daemon.ws)? {
@@ -87,9 +87,8 @@ pub async fn sweep(daemon: &Arc<Daemon>) -> Result<()> {
             .node(&cron.job)
             .map(|n| n.spec.policy.catchup)
             .unwrap_or_default();
-        for slot in due_slots(daemon, &cron, catchup, now).await? {
-            daemon.spawn(&cron.job, slot);
-        }
+        let due = due_slots(daemon, &cron, catchup, now).await?;
+        daemon.spawn_in_order(&cron.job, due);
     }
     Ok(())
 }

@@ -968,3 +968,62 @@ async fn a_daemon_killed_mid_run_leaves_no_partial_table_and_its_slot_completes_
         .unwrap();
     assert_eq!(render(&rows), "n\n2000000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_runs_the_missed_slots_in_order() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "jobs/customer_value.toml",
+        "schedule = \"0 0 6 * * *\"\ncatchup = \"all\"\n",
+    );
+    write(
+        fx.dir(),
+        "jobs/daily_revenue.toml",
+        "catchup = \"none\"\n[params]\nfrom_day = \"2000-01-01\"\n",
+    );
+    let now = utc("2026-12-04T07:00:00Z");
+    let leases = fx.leases();
+    let Claim::Acquired(l) = leases
+        .claim(
+            "customer_value",
+            utc(SLOTS[0]),
+            "x",
+            now,
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    leases.finish(&l, "succeeded", now).await.unwrap();
+    let d = fx.daemon("d", Arc::new(FixedClock(now)));
+    retention::serve::sweep(&d).await.unwrap();
+    d.tasks.close();
+    d.tasks.wait().await;
+    // One commit per missed slot, published in slot order.
+    use futures::StreamExt;
+    let url = curated::table_url(&fx.curated, "customer_value").unwrap();
+    let t = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let mut history: Vec<(i64, String)> = t
+        .history(None)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|h| {
+            let h = h.unwrap();
+            let slot = h
+                .info
+                .get(curated::SLOT_KEY)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
+            (h.read_version.map_or(-1, |v| v as i64), slot)
+        })
+        .collect();
+    history.sort();
+    let slots: Vec<&str> = history.iter().map(|(_, s)| &s[..10]).collect();
+    assert_eq!(slots, ["2026-12-02", "2026-12-03", "2026-12-04"]);
+}
