@@ -2,18 +2,18 @@
 //! month close or re-open), appended in one commit per run.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use datafusion::arrow::array::RecordBatch;
-use serde::Serialize;
-
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Date32Type;
 use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
 
 use crate::engine::session::Engine;
 use crate::error::Result;
 use crate::project::incremental::Range;
 use crate::store::Stores;
 use crate::store::delta;
+use crate::store::lease::Lease;
 use crate::store::system::{RUNS_TABLE, runs_schema};
 use crate::values::Trigger;
 
@@ -88,6 +88,52 @@ pub struct RunRecord {
     pub spec_hash: Option<String>,
 }
 
+impl RunRecord {
+    /// A row for something that happened at one instant and read nothing (a close, a skipped or
+    /// recovered slot, an abandoned run), by the current actor; callers set what else they know.
+    pub fn at(
+        run_id: String,
+        job: String,
+        trigger: Trigger,
+        at: DateTime<Utc>,
+        status: Status,
+    ) -> RunRecord {
+        RunRecord {
+            run_id,
+            job,
+            trigger,
+            started_at: at,
+            finished_at: at,
+            status,
+            rows_read: 0,
+            rows_written: 0,
+            bytes_read: 0,
+            input_versions: "{}".into(),
+            output_version: None,
+            error: None,
+            actor: Some(current_actor()),
+            reason: None,
+            as_of: None,
+            slot: None,
+            attempt: None,
+            daemon_id: None,
+            interval_start: None,
+            interval_end: None,
+            spec_hash: None,
+        }
+    }
+
+    /// The row of a daemon's run under `lease`: its slot, attempt (the lease token) and daemon.
+    pub fn on_slot(self, lease: Option<&Lease>) -> RunRecord {
+        RunRecord {
+            slot: lease.map(|l| l.slot),
+            attempt: lease.map(|l| l.token as i64),
+            daemon_id: lease.map(|l| l.daemon_id.clone()),
+            ..self
+        }
+    }
+}
+
 fn as_text<S: serde::Serializer>(t: &Trigger, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(t.as_str())
 }
@@ -133,25 +179,35 @@ pub async fn append(stores: &Stores, curated_root: &url::Url, records: &[RunReco
     Ok(())
 }
 
+/// A session with `_runs` registered by that name; `None` before the first run was recorded.
+pub async fn session(engine: &Engine, curated_root: &url::Url) -> Result<Option<SessionContext>> {
+    let url = delta::table_url(curated_root, RUNS_TABLE)?;
+    let Some(table) = delta::open(&engine.stores, &url).await? else {
+        return Ok(None);
+    };
+    let provider = delta::provider(&table).await?;
+    Ok(Some(engine.session(&[(RUNS_TABLE.to_string(), provider)])?))
+}
+
+/// A nullable string cell.
+fn text(a: &dyn Array, row: usize) -> Option<String> {
+    let a = a.as_string::<i32>();
+    (!a.is_null(row)).then(|| a.value(row).to_string())
+}
+
 /// Each job's spec hash at its last successful run (NULL for runs recorded before hashes were).
 pub async fn last_spec_hashes(
     engine: &Engine,
     curated_root: &url::Url,
 ) -> Result<std::collections::BTreeMap<String, Option<String>>> {
     let mut out = std::collections::BTreeMap::new();
-    let url = delta::table_url(curated_root, RUNS_TABLE)?;
-    let Some(table) = delta::open(&engine.stores, &url).await? else {
+    let Some(ctx) = session(engine, curated_root).await? else {
         return Ok(out);
     };
-    let ctx = engine.session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
     for b in ctx.sql(LAST_SPEC_HASHES).await?.collect().await? {
-        let (jobs, hashes) = (
-            b.column(0).as_string::<i32>(),
-            b.column(1).as_string::<i32>(),
-        );
+        let jobs = b.column(0).as_string::<i32>();
         for row in 0..b.num_rows() {
-            let hash = (!hashes.is_null(row)).then(|| hashes.value(row).to_string());
-            out.insert(jobs.value(row).to_string(), hash);
+            out.insert(jobs.value(row).to_string(), text(b.column(1), row));
         }
     }
     Ok(out)
@@ -178,21 +234,15 @@ pub async fn done_runs(
     curated_root: &url::Url,
     job: &str,
 ) -> Result<Vec<DoneRun>> {
-    let url = delta::table_url(curated_root, RUNS_TABLE)?;
-    let Some(table) = delta::open(&engine.stores, &url).await? else {
+    let Some(ctx) = session(engine, curated_root).await? else {
         return Ok(vec![]);
     };
-    let ctx = engine.session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
     let batches = ctx
         .sql(DONE_RUNS)
         .await?
         .with_param_values(vec![ScalarValue::from(job)])?
         .collect()
         .await?;
-    let text = |a: &dyn Array, row: usize| {
-        let a = a.as_string::<i32>();
-        (!a.is_null(row)).then(|| a.value(row).to_string())
-    };
     let mut out = Vec::new();
     for b in &batches {
         let (start, end) = (

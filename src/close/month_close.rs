@@ -579,31 +579,18 @@ async fn commit(
         "month close log",
     )
     .await?;
+    let trigger = match row.action {
+        LogAction::Close => Trigger::Close,
+        LogAction::Reopen => Trigger::Reopen,
+    };
+    let job = format!("close-month {}", row.month);
     let rec = RunRecord {
-        run_id: row.run_id,
-        job: format!("close-month {}", row.month),
-        trigger: match row.action {
-            LogAction::Close => Trigger::Close,
-            LogAction::Reopen => Trigger::Reopen,
-        },
-        started_at: row.at,
-        finished_at: row.at,
-        status: Status::Succeeded,
-        rows_read: 0,
         rows_written,
-        bytes_read: 0,
         input_versions: serde_json::Value::Object(frozen).to_string(),
         output_version: Some(log_version),
-        error: None,
         actor: Some(req.actor.clone()),
         reason: row.reason,
-        as_of: None,
-        slot: None,
-        attempt: None,
-        daemon_id: None,
-        interval_start: None,
-        interval_end: None,
-        spec_hash: None,
+        ..RunRecord::at(row.run_id, job, trigger, row.at, Status::Succeeded)
     };
     if let Err(e) = ledger::append(&ws.engine.stores, &ws.engine.project.curated, &[rec]).await {
         tracing::error!(error = %e, "run ledger not written for the month close");

@@ -348,29 +348,29 @@ fn record(
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     facts: RunFacts,
 ) -> RunRecord {
+    let lease = plan.claim.as_ref().map(|c| &c.lease);
     RunRecord {
-        run_id: plan.run_id.clone(),
-        job: o.job.clone(),
-        trigger: plan.trigger,
-        started_at: start,
         finished_at: end,
-        status: o.status,
         rows_read: o.rows_read,
         rows_written: o.rows_written,
         bytes_read: o.bytes_read,
         input_versions: facts.inputs,
         output_version: o.output_version,
         error: o.error.clone(),
-        actor: Some(ledger::current_actor()),
         reason: plan.reason.clone(),
         as_of: facts.as_of,
-        slot: plan.claim.as_ref().map(|c| c.lease.slot),
-        attempt: plan.claim.as_ref().map(|c| c.lease.token as i64),
-        daemon_id: plan.claim.as_ref().map(|c| c.lease.daemon_id.clone()),
         interval_start: facts.interval.map(|r| r.start),
         interval_end: facts.interval.map(|r| r.end),
         spec_hash: facts.spec_hash,
+        ..RunRecord::at(
+            plan.run_id.clone(),
+            o.job.clone(),
+            plan.trigger,
+            start,
+            o.status,
+        )
     }
+    .on_slot(lease)
 }
 
 #[cfg(test)]

@@ -409,28 +409,18 @@ impl Daemon {
             _ => (Some(message), None),
         };
         let rec = RunRecord {
-            run_id: self.ws.new_run_id(),
-            job: lease.job.clone(),
-            trigger: Trigger::Schedule,
-            started_at: now,
-            finished_at: now,
-            status,
-            rows_read: 0,
-            rows_written: 0,
-            bytes_read: 0,
-            input_versions: "{}".into(),
             output_version: version,
             error,
-            actor: Some(ledger::current_actor()),
             reason,
-            as_of: None,
-            slot: Some(lease.slot),
-            attempt: Some(lease.token as i64),
-            daemon_id: Some(lease.daemon_id.clone()),
-            interval_start: None,
-            interval_end: None,
-            spec_hash: None,
-        };
+            ..RunRecord::at(
+                self.ws.new_run_id(),
+                lease.job.clone(),
+                Trigger::Schedule,
+                now,
+                status,
+            )
+        }
+        .on_slot(Some(lease));
         let project = &self.ws.engine.project;
         if let Err(e) = ledger::append(&self.ws.engine.stores, &project.curated, &[rec]).await {
             tracing::error!(job = %lease.job, error = %crate::redact::error_text(&e), "run ledger not written");

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::ledger;
 use crate::serve::daemon::Daemon;
-use crate::store::delta;
 use crate::store::system::RUNS_TABLE;
 
 /// Most rows `/runs` returns.
@@ -83,14 +83,10 @@ async fn runs(State(daemon): State<Arc<Daemon>>, Query(q): Query<RunsQuery>) -> 
 }
 
 async fn recent_runs(daemon: &Daemon, limit: usize) -> Result<Vec<u8>> {
-    let ws = &daemon.ws;
-    let url = ws.table_url(RUNS_TABLE)?;
-    let Some(table) = delta::open(&ws.engine.stores, &url).await? else {
+    let engine = &daemon.ws.engine;
+    let Some(ctx) = ledger::session(engine, &engine.project.curated).await? else {
         return Ok(b"[]".to_vec());
     };
-    let ctx = ws
-        .engine
-        .session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
     let batches = ctx
         .table(RUNS_TABLE)
         .await?

@@ -54,8 +54,7 @@ fn duration_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("retention");
-        let m = Metrics {
+        let mut m = Metrics {
             runs: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             rows_written: Family::default(),
@@ -63,8 +62,9 @@ impl Default for Metrics {
             takeovers: Family::default(),
             retries: Family::default(),
             stale: Family::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("retention"),
         };
+        let registry = &mut m.registry;
         registry.register("runs", "Job runs (tries) by job and status", m.runs.clone());
         registry.register_with_unit(
             "run_duration",
@@ -94,7 +94,7 @@ impl Default for Metrics {
             "Sources found past their freshness limit by a run (level warn or error)",
             m.stale.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 }
 

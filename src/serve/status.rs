@@ -3,20 +3,18 @@
 //! sources it reads, as one Arrow batch.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{
-    Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
 
-use crate::error::Result;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ledger;
 use crate::plan::graph::Input;
 use crate::plan::workspace::Workspace;
 use crate::serve::slots::JobCron;
-use crate::store::delta;
-use crate::store::system::RUNS_TABLE;
 
 /// Each job's newest run, and its newest slot that succeeded.
 const LAST_RUNS: &str = "SELECT job, status, finished_at, slot, last_good_slot FROM ( \
@@ -44,12 +42,9 @@ fn micros(a: &dyn Array, row: usize) -> Option<DateTime<Utc>> {
 /// Newest run per job from `_runs` (empty before the first run).
 async fn last_runs(ws: &Workspace) -> Result<BTreeMap<String, LastRun>> {
     let mut out: BTreeMap<String, LastRun> = BTreeMap::new();
-    let Some(table) = delta::open(&ws.engine.stores, &ws.table_url(RUNS_TABLE)?).await? else {
+    let Some(ctx) = ledger::session(&ws.engine, &ws.engine.project.curated).await? else {
         return Ok(out);
     };
-    let ctx = ws
-        .engine
-        .session(&[(RUNS_TABLE.to_string(), delta::provider(&table).await?)])?;
     for b in ctx.sql(LAST_RUNS).await?.collect().await? {
         let (jobs, status) = (
             b.column(0).as_string::<i32>(),
@@ -68,6 +63,38 @@ async fn last_runs(ws: &Workspace) -> Result<BTreeMap<String, LastRun>> {
     Ok(out)
 }
 
+/// One job's line of `status`.
+#[derive(Debug, Serialize)]
+struct JobStatus {
+    job: String,
+    /// The cron and its time zone.
+    schedule: Option<String>,
+    last_status: Option<String>,
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    last_finished_at: Option<DateTime<Utc>>,
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    last_slot: Option<DateTime<Utc>>,
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    next_slot: Option<DateTime<Utc>>,
+    /// NULL for a job without a schedule.
+    late: Option<bool>,
+    sources: Option<String>,
+}
+
+fn status_schema() -> Schema {
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("schedule", DataType::Utf8, true),
+        Field::new("last_status", DataType::Utf8, true),
+        Field::new("last_finished_at", utc.clone(), true),
+        Field::new("last_slot", utc.clone(), true),
+        Field::new("next_slot", utc, true),
+        Field::new("late", DataType::Boolean, true),
+        Field::new("sources", DataType::Utf8, true),
+    ])
+}
+
 /// The status batch at `now`.
 pub async fn status(ws: &Workspace, now: DateTime<Utc>) -> Result<RecordBatch> {
     let runs = last_runs(ws).await?;
@@ -79,53 +106,30 @@ pub async fn status(ws: &Workspace, now: DateTime<Utc>) -> Result<RecordBatch> {
         .collect();
     let providers = ws.source_providers(with_rules).await;
     let findings = ws.freshness(&providers).await;
-    let mut cols: [Vec<Option<String>>; 4] = Default::default();
-    let (mut finished, mut slot, mut next, mut late) = (vec![], vec![], vec![], vec![]);
+    let mut rows = Vec::new();
     for node in &ws.graph.nodes {
-        let job = &node.spec.name;
-        let last = runs.get(job).cloned().unwrap_or_default();
+        let last = runs.get(&node.spec.name).cloned().unwrap_or_default();
         let cron = JobCron::of(&node.spec)?;
-        let due = cron.as_ref().and_then(|c| c.latest(now));
         let timeout = chrono::Duration::from_std(node.spec.policy.timeout).unwrap_or_default();
-        late.push(cron.as_ref().map(|_| match due {
+        let late = cron.as_ref().map(|c| match c.latest(now) {
             Some(due) => last.last_good_slot.is_none_or(|s| s < due) && now > due + timeout,
             None => false,
-        }));
-        cols[0].push(Some(job.clone()));
-        cols[1].push(cron.as_ref().map(|c| format!("{} {}", c.expr, c.timezone)));
-        cols[2].push(last.status.clone());
-        cols[3].push(sources_text(&node.inputs, &findings, &providers));
-        finished.push(last.finished_at.map(|t| t.timestamp_micros()));
-        slot.push(last.slot.map(|t| t.timestamp_micros()));
-        next.push(cron.and_then(|c| c.next(now)).map(|t| t.timestamp_micros()));
+        });
+        rows.push(JobStatus {
+            job: node.spec.name.clone(),
+            schedule: cron.as_ref().map(|c| format!("{} {}", c.expr, c.timezone)),
+            last_status: last.status,
+            last_finished_at: last.finished_at,
+            last_slot: last.slot,
+            next_slot: cron.and_then(|c| c.next(now)),
+            late,
+            sources: sources_text(&node.inputs, &findings, &providers),
+        });
     }
-    let ts =
-        |v: Vec<Option<i64>>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"));
-    let text = |v: &Vec<Option<String>>| Arc::new(StringArray::from(v.clone()));
-    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let schema = Schema::new(vec![
-        Field::new("job", DataType::Utf8, false),
-        Field::new("schedule", DataType::Utf8, true),
-        Field::new("last_status", DataType::Utf8, true),
-        Field::new("last_finished_at", utc.clone(), true),
-        Field::new("last_slot", utc.clone(), true),
-        Field::new("next_slot", utc, true),
-        Field::new("late", DataType::Boolean, true),
-        Field::new("sources", DataType::Utf8, true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            text(&cols[0]),
-            text(&cols[1]),
-            text(&cols[2]),
-            ts(finished),
-            ts(slot),
-            ts(next),
-            Arc::new(BooleanArray::from(late)),
-            text(&cols[3]),
-        ],
-    )?)
+    serde_arrow::to_record_batch(status_schema().fields(), &rows).map_err(|e| Error::Schedule {
+        message: format!("cannot build the status rows: {e}"),
+        source: Some(Box::new(e)),
+    })
 }
 
 /// `orders: fresh (3h 10m); refunds: error (2days 1h)` for the sources a job reads that have a
