@@ -3,6 +3,7 @@
 -- Orders without a shipment, and cancelled orders, are not in this table.
 -- Percentiles: percentile_cont (exact, linear interpolation between the two nearest values, as
 -- PostgreSQL's percentile_cont), rounded to 2 decimals; NULL when the group has no value.
+-- Incremental: the order months $start <= month < $end (DATEs on the 1st, bound by the engine).
 WITH shipped AS (
   SELECT order_id,
          order_month,
@@ -20,6 +21,7 @@ WITH shipped AS (
   FROM order_experience
   WHERE carrier IS NOT NULL          -- shipped: order_experience has a carrier only with a shipment
     AND status = 'completed'
+    AND order_date >= $start AND order_date < $end
 ),
 delivery AS (
   SELECT order_month, region, carrier,
@@ -44,6 +46,7 @@ refund_stats AS (
                                                                             AS refund_processing_days_p90
   FROM refunds r
   JOIN shipped s ON s.order_id = r.order_id
+  WHERE CAST(r.dt AS DATE) >= $start   -- never before the order: prunes older partitions
   GROUP BY s.order_month, s.region, s.carrier
 ),
 ticket_stats AS (
@@ -60,6 +63,7 @@ ticket_stats AS (
          avg(CAST(t.csat AS DOUBLE))                                        AS mean_csat
   FROM cs_tickets t
   JOIN shipped s ON s.order_id = t.order_id
+  WHERE CAST(t.dt AS DATE) >= $start
   GROUP BY s.order_month, s.region, s.carrier
 )
 SELECT

@@ -1,5 +1,7 @@
 -- One row per order with its experience. Definitions: docs/metrics.md#order_experience.
 -- Primary issue priority: lost_parcel > returned > refunded > late_delivery > support_contact > low_rating.
+-- Incremental: the orders placed on days $start <= day < $end (DATEs the engine binds). Events
+-- never land in a partition before their order's day, so `dt >= $start` prunes every event table.
 WITH shipment AS (
   SELECT order_id,
          min(carrier)                 AS carrier,
@@ -7,16 +9,19 @@ WITH shipment AS (
          max(delivered_ts)            AS delivered_ts,
          bool_or(status = 'lost')     AS is_lost
   FROM shipments
+  WHERE CAST(dt AS DATE) >= $start
   GROUP BY order_id
 ),
 refund AS (
   SELECT order_id, sum(amount) AS refund_amount, min(refund_ts) AS first_refund_ts
   FROM refunds
+  WHERE CAST(dt AS DATE) >= $start
   GROUP BY order_id
 ),
 return_request AS (
   SELECT order_id, min(requested_ts) AS return_requested_ts
   FROM returns
+  WHERE CAST(dt AS DATE) >= $start
   GROUP BY order_id
 ),
 review AS (
@@ -24,6 +29,7 @@ review AS (
          min(rating) AS min_rating,
          min(CASE WHEN rating <= $low_rating_max THEN review_ts END) AS low_rating_ts
   FROM reviews
+  WHERE CAST(dt AS DATE) >= $start
   GROUP BY order_id
 ),
 base AS (
@@ -44,12 +50,15 @@ base AS (
   LEFT JOIN refund r          ON r.order_id = o.order_id
   LEFT JOIN return_request rr ON rr.order_id = o.order_id
   LEFT JOIN review rv         ON rv.order_id = o.order_id
+  WHERE CAST(o.dt AS DATE) >= $start
+    AND CAST(o.order_ts AS DATE) >= $start AND CAST(o.order_ts AS DATE) < $end
 ),
 contact AS (
   SELECT b.order_id, min(t.created_ts) AS first_contact_ts
   FROM base b
   JOIN cs_tickets t ON t.order_id = b.order_id
-  WHERE t.created_ts >= b.order_ts
+  WHERE CAST(t.dt AS DATE) >= $start
+    AND t.created_ts >= b.order_ts
     AND extract(epoch FROM t.created_ts)
         <= extract(epoch FROM coalesce(b.delivered_ts, b.promised_ts, b.order_ts)) + $contact_window_days * 86400
   GROUP BY b.order_id

@@ -1,7 +1,7 @@
 //! The run's as-of day, what each job's `$as_of` is bound to: the day `--as-of` gives, else the
 //! job's own `as_of` (`latest` by default, `today` for reports). `today` is the clock's UTC day
 //! when the run starts; `latest` is the latest day of the project's `[as_of]` column (by default
-//! `order_experience.order_ts`), read once per run, after that table's job has run in it.
+//! the raw `orders.order_ts`), read once per run, after that table's job (if a job's) has run in it.
 
 use std::sync::Arc;
 

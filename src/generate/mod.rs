@@ -13,8 +13,11 @@ mod raw;
 mod simulation;
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
-use serde::Serialize;
+use chrono::NaiveDate;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use finance::{BILLING, fx_schema, ledger_schema, month_key, plan_schema, to_reporting};
@@ -26,8 +29,8 @@ pub use raw::{EVENT_TABLES, parquet_bytes, put, schema};
 
 use crate::error::{Error, Result};
 use crate::store::Stores;
-use model::day_of_date;
-use raw::{CUSTOMERS_PER_FILE, RawWriter};
+use model::{date_of_day, day_of_date};
+use raw::RawWriter;
 use simulation::{Sim, signups_per_day};
 
 /// Row counts written per table, and the planted truth.
@@ -37,22 +40,144 @@ pub struct Generated {
     pub truth: Truth,
 }
 
-/// Generate the marketplace under `raw_root` and write `truth.json` there.
+/// What an existing lake was generated with and how far, read back from its `truth.json`.
+#[derive(Debug, Clone, Deserialize)]
+struct LakeExtent {
+    seed: u64,
+    customers: u64,
+    start: NaiveDate,
+    months: u32,
+    ledger_lines: usize,
+    end: NaiveDate,
+    planted_bgnbd: Option<PlantedBgNbd>,
+}
+
+impl LakeExtent {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            seed: self.seed,
+            customers: self.customers,
+            months: self.months,
+            start: self.start,
+            ledger_lines: self.ledger_lines,
+            bgnbd: self.planted_bgnbd,
+        }
+    }
+}
+
+/// A lake already under `raw_root`: the options it was generated with and its last day, or
+/// None when the root has no `truth.json`.
+pub async fn existing_lake(
+    stores: &Stores,
+    raw_root: &Url,
+) -> Result<Option<(GenerateOptions, NaiveDate)>> {
+    let (store, root) = stores.store_for(raw_root)?;
+    let path = root.clone().join("truth.json");
+    let bytes = match store.get(&path).await {
+        Ok(got) => got.bytes().await.map_err(|e| Error::storage(raw_root, e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::storage(raw_root, e)),
+    };
+    let lake: LakeExtent = serde_json::from_slice(&bytes).map_err(|e| Error::Storage {
+        location: format!("{raw_root}truth.json"),
+        message: format!(
+            "line {} column {}: expected the generator's truth with seed, customers, start, \
+             months, ledger_lines and end",
+            e.line(),
+            e.column()
+        ),
+        source: Some(Box::new(e)),
+    })?;
+    Ok(Some((lake.options(), lake.end)))
+}
+
+/// The first and one-past-the-last day of `opts`' period.
+fn period(opts: &GenerateOptions) -> (i64, i64) {
+    let start_day = day_of_date(opts.start);
+    (
+        start_day,
+        day_of_date(opts.start + chrono::Months::new(opts.months)),
+    )
+}
+
+/// `through` as a day of `opts`' period: its last day when None.
+fn through_day(opts: &GenerateOptions, through: Option<NaiveDate>) -> Result<i64> {
+    let (start_day, end_day) = period(opts);
+    let Some(date) = through else {
+        return Ok(end_day - 1);
+    };
+    let day = day_of_date(date);
+    if (start_day..end_day).contains(&day) {
+        return Ok(day);
+    }
+    Err(Error::Argument {
+        flag: "--through",
+        key: "through".into(),
+        message: format!(
+            "{date} is outside the generated period {} to {} (--start and --months)",
+            opts.start,
+            date_of_day(end_day - 1)
+        ),
+    })
+}
+
+/// Generate the marketplace under `raw_root` through `through` (the period's last day when
+/// None), and write `truth.json` there.
 pub async fn generate(
     stores: &Stores,
     raw_root: &Url,
     opts: &GenerateOptions,
+    through: Option<NaiveDate>,
 ) -> Result<Generated> {
-    let mut raw = RawWriter::new(stores, raw_root)?;
-    let start_day = day_of_date(opts.start);
-    let end_day = day_of_date(opts.start + chrono::Months::new(opts.months));
-    let mut sim = Sim::new(opts, Truth::planted(opts, end_day), start_day, end_day);
-    let signups = signups_per_day(opts.customers, start_day, end_day - start_day);
-    simulate(&mut sim, &mut raw, start_day, &signups).await?;
-    raw.write_programs(&sim.programs, &sim.program_days).await?;
+    let through = through_day(opts, through)?;
+    write(stores, raw_root, opts, period(opts).0..=through, true).await
+}
 
-    let (mut truth, spend_by_month) = sim.finish();
-    // Finance: plan, ledger and FX consistent with the spend above.
+/// Extend the lake under `raw_root`, generated through an earlier day, through `through`: add
+/// the partitions of the days after its last one (with the late rows they bring for earlier
+/// orders) and update `truth.json`. No earlier file is written again; the result is the lake
+/// `generate` would have written through `through` in one go.
+pub async fn extend(stores: &Stores, raw_root: &Url, through: NaiveDate) -> Result<Generated> {
+    let Some((opts, end)) = existing_lake(stores, raw_root).await? else {
+        return Err(Error::Argument {
+            flag: "--through",
+            key: "through".into(),
+            message: format!("no generated lake to extend at {raw_root} (no truth.json)"),
+        });
+    };
+    let through = through_day(&opts, Some(through))?;
+    let first = day_of_date(end) + 1;
+    if through < first {
+        return Err(Error::Argument {
+            flag: "--through",
+            key: "through".into(),
+            message: format!(
+                "the lake at {raw_root} is already generated through {end}; pass a later day"
+            ),
+        });
+    }
+    write(stores, raw_root, &opts, first..=through, false).await
+}
+
+/// Simulate `opts`' whole period and write the files of `days` (and, when `creates`, those of
+/// no day), with the truth as of the last of them.
+async fn write(
+    stores: &Stores,
+    raw_root: &Url,
+    opts: &GenerateOptions,
+    days: RangeInclusive<i64>,
+    creates: bool,
+) -> Result<Generated> {
+    let through = *days.end();
+    let mut raw = RawWriter::new(stores, raw_root, days, creates)?;
+    let (start_day, end_day) = period(opts);
+    let planted = Truth::planted(opts, through + 1);
+    let mut sim = Sim::new(opts, planted, (start_day, end_day), through);
+    let signups = signups_per_day(opts.customers, start_day, end_day - start_day);
+    let mut truth = simulate(&mut sim, &mut raw, start_day, &signups, through).await?;
+    raw.write_programs(&sim.programs, &sim.program_days).await?;
+    let spend_by_month = sim.finish();
+    // Finance: plan, ledger and FX consistent with the spend of the whole period.
     let program_ids: Vec<i64> = truth.programs.iter().map(|p| p.program_id).collect();
     truth.finance = finance::generate(&mut raw, opts, &spend_by_month, &program_ids).await?;
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| Error::storage(raw_root, e))?;
@@ -64,36 +189,37 @@ pub async fn generate(
 }
 
 /// Run the simulation day by day from `start_day`, with `signups[d]` sign-ups on day `d`,
-/// writing each day's rows as it closes and the customers in parts.
+/// writing each day's rows as it closes and its sign-ups; returns the truth as of `through`.
 async fn simulate(
     sim: &mut Sim,
     raw: &mut RawWriter,
     start_day: i64,
     signups: &[u64],
-) -> Result<()> {
-    let mut customer_parts = 0usize;
+    through: i64,
+) -> Result<Truth> {
+    let mut truth = None;
     for (d, &n) in signups.iter().enumerate() {
         let day = start_day + d as i64;
         sim.sign_up(day, n);
-        if sim.customer_rows.0.len() >= CUSTOMERS_PER_FILE {
-            let rows = std::mem::take(&mut sim.customer_rows);
-            raw.write_customers(customer_parts, &rows).await?;
-            customer_parts += 1;
-        }
+        let customers = std::mem::take(&mut sim.customer_rows);
+        raw.write_customers(day, &customers).await?;
         sim.orders_due(day);
         sim.spend_marketing(day);
         for (d, rows) in sim.close_day(day) {
-            raw.write_day(d, rows).await?;
+            raw.write_day(d, 0, rows).await?;
+        }
+        if day == through {
+            truth = Some(sim.truth());
         }
     }
     for (d, rows) in sim.rest() {
-        raw.write_day(d, rows).await?;
+        raw.write_day(d, 1, rows).await?;
     }
-    if !sim.customer_rows.0.is_empty() {
-        raw.write_customers(customer_parts, &sim.customer_rows)
-            .await?;
-    }
-    Ok(())
+    let last = start_day + signups.len() as i64 - 1;
+    Ok(truth.unwrap_or_else(|| {
+        debug_assert_eq!(through, last, "through lies in the period");
+        sim.truth()
+    }))
 }
 
 #[cfg(test)]
@@ -111,8 +237,8 @@ mod tests {
         };
         let root = Url::parse("memory:///raw/").unwrap();
         let (a, b) = (Stores::default(), Stores::default());
-        let ga = generate(&a, &root, &opts).await.unwrap();
-        let gb = generate(&b, &root, &opts).await.unwrap();
+        let ga = generate(&a, &root, &opts, None).await.unwrap();
+        let gb = generate(&b, &root, &opts, None).await.unwrap();
         assert_eq!(ga, gb);
         assert_eq!(ga.tables["customers"], 300);
         let orders = ga.tables["orders"];
@@ -130,6 +256,154 @@ mod tests {
         assert_eq!(
             sa.get(&p).await.unwrap().bytes().await.unwrap(),
             sb.get(&p).await.unwrap().bytes().await.unwrap()
+        );
+    }
+}
+
+#[cfg(test)]
+mod extend_tests {
+    use super::*;
+    use bytes::Bytes;
+    use datafusion::arrow::array::{Array, Decimal128Array};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+
+    type Objects = BTreeMap<String, (Bytes, Option<String>)>;
+
+    /// Every object under the store: path -> (bytes, e_tag).
+    async fn objects(stores: &Stores) -> Objects {
+        let (store, _) = stores.store_for(&root()).unwrap();
+        let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+        let mut all = BTreeMap::new();
+        for m in metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            all.insert(m.location.to_string(), (bytes, m.e_tag));
+        }
+        all
+    }
+
+    fn root() -> Url {
+        Url::parse("memory:///raw/").unwrap()
+    }
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    fn opts() -> GenerateOptions {
+        GenerateOptions {
+            customers: 400,
+            months: 3,
+            ..Default::default()
+        }
+    }
+
+    /// Sum of a money column over a table's files, in cents.
+    fn money_sum(all: &Objects, table: &str, column: &str) -> i128 {
+        let mut cents = 0;
+        for (path, (bytes, _)) in all.range(format!("raw/{table}/")..format!("raw/{table}0")) {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .build()
+                .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name(column).expect(path);
+                let col = col.as_any().downcast_ref::<Decimal128Array>().unwrap();
+                cents += col.iter().flatten().sum::<i128>();
+            }
+        }
+        cents
+    }
+
+    fn bytes_only(all: &Objects) -> BTreeMap<&String, &Bytes> {
+        all.iter().map(|(p, (b, _))| (p, b)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lake_extended_day_by_day_equals_one_generated_in_one_go() {
+        let (extended, one_go) = (Stores::default(), Stores::default());
+        let first = generate(&extended, &root(), &opts(), Some(day("2024-12-10")))
+            .await
+            .unwrap();
+        assert_eq!(first.truth.end, "2024-12-10");
+        let before = objects(&extended).await;
+        assert!(!before.keys().any(|p| p.contains("dt=2024-12-11")));
+
+        let added = extend(&extended, &root(), day("2024-12-11")).await.unwrap();
+        assert!(added.tables["orders"] > 0 && added.tables["orders"] < first.tables["orders"]);
+        let after = objects(&extended).await;
+        // No earlier file was written again: each keeps its e_tag (truth.json is updated).
+        for (path, (_, tag)) in &before {
+            if !path.ends_with("truth.json") {
+                assert_eq!(&after[path].1, tag, "{path} was rewritten");
+            }
+        }
+        let new: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+        assert!(new.iter().all(|p| p.contains("2024-12-11")), "{new:?}");
+        assert!(
+            new.iter()
+                .any(|p| p.starts_with("raw/orders/dt=2024-12-11/"))
+        );
+        assert!(
+            new.iter()
+                .any(|p| p.starts_with("raw/customers/part-2024-12-11"))
+        );
+
+        let whole = generate(&one_go, &root(), &opts(), Some(day("2024-12-11")))
+            .await
+            .unwrap();
+        assert_eq!(added.truth, whole.truth);
+        assert_eq!(bytes_only(&after), bytes_only(&objects(&one_go).await));
+
+        // The truth's control totals are those of the rows in the cut lake.
+        let cents = |t: &str| t.replace('.', "").parse::<i128>().unwrap();
+        assert_eq!(
+            money_sum(&after, "orders", "gmv"),
+            cents(&whole.truth.gmv_total)
+        );
+        assert_eq!(
+            money_sum(&after, "refunds", "amount"),
+            cents(&whole.truth.refund_total)
+        );
+
+        // Extending to the period's end gives the lake of a plain `generate`.
+        let full = Stores::default();
+        let plain = generate(&full, &root(), &opts(), None).await.unwrap();
+        let rest = extend(&extended, &root(), day("2025-01-31")).await.unwrap();
+        assert_eq!(rest.truth, plain.truth);
+        assert_eq!(
+            bytes_only(&objects(&extended).await),
+            bytes_only(&objects(&full).await)
+        );
+    }
+
+    #[tokio::test]
+    async fn extending_needs_a_lake_and_a_later_day_inside_the_period() {
+        let stores = Stores::default();
+        let e = extend(&stores, &root(), day("2024-12-11"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no generated lake to extend"), "{e}");
+        generate(&stores, &root(), &opts(), Some(day("2024-12-10")))
+            .await
+            .unwrap();
+        let e = extend(&stores, &root(), day("2024-12-10"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already generated through 2024-12-10"),
+            "{e}"
+        );
+        let e = extend(&stores, &root(), day("2025-02-01"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("outside the generated period 2024-11-01 to 2025-01-31"),
+            "{e}"
         );
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, Decimal128Type, DecimalType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub seed: u64,
     /// Customers who sign up over the period.
@@ -26,7 +26,7 @@ pub struct GenerateOptions {
 /// BG/NBD parameters to plant, with `alpha` in days: each customer's purchase rate per day is
 /// drawn from gamma(r, alpha), their dropout chance after each purchase from beta(a, b); gaps
 /// are exponential, with no cancellation, seasonality or effect of experiences and vouchers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PlantedBgNbd {
     pub r: f64,
     pub alpha_days: f64,
@@ -302,7 +302,10 @@ pub struct Truth {
     pub seed: u64,
     pub customers: u64,
     pub start: String,
-    /// Last day with data.
+    /// Months of the planned period: sign-ups, programs and finance span them whatever `end` is.
+    pub months: u32,
+    pub ledger_lines: usize,
+    /// Last day with data: the period's last day, or the `--through` day of an extendable lake.
     pub end: String,
     /// The BG/NBD parameters every customer was drawn from, when the run planted them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -348,6 +351,8 @@ impl Truth {
             seed: opts.seed,
             customers: opts.customers,
             start: opts.start.to_string(),
+            months: opts.months,
+            ledger_lines: opts.ledger_lines,
             end: date_of_day(end_day - 1).to_string(),
             voucher_rate: VOUCHER_RATE,
             voucher_restore_share: VOUCHER_RESTORE,

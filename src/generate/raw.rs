@@ -1,8 +1,10 @@
 //! The raw writer: the schemas of the generated tables, rows as `V` values turned into record
 //! batches by one schema-driven builder, zstd Parquet encoding, and the files under the raw root
-//! (event tables by `dt=` day, customers in parts, single-file dimension tables, `truth.json`).
+//! (event tables by `dt=` day, customers by sign-up day, single-file dimension tables,
+//! `truth.json`).
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -16,7 +18,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
-use super::model::{ProgramTruth, date_of_day};
+use super::model::{ProgramTruth, date_of_day, day_of_date};
 use crate::error::{Error, Result};
 use crate::store::Stores;
 
@@ -299,35 +301,46 @@ pub(super) struct Day {
     pub(super) tables: BTreeMap<&'static str, Rows>,
 }
 
-/// Customers per `customers/part-NNNN.parquet` file.
-pub(super) const CUSTOMERS_PER_FILE: usize = 200_000;
-
-/// Writes the generated tables under one raw root and counts the rows written per table.
+/// Writes the generated tables under one raw root and counts the rows written per table. Each
+/// file belongs to one day (a day's partition, the customers who signed up that day, a posting
+/// day of the ledger) or to the lake's creation (programs, plan, FX rates), so a lake extended
+/// day by day gets exactly the files of one generated in one go, and no file is written twice.
 pub(super) struct RawWriter {
     store: Arc<dyn ObjectStore>,
     root: StorePath,
     location: Url,
     pub(super) counts: BTreeMap<String, u64>,
+    /// The days whose files this run writes.
+    days: RangeInclusive<i64>,
+    /// Whether this run creates the lake, and so writes the files of no day.
+    creates: bool,
 }
 
 impl RawWriter {
-    pub(super) fn new(stores: &Stores, location: &Url) -> Result<Self> {
+    pub(super) fn new(
+        stores: &Stores,
+        location: &Url,
+        days: RangeInclusive<i64>,
+        creates: bool,
+    ) -> Result<Self> {
         let (store, root) = stores.store_for(location)?;
         Ok(RawWriter {
             store,
             root,
             location: location.clone(),
             counts: BTreeMap::new(),
+            days,
+            creates,
         })
     }
 
-    /// `<table>/[<dir>/]part-NNNN.parquet`.
-    fn part_path(&self, table: &str, dir: Option<&str>, part: usize) -> StorePath {
+    /// `<table>/[<dir>/]part-<part>.parquet`.
+    fn part_path(&self, table: &str, dir: Option<&str>, part: &str) -> StorePath {
         let mut path = self.root.clone().join(table);
         if let Some(dir) = dir {
             path = path.join(dir);
         }
-        path.join(format!("part-{part:04}.parquet").as_str())
+        path.join(format!("part-{part}.parquet").as_str())
     }
 
     /// Encode `rows` as `schema` and put them at `path`, counting them for `table`.
@@ -349,6 +362,11 @@ impl RawWriter {
         .await
     }
 
+    /// Whether this run writes the files of `day`.
+    fn writes(&self, day: Option<i64>) -> bool {
+        day.map_or(self.creates, |d| self.days.contains(&d))
+    }
+
     /// One table file: `<table>/part-0000.parquet`, or under `dt=<day>/`.
     pub(super) async fn write_file(
         &mut self,
@@ -357,35 +375,37 @@ impl RawWriter {
         schema: SchemaRef,
         rows: &Rows,
     ) -> Result<()> {
+        if !self.writes(day.map(day_of_date)) {
+            return Ok(());
+        }
         let dir = day.map(|d| format!("dt={d}"));
-        let path = self.part_path(table, dir.as_deref(), 0);
+        let path = self.part_path(table, dir.as_deref(), "0000");
         self.write_rows(table, &path, schema, rows).await
     }
 
-    /// One day of event tables, one file per table with rows; a later flush of the same day
-    /// (late rows) adds a part.
-    pub(super) async fn write_day(&mut self, day: i64, rows: Day) -> Result<()> {
+    /// One day of event tables, one file per table with rows: part `part` of the day (0 when
+    /// the day closes, 1 for the late rows the period's last day takes at the end).
+    pub(super) async fn write_day(&mut self, day: i64, part: usize, rows: Day) -> Result<()> {
+        if !self.writes(Some(day)) {
+            return Ok(());
+        }
         let dir = format!("dt={}", date_of_day(day));
         for (table, rows) in rows.tables {
             if rows.0.is_empty() {
                 continue;
             }
-            let mut part = 0;
-            let path = loop {
-                let p = self.part_path(table, Some(dir.as_str()), part);
-                match self.store.head(&p).await {
-                    Ok(_) => part += 1,
-                    Err(_) => break p,
-                }
-            };
+            let path = self.part_path(table, Some(dir.as_str()), &format!("{part:04}"));
             self.write_rows(table, &path, schema(table), &rows).await?;
         }
         Ok(())
     }
 
-    /// `customers/part-<part>.parquet`.
-    pub(super) async fn write_customers(&mut self, part: usize, rows: &Rows) -> Result<()> {
-        let path = self.part_path("customers", None, part);
+    /// `customers/part-<day>.parquet`: the customers who signed up on `day`.
+    pub(super) async fn write_customers(&mut self, day: i64, rows: &Rows) -> Result<()> {
+        if rows.0.is_empty() || !self.writes(Some(day)) {
+            return Ok(());
+        }
+        let path = self.part_path("customers", None, &date_of_day(day).to_string());
         self.write_rows("customers", &path, schema("customers"), rows)
             .await
     }

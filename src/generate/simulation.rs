@@ -105,6 +105,7 @@ type Touch = (i64, bool, i64);
 
 /// Per channel, customers active k months after their first completed order and customers
 /// whose cohort reached month k by the end (k = 0..=12), tallied as customers finish.
+#[derive(Debug, Clone)]
 struct RetentionTally {
     last_day: i64,
     active: BTreeMap<String, Vec<u64>>,
@@ -143,12 +144,51 @@ impl RetentionTally {
     }
 }
 
+/// A total the truth reports, counted on the day its row lands in the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tally {
+    Gmv,
+    Refunds,
+    /// Per program index.
+    Spend(usize),
+    Treated(usize),
+    Holdout(usize),
+    VouchersIssued(usize),
+    VoucherValueIssued(usize),
+    VoucherValueRedeemed(usize),
+}
+
+/// The truth's totals by day, so that a lake cut after any day reports exactly its own rows.
+#[derive(Debug, Default)]
+struct DayTallies(BTreeMap<(i64, Tally), i128>);
+
+impl DayTallies {
+    fn add(&mut self, day: Option<i64>, tally: Tally, amount: i128) {
+        if let Some(day) = day {
+            *self.0.entry((day, tally)).or_default() += amount;
+        }
+    }
+
+    /// Every total over the days up to `last_day`.
+    fn through(&self, last_day: i64) -> BTreeMap<Tally, i128> {
+        let mut totals = BTreeMap::new();
+        for (&(_, tally), &amount) in self.0.range(..(last_day + 1, Tally::Gmv)) {
+            *totals.entry(tally).or_default() += amount;
+        }
+        totals
+    }
+}
+
 /// The simulation's state. Only customers with a next order scheduled are kept; the others are
-/// tallied and dropped.
+/// tallied and dropped. It always runs the whole planned period (its draws never depend on how
+/// much of it is written); the truth is taken as of `through_day`.
 pub(super) struct Sim {
     rng: ChaCha8Rng,
     end_micros: i64,
     last_day: i64,
+    /// The last day the truth describes, and the first instant after it.
+    through_day: i64,
+    through_end: i64,
     pending: BTreeMap<i64, Day>,
     /// The first day not yet written.
     open_day: i64,
@@ -156,13 +196,9 @@ pub(super) struct Sim {
     pub(super) programs: Vec<ProgramTruth>,
     pub(super) program_days: Vec<(i64, i64)>,
     truth: Truth,
-    voucher_issued: Vec<i128>,
-    voucher_redeemed: Vec<i128>,
-    spend: Vec<i128>,
+    tallies: DayTallies,
     /// Per program index and month: marketing spend, and for recovery the redeemed vouchers.
     spend_by_month: MonthlySpend,
-    gmv_total: i128,
-    refund_total: i128,
     active: HashMap<i64, Customer>,
     /// (Reverse(next order time), customer id, the order's id reserved when it was scheduled)
     queue: BinaryHeap<(Reverse<i64>, i64, i64)>,
@@ -175,31 +211,35 @@ pub(super) struct Sim {
 }
 
 impl Sim {
-    pub(super) fn new(opts: &GenerateOptions, truth: Truth, start_day: i64, end_day: i64) -> Self {
+    /// The simulation of `opts`' period, `start_day..end_day`, whose truth is taken as of
+    /// `through_day`.
+    pub(super) fn new(
+        opts: &GenerateOptions,
+        truth: Truth,
+        (start_day, end_day): (i64, i64),
+        through_day: i64,
+    ) -> Self {
         let programs = programs(opts.months);
         let program_days = program_days(opts.start, &programs);
-        let n_programs = programs.len();
         Sim {
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
             end_micros: end_day * MICROS_PER_DAY,
             last_day: end_day - 1,
+            through_day,
+            through_end: (through_day + 1) * MICROS_PER_DAY,
             pending: BTreeMap::new(),
             open_day: start_day,
             next_id: BTreeMap::new(),
             programs,
             program_days,
             truth,
-            voucher_issued: vec![0; n_programs],
-            voucher_redeemed: vec![0; n_programs],
-            spend: vec![0; n_programs],
+            tallies: DayTallies::default(),
             spend_by_month: BTreeMap::new(),
-            gmv_total: 0,
-            refund_total: 0,
             active: HashMap::new(),
             queue: BinaryHeap::new(),
             next_customer: 0,
             customer_rows: Rows::default(),
-            curve: RetentionTally::new(end_day),
+            curve: RetentionTally::new(through_day + 1),
             bgnbd: opts.bgnbd,
         }
     }
@@ -211,10 +251,11 @@ impl Sim {
     }
 
     /// Queue a row for the day of `at` (or the first open day, when it arrives late); 2% of
-    /// delivery, refund and ticket events land one to three days late on purpose.
-    fn emit(&mut self, table: &'static str, at: i64, row: Vec<V>) {
+    /// delivery, refund and ticket events land one to three days late on purpose. Returns the
+    /// day the row lands on, or None when it falls after the period.
+    fn emit(&mut self, table: &'static str, at: i64, row: Vec<V>) -> Option<i64> {
         if at >= self.end_micros {
-            return;
+            return None;
         }
         let mut day = day_of(at).max(self.open_day);
         if matches!(table, "shipments" | "refunds" | "cs_tickets") && self.rng.random_bool(0.02) {
@@ -229,6 +270,7 @@ impl Sim {
             .or_default()
             .0
             .push(row);
+        Some(day)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -357,12 +399,11 @@ impl Sim {
             let amount = self.rng.random_range(300i128..1_500);
             let channel = ["email", "push", "paid_social"][self.rng.random_range(0..3)];
             let pid = self.programs[pi].program_id;
-            self.spend[pi] += amount;
             *self
                 .spend_by_month
                 .entry((pi, month_key(date_of_day(day))))
                 .or_default() += amount;
-            self.emit(
+            let landed = self.emit(
                 "marketing_spend",
                 day * MICROS_PER_DAY,
                 vec![
@@ -373,6 +414,7 @@ impl Sim {
                     V::M(amount),
                 ],
             );
+            self.tallies.add(landed, Tally::Spend(pi), amount);
         }
     }
 
@@ -391,25 +433,44 @@ impl Sim {
             .collect()
     }
 
-    /// The truth, completed with the programs' exact totals, the money totals and the retention
-    /// tallies; and the spend per program and month for the finance tables.
-    pub(super) fn finish(self) -> (Truth, MonthlySpend) {
+    /// The truth as of the end of `through_day`, to take once that day is closed: the groups
+    /// tallied so far, the programs' exact totals and the money totals of the rows landed up to
+    /// it, and the retention of every customer so far, finished or not.
+    pub(super) fn truth(&self) -> Truth {
+        debug_assert!(
+            self.open_day > self.through_day,
+            "taken after the day closed"
+        );
+        let totals = self.tallies.through(self.through_day);
+        let total = |t: Tally| totals.get(&t).copied().unwrap_or(0);
+        let mut truth = self.truth.clone();
+        truth.programs = self.programs.clone();
+        for (i, p) in truth.programs.iter_mut().enumerate() {
+            p.marketing_spend = cents_text(total(Tally::Spend(i)));
+            p.treated = total(Tally::Treated(i)) as u64;
+            p.holdout = total(Tally::Holdout(i)) as u64;
+            p.vouchers_issued = total(Tally::VouchersIssued(i)) as u64;
+            p.voucher_value_issued = cents_text(total(Tally::VoucherValueIssued(i)));
+            p.voucher_value_redeemed = cents_text(total(Tally::VoucherValueRedeemed(i)));
+        }
+        truth.gmv_total = cents_text(total(Tally::Gmv));
+        truth.refund_total = cents_text(total(Tally::Refunds));
+        let mut curve = self.curve.clone();
+        for c in self.active.values() {
+            curve.add(c);
+        }
+        truth.retention_active = curve.active;
+        truth.retention_eligible = curve.eligible;
+        truth
+    }
+
+    /// The spend per program and month over the whole period, for the finance tables.
+    pub(super) fn finish(self) -> MonthlySpend {
         assert!(
             self.active.is_empty(),
             "every scheduled order falls before the end"
         );
-        let mut truth = self.truth;
-        truth.programs = self.programs;
-        for (i, p) in truth.programs.iter_mut().enumerate() {
-            p.marketing_spend = cents_text(self.spend[i]);
-            p.voucher_value_issued = cents_text(self.voucher_issued[i]);
-            p.voucher_value_redeemed = cents_text(self.voucher_redeemed[i]);
-        }
-        truth.gmv_total = cents_text(self.gmv_total);
-        truth.refund_total = cents_text(self.refund_total);
-        truth.retention_active = self.curve.active;
-        truth.retention_eligible = self.curve.eligible;
-        (truth, self.spend_by_month)
+        self.spend_by_month
     }
 
     // -----------------------------------------------------------------------------------------
@@ -462,8 +523,7 @@ impl Sim {
             voucher_id = Some(vid);
         }
         let category = CATEGORIES[self.rng.random_range(0..CATEGORIES.len())];
-        self.gmv_total += gmv;
-        self.emit(
+        let landed = self.emit(
             "orders",
             t,
             vec![
@@ -479,6 +539,7 @@ impl Sim {
                 V::S(if cancelled { "cancelled" } else { "completed" }),
             ],
         );
+        self.tallies.add(landed, Tally::Gmv, gmv);
         gmv - discount
     }
 
@@ -724,7 +785,7 @@ impl Sim {
             if at >= self.end_micros {
                 continue;
             }
-            self.emit(
+            let landed = self.emit(
                 "touches",
                 at,
                 vec![
@@ -736,10 +797,10 @@ impl Sim {
             );
             touched.push((prog.program_id, holdout, at));
             if holdout {
-                self.programs[pi].holdout += 1;
+                self.tallies.add(landed, Tally::Holdout(pi), 1);
                 continue;
             }
-            self.programs[pi].treated += 1;
+            self.tallies.add(landed, Tally::Treated(pi), 1);
             *p = (*p + prog.uplift).min(0.97);
             if prog.voucher_cents > 0 {
                 vouchers.push(PlannedVoucher {
@@ -764,7 +825,7 @@ impl Sim {
         p: f64,
         touched: &[Touch],
     ) {
-        let end = self.end_micros;
+        let end = self.through_end;
         let long_enough = |at: i64, days: i64| (end - at) / MICROS_PER_DAY >= days;
         let truth = &mut self.truth;
         if long_enough(t, SETTLED_DAYS) {
@@ -807,8 +868,7 @@ impl Sim {
             return;
         }
         let id = self.id("refunds");
-        self.refund_total += amount;
-        self.emit(
+        let landed = self.emit(
             "refunds",
             at,
             vec![
@@ -819,6 +879,7 @@ impl Sim {
                 V::S(reason),
             ],
         );
+        self.tallies.add(landed, Tally::Refunds, amount);
     }
 
     fn ticket(&mut self, customer: i64, order: Option<i64>, at: i64, category: &'static str) {
@@ -854,14 +915,11 @@ impl Sim {
         }
         let id = self.id("vouchers");
         let expires = v.at + 60 * MICROS_PER_DAY;
-        self.programs[v.program].vouchers_issued += 1;
-        self.voucher_issued[v.program] += v.face;
         let redeemed = match next {
             Some((n, order_id))
                 if c.redeem.is_none() && v.at < n && n <= expires && self.rng.random_bool(0.85) =>
             {
                 c.redeem = Some((id, v.face));
-                self.voucher_redeemed[v.program] += v.face;
                 if self.programs[v.program].kind == "recovery" {
                     let month = month_key(date_of_day(day_of(v.at)));
                     *self.spend_by_month.entry((v.program, month)).or_default() += v.face;
@@ -871,7 +929,7 @@ impl Sim {
             _ => None,
         };
         let pid = self.programs[v.program].program_id;
-        self.emit(
+        let landed = self.emit(
             "vouchers",
             v.at,
             vec![
@@ -885,5 +943,13 @@ impl Sim {
                 V::OptI(redeemed),
             ],
         );
+        let pi = v.program;
+        self.tallies.add(landed, Tally::VouchersIssued(pi), 1);
+        self.tallies
+            .add(landed, Tally::VoucherValueIssued(pi), v.face);
+        if redeemed.is_some() {
+            self.tallies
+                .add(landed, Tally::VoucherValueRedeemed(pi), v.face);
+        }
     }
 }

@@ -67,7 +67,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9470";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsOfSettings {
-    /// Default `order_experience` (every order, of any status).
+    /// Default the raw `orders` source (every order, of any status).
     pub latest_table: Option<String>,
     /// A date or timestamp column, cast to its UTC day. Default `order_ts`.
     pub latest_column: Option<String>,
@@ -283,10 +283,7 @@ impl Project {
             deleted_file_retention_hours: history.deleted_file_retention_hours.unwrap_or(168),
             datafusion,
             latest_day: LatestDay {
-                table: raw
-                    .as_of
-                    .latest_table
-                    .unwrap_or_else(|| "order_experience".into()),
+                table: raw.as_of.latest_table.unwrap_or_else(|| "orders".into()),
                 column: raw.as_of.latest_column.unwrap_or_else(|| "order_ts".into()),
             },
             http: http.expect("checked"),

@@ -602,7 +602,7 @@ async fn generated_lake(
     let over = Overrides::with_storage(Some(raw.to_string()), Some(curated_root.to_string()));
     let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
     let stores = Stores::default();
-    let generated = retention::generate::generate(&stores, &raw, &opts)
+    let generated = retention::generate::generate(&stores, &raw, &opts, None)
         .await
         .unwrap();
     let ws = Arc::new(retention::app::workspace(project, stores).unwrap());

@@ -317,8 +317,7 @@ async fn a_million_ledger_entries_reconcile_to_the_cent() {
     assert_eq!(counted[0][0], entries.to_string());
 }
 
-/// The run's as-of day: `latest` is the latest order day of `order_experience` (resolved once,
-/// after that job ran), `--as-of DAY` binds one day for every job of a backfill, and `_runs`
+/// The run's as-of day: `latest` is the latest order day of the raw `orders` (resolved once), `--as-of DAY` binds one day for every job of a backfill, and `_runs`
 /// records the day each job was bound to (NULL for jobs that do not read `$as_of`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_is_resolved_once_per_run_and_recorded() {
@@ -388,7 +387,8 @@ async fn as_of_is_resolved_once_per_run_and_recorded() {
         ledger,
         vec![
             vec!["customer_churn".to_string(), "2025-02-28".to_string()],
-            vec!["order_experience".to_string(), String::new()],
+            // Incremental: its intervals end at the as-of day, `latest` of the raw orders.
+            vec!["order_experience".to_string(), latest.clone()],
         ]
     );
 }

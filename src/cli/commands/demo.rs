@@ -25,7 +25,7 @@ pub async fn run(ws: Workspace) -> Result<()> {
     let (store, path) = ws.engine.stores.store_for(raw)?;
     if store.list(Some(&path)).next().await.is_none() {
         println!("no raw data under {raw}: generating the default data set");
-        generate(&ws.engine.stores, raw, &GenerateOptions::default()).await?;
+        generate(&ws.engine.stores, raw, &GenerateOptions::default(), None).await?;
     }
     let selected = ws.graph.job_names();
     let plan = ws.plan(&selected, Trigger::Demo)?;
