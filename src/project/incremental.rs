@@ -80,8 +80,9 @@ impl Work {
 impl Incremental {
     /// The work for a run as of `as_of`, given the ranges done since the table was last rebuilt
     /// with the current SQL and spec (`None`: never, or they changed: rebuild). The range runs
-    /// from the first interval not done, or the first `lookback` interval, whichever is earlier,
-    /// through the interval holding `as_of`; an interval done in between is recomputed too.
+    /// from `lookback` intervals before the first interval not done (a gap), or before the
+    /// interval holding `as_of` when there is none, through that interval; an interval done in
+    /// between is recomputed too.
     pub fn work(&self, as_of: NaiveDate, done: Option<&[Range]>) -> Work {
         let last = self.grain.floor(as_of).max(self.start);
         let end = self.grain.next(last);
@@ -101,8 +102,13 @@ impl Incremental {
             }
             day = self.grain.next(day);
         }
-        let lookback = self.grain.back(last, self.lookback).max(self.start);
-        let start = first_missing.map_or(lookback, |m| m.min(lookback));
+        // Late data for the intervals before a gap (the days since the last run, or one whose run
+        // failed) arrived during it: look back from the gap too.
+        let newest_missing = first_missing.map_or(last, |m| m.min(last));
+        let start = self
+            .grain
+            .back(newest_missing, self.lookback)
+            .max(self.start);
         Work::Intervals(Range { start, end })
     }
 }
@@ -160,14 +166,21 @@ mod tests {
 
     #[test]
     fn a_gap_is_filled_from_its_first_day() {
-        // The 4th failed; later days succeeded.
+        // The 4th failed; later days succeeded. The 2 days before it are recomputed too.
         let done = [
             range("2026-01-01", "2026-01-04"),
             range("2026-01-05", "2026-01-11"),
         ];
         assert_eq!(
             daily(2).work(d("2026-01-11"), Some(&done)),
-            Work::Intervals(range("2026-01-04", "2026-01-12"))
+            Work::Intervals(range("2026-01-02", "2026-01-12"))
+        );
+        // No run for a week: the lookback counts back from the first day not run, whose late
+        // rows arrived during the week.
+        let done = [range("2026-01-01", "2026-01-11")];
+        assert_eq!(
+            daily(3).work(d("2026-01-17"), Some(&done)),
+            Work::Intervals(range("2026-01-08", "2026-01-18"))
         );
     }
 

@@ -1,4 +1,5 @@
-//! The inspection and upkeep commands: plan (text and dot), explain, runs, query, vacuum.
+//! The inspection and upkeep commands: plan (text and dot), explain, runs, query, vacuum, and
+//! `generate --through`.
 
 use super::*;
 
@@ -138,4 +139,45 @@ async fn param_as_of_points_to_the_as_of_flag() {
         "--param: as_of: the as-of day is not a parameter: use --as-of DAY (or latest, today)"
     );
     assert_eq!(retention::cli::exit_code(&err), 2);
+}
+
+/// `generate --through DAY` creates a lake through DAY, and on that lake appends the days after
+/// its last one; other generator options then are refused, and so is a day already generated.
+#[tokio::test]
+async fn generate_through_creates_then_extends_a_lake() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    let base = ["generate", "--customers", "300", "--months", "3"];
+    fx.cmd(&[&base[..], &["--through", "2024-12-10"]].concat())
+        .await
+        .unwrap();
+    let end = |lake: Option<(retention::generate::GenerateOptions, chrono::NaiveDate)>| {
+        let (opts, end) = lake.unwrap();
+        (opts.customers, opts.months, end.to_string())
+    };
+    let lake = retention::generate::existing_lake(&fx.stores, &fx.raw).await;
+    assert_eq!(end(lake.unwrap()), (300, 3, "2024-12-10".into()));
+    // The same options, or none: appended.
+    fx.cmd(&["generate", "--through", "2024-12-12"])
+        .await
+        .unwrap();
+    fx.cmd(&[&base[..], &["--through", "2024-12-13"]].concat())
+        .await
+        .unwrap();
+    let lake = retention::generate::existing_lake(&fx.stores, &fx.raw).await;
+    assert_eq!(end(lake.unwrap()), (300, 3, "2024-12-13".into()));
+    let e = fx
+        .cmd(&["generate", "--through", "2024-12-14", "--customers", "999"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--through") && e.contains("extend it without other generator options"),
+        "{e}"
+    );
+    let e = fx
+        .cmd(&["generate", "--through", "2024-12-13"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already generated through 2024-12-13"), "{e}");
 }
