@@ -479,23 +479,23 @@ mod tests {
     }
 
     #[test]
-    fn latest_day_comes_from_as_of_or_order_experience() {
+    fn latest_day_comes_from_as_of_or_the_raw_orders() {
         let p = load("", &Overrides::default()).unwrap();
         assert_eq!(
             p.latest_day,
             LatestDay {
-                table: "order_experience".into(),
+                table: "orders".into(),
                 column: "order_ts".into()
             }
         );
         let p = load(
-            "[as_of]\nlatest_table = \"orders\"\nlatest_column = \"placed_at\"\n",
+            "[as_of]\nlatest_table = \"sales\"\nlatest_column = \"placed_at\"\n",
             &Overrides::default(),
         )
         .unwrap();
         assert_eq!(
             (p.latest_day.table.as_str(), p.latest_day.column.as_str()),
-            ("orders", "placed_at")
+            ("sales", "placed_at")
         );
     }
 
