@@ -1,20 +1,29 @@
-//! Source contracts checked against the files: every Parquet footer's schema and null counts, every
-//! CSV value, naming the first file (and line) that breaks the contract; then the listing table
-//! that reads them.
+//! Source contracts checked against the files: every CSV value when a run opens the source, and
+//! each Parquet footer's schema and null counts when a scan first reads the file, naming the first
+//! file (and line) that breaks the contract; the listing table that reads them has the contract's
+//! columns.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::TableProvider;
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, pruned_partition_list};
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
+use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 use crate::project::sources::{Column, Source, SourceFormat, type_matches};
@@ -79,37 +88,137 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
             ),
         ));
     }
+    let table_schema = |nullable: fn(&Column) -> bool| {
+        let data: Vec<Field> = source
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), nullable(c)))
+            .collect();
+        Arc::new(Schema::new(data))
+    };
     let file_schema = match source.format {
         SourceFormat::Csv => {
             for f in &files {
                 check_csv_file(source, store.as_ref(), f).await?;
             }
-            let data: Vec<Field> = source
-                .columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
-                .collect();
-            Arc::new(Schema::new(data))
+            table_schema(|_| true)
         }
-        SourceFormat::Parquet => parquet_schema(source, state, &options, store, &files).await?,
+        SourceFormat::Parquet => table_schema(|c| c.nullable),
     };
-    let config = ListingTableConfig::new(table_url)
-        .with_listing_options(options)
+    let config = ListingTableConfig::new(table_url.clone())
+        .with_listing_options(options.clone())
         .with_schema(file_schema);
     let table = ListingTable::try_new(config)
         .map_err(|e| contract_cause(&source.name, "cannot read".into(), e))?;
-    Ok(Arc::new(table))
+    Ok(match source.format {
+        SourceFormat::Csv => Arc::new(table),
+        SourceFormat::Parquet => Arc::new(CheckedParquet {
+            source: source.clone(),
+            table,
+            url: table_url,
+            options,
+            checked: Mutex::new(HashSet::new()),
+        }),
+    })
 }
 
-/// Every Parquet file's footer checked against the contract (schema, and null counts of NOT NULL
-/// columns), in file order; the merged schema of all files.
-async fn parquet_schema(
+/// A Parquet source read as its contract says: the table has the contract's columns and types,
+/// and a scan first checks the footer of every file it reads (after partition pruning) that this
+/// provider has not checked yet. A run that reads the last days of a long history checks only
+/// those days' files; a broken file fails the job that reads it before anything is published.
+#[derive(Debug)]
+struct CheckedParquet {
+    source: Source,
+    table: ListingTable,
+    url: ListingTableUrl,
+    options: ListingOptions,
+    checked: Mutex<HashSet<object_store::path::Path>>,
+}
+
+impl CheckedParquet {
+    /// Check the files a scan with `filters` reads.
+    async fn check_files_read(&self, state: &dyn Session, filters: &[Expr]) -> Result<()> {
+        let cause =
+            |what: &str, e: DataFusionError| contract_cause(&self.source.name, what.into(), e);
+        let store = state
+            .runtime_env()
+            .object_store(&self.url)
+            .map_err(|e| cause("no object store", e))?;
+        let partition_cols = &self.options.table_partition_cols;
+        let names: Vec<&str> = partition_cols.iter().map(|(n, _)| n.as_str()).collect();
+        let pruning: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !names.is_empty() && expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let files: Vec<PartitionedFile> = pruned_partition_list(
+            state,
+            store.as_ref(),
+            &self.url,
+            &pruning,
+            &self.options.file_extension,
+            partition_cols,
+        )
+        .await
+        .map_err(|e| cause("cannot list", e))?
+        .try_collect()
+        .await
+        .map_err(|e| cause("cannot list", e))?;
+        let unchecked: Vec<ObjectMeta> = {
+            let checked = self.checked.lock().expect("not poisoned");
+            files
+                .into_iter()
+                .map(|f| f.object_meta)
+                .filter(|m| !checked.contains(&m.location))
+                .collect()
+        };
+        check_footers(&self.source, state, &self.options, store, &unchecked).await?;
+        let mut checked = self.checked.lock().expect("not poisoned");
+        checked.extend(unchecked.into_iter().map(|m| m.location));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TableProvider for CheckedParquet {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.table.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.check_files_read(state, filters)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Each Parquet file's footer checked against the contract (schema, and null counts of NOT NULL
+/// columns), naming the first file, in file order, that breaks it.
+async fn check_footers(
     source: &Source,
-    state: &SessionState,
+    state: &dyn Session,
     options: &ListingOptions,
     store: Arc<dyn object_store::ObjectStore>,
-    files: &[object_store::ObjectMeta],
-) -> Result<Arc<Schema>> {
+    files: &[ObjectMeta],
+) -> Result<()> {
     let format = options.format.clone();
     let mut footers = futures::stream::iter(files.iter().cloned())
         .map(|meta| {
@@ -134,7 +243,6 @@ async fn parquet_schema(
         .collect::<Vec<_>>()
         .await;
     footers.sort_by(|a, b| a.0.location.cmp(&b.0.location));
-    let mut schemas = Vec::new();
     for (meta, footer) in footers {
         let location = meta.location.to_string();
         let (schema, stats) = footer.map_err(|e| {
@@ -151,11 +259,8 @@ async fn parquet_schema(
         if let Some(stats) = stats {
             check_not_null(source, &schema, &stats, &location)?;
         }
-        schemas.push(schema);
     }
-    let merged = Schema::try_merge(schemas.iter().map(|s| s.as_ref().clone()))
-        .map_err(|e| contract_cause(&source.name, "files disagree on schema".into(), e))?;
-    Ok(Arc::new(merged))
+    Ok(())
 }
 
 /// Columns declared `nullable = false` must hold no nulls (per the file's statistics).

@@ -569,3 +569,33 @@ async fn nightly_runs_on_a_lake_extended_day_by_day_equal_a_rebuild() {
         assert_eq!(a, b, "{table}");
     }
 }
+
+/// A source file's footer is checked when a job reads it: a broken file in a day the night's
+/// interval does not read leaves the incremental job alone, and fails the full job that reads
+/// every day, naming the file.
+#[tokio::test]
+async fn the_contract_is_checked_on_the_files_a_job_reads() {
+    let fx = with_days(2, 10).await;
+    run_as_of(&fx, "daily_orders", day("2026-01-08")).await;
+    fx.put_raw(
+        "orders/dt=2026-01-02/part-9.parquet",
+        b"PAR1 broken".to_vec(),
+    )
+    .await;
+    run_as_of(&fx, "daily_orders", day("2026-01-09")).await;
+    assert_eq!(
+        last_interval(&fx).await,
+        "interval_start|interval_end\n2026-01-07|2026-01-10"
+    );
+    fx.cmd(&["run", "daily_orders_full", "--as-of", "2026-01-09"])
+        .await
+        .unwrap_err();
+    let error = fx
+        .rows("select error from _runs where job = 'daily_orders_full'")
+        .await;
+    assert!(
+        error.contains("orders/dt=2026-01-02/part-9.parquet")
+            && error.contains("is not readable Parquet"),
+        "{error}"
+    );
+}
