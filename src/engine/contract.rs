@@ -105,8 +105,8 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
         }
         SourceFormat::Parquet => table_schema(|c| c.nullable),
     };
-    let config = ListingTableConfig::new(table_url.clone())
-        .with_listing_options(options.clone())
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
         .with_schema(file_schema);
     let table = ListingTable::try_new(config)
         .map_err(|e| contract_cause(&source.name, "cannot read".into(), e))?;
@@ -115,8 +115,6 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
         SourceFormat::Parquet => Arc::new(CheckedParquet {
             source: source.clone(),
             table,
-            url: table_url,
-            options,
             checked: Mutex::new(HashSet::new()),
         }),
     })
@@ -130,8 +128,6 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
 struct CheckedParquet {
     source: Source,
     table: ListingTable,
-    url: ListingTableUrl,
-    options: ListingOptions,
     checked: Mutex<HashSet<object_store::path::Path>>,
 }
 
@@ -140,11 +136,13 @@ impl CheckedParquet {
     async fn check_files_read(&self, state: &dyn Session, filters: &[Expr]) -> Result<()> {
         let cause =
             |what: &str, e: DataFusionError| contract_cause(&self.source.name, what.into(), e);
+        let url = &self.table.table_paths()[0];
+        let options = self.table.options();
         let store = state
             .runtime_env()
-            .object_store(&self.url)
+            .object_store(url)
             .map_err(|e| cause("no object store", e))?;
-        let partition_cols = &self.options.table_partition_cols;
+        let partition_cols = &options.table_partition_cols;
         let names: Vec<&str> = partition_cols.iter().map(|(n, _)| n.as_str()).collect();
         let pruning: Vec<Expr> = filters
             .iter()
@@ -154,9 +152,9 @@ impl CheckedParquet {
         let files: Vec<PartitionedFile> = pruned_partition_list(
             state,
             store.as_ref(),
-            &self.url,
+            url,
             &pruning,
-            &self.options.file_extension,
+            &options.file_extension,
             partition_cols,
         )
         .await
@@ -172,7 +170,7 @@ impl CheckedParquet {
                 .filter(|m| !checked.contains(&m.location))
                 .collect()
         };
-        check_footers(&self.source, state, &self.options, store, &unchecked).await?;
+        check_footers(&self.source, state, options, store, &unchecked).await?;
         let mut checked = self.checked.lock().expect("not poisoned");
         checked.extend(unchecked.into_iter().map(|m| m.location));
         Ok(())
