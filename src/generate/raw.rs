@@ -383,9 +383,8 @@ impl RawWriter {
         self.write_rows(table, &path, schema, rows).await
     }
 
-    /// One day of event tables, one file per table with rows: part `part` of the day (0 when
-    /// the day closes, 1 for the late rows the period's last day takes at the end).
-    pub(super) async fn write_day(&mut self, day: i64, part: usize, rows: Day) -> Result<()> {
+    /// One day of event tables, written when the day closes: one file per table with rows.
+    pub(super) async fn write_day(&mut self, day: i64, rows: Day) -> Result<()> {
         if !self.writes(Some(day)) {
             return Ok(());
         }
@@ -394,7 +393,7 @@ impl RawWriter {
             if rows.0.is_empty() {
                 continue;
             }
-            let path = self.part_path(table, Some(dir.as_str()), &format!("{part:04}"));
+            let path = self.part_path(table, Some(dir.as_str()), "0000");
             self.write_rows(table, &path, schema(table), &rows).await?;
         }
         Ok(())

@@ -425,14 +425,6 @@ impl Sim {
         std::mem::replace(&mut self.pending, later)
     }
 
-    /// The rows still pending at the end (late arrivals capped at the last day), by day.
-    pub(super) fn rest(&mut self) -> Vec<(i64, Day)> {
-        std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|(d, rows)| (d.min(self.last_day), rows))
-            .collect()
-    }
-
     /// The truth as of the end of `through_day`, to take once that day is closed: the groups
     /// tallied so far, the programs' exact totals and the money totals of the rows landed up to
     /// it, and the retention of every customer so far, finished or not.
@@ -469,6 +461,10 @@ impl Sim {
         assert!(
             self.active.is_empty(),
             "every scheduled order falls before the end"
+        );
+        assert!(
+            self.pending.is_empty(),
+            "rows land on the last day at the latest, so closing it wrote them all"
         );
         self.spend_by_month
     }
