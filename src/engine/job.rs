@@ -16,6 +16,12 @@ use crate::project::config::LatestDay;
 use crate::project::incremental::Range;
 use crate::project::spec::{AS_OF_PARAM, END_PARAM, JobSpec, START_PARAM};
 
+/// A day as a DATE value (NULL for None): what `$as_of`, `$start` and `$end` are bound to, and
+/// what an incremental job's interval is compared with in a DATE column.
+pub fn date_value(day: Option<NaiveDate>) -> ScalarValue {
+    ScalarValue::Date32(day.map(Date32Type::from_naive_date))
+}
+
 /// The values bound to a job's placeholders: its parameters, and `$as_of` as a DATE (NULL when no
 /// day is known, e.g. `latest` of an empty table).
 /// For an incremental job, also `$start` and `$end` as DATEs: `interval`, or when none is given
@@ -26,18 +32,14 @@ pub fn bound_params(
     interval: Option<Range>,
 ) -> ParamValues {
     let mut params = spec.params.clone();
-    params.push((
-        AS_OF_PARAM.to_string(),
-        ScalarValue::Date32(as_of.map(Date32Type::from_naive_date)),
-    ));
+    params.push((AS_OF_PARAM.to_string(), date_value(as_of)));
     if let Some(inc) = &spec.incremental {
         let r = interval.unwrap_or(Range {
             start: inc.start,
             end: NaiveDate::MAX,
         });
-        let day = |d: NaiveDate| ScalarValue::Date32(Some(Date32Type::from_naive_date(d)));
-        params.push((START_PARAM.to_string(), day(r.start)));
-        params.push((END_PARAM.to_string(), day(r.end)));
+        params.push((START_PARAM.to_string(), date_value(Some(r.start))));
+        params.push((END_PARAM.to_string(), date_value(Some(r.end))));
     }
     ParamValues::from(params)
 }

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
 use datafusion::prelude::SessionContext;
 
 use crate::engine::checks::run_checks;
+use crate::engine::job::date_value;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
@@ -166,12 +166,12 @@ fn interval_predicate(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     range: Range,
 ) -> Expr {
-    use datafusion::arrow::datatypes::{DataType, Date32Type};
+    use datafusion::arrow::datatypes::DataType;
     let is_date = schema
         .field_with_name(&inc.time_column)
         .is_ok_and(|f| f.data_type() == &DataType::Date32);
     let value = |d: chrono::NaiveDate| match (is_date, inc.grain) {
-        (true, _) => lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(d)))),
+        (true, _) => lit(date_value(Some(d))),
         (false, Grain::Day) => lit(d.format("%Y-%m-%d").to_string()),
         (false, Grain::Month) => lit(d.format("%Y-%m").to_string()),
     };
