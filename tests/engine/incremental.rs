@@ -479,20 +479,11 @@ async fn a_backfill_dry_run_runs_nothing_and_with_downstream_rebuilds_the_reader
             .await,
         "job|trigger|runs\ndaily_orders|backfill|5\norder_days|backfill|1"
     );
-    let url = curated::table_url(&fx.curated, "order_days").unwrap();
-    let t = curated::open(&fx.stores, &url).await.unwrap().unwrap();
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_table("order_days", curated::provider(&t).await.unwrap())
-        .unwrap();
-    let rows = ctx
-        .sql("select * from order_days")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
     // Two completed orders a day over five days.
-    assert_eq!(render(&rows), "days|orders\n5|10");
+    assert_eq!(
+        fx.rows("select * from order_days").await,
+        "days|orders\n5|10"
+    );
 }
 
 /// The project's marts on a generated lake extended one day at a time (`generate --through`),

@@ -395,6 +395,8 @@ impl Fixture {
             "monthly_orders",
             "daily_orders",
             "daily_orders_full",
+            "order_days",
+            "slow",
             "_runs",
             "_month_close",
         ] {

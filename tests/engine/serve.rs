@@ -954,19 +954,7 @@ async fn a_daemon_killed_mid_run_leaves_no_partial_table_and_its_slot_completes_
             .await,
         "job|status|attempt|daemon_id\nslow|succeeded|2|b"
     );
-    let url = curated::table_url(&fx.curated, "slow").unwrap();
-    let slow = curated::open(&fx.stores, &url).await.unwrap().unwrap();
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_table("slow", curated::provider(&slow).await.unwrap())
-        .unwrap();
-    let rows = ctx
-        .sql("select n from slow")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(render(&rows), "n\n2000000");
+    assert_eq!(fx.rows("select n from slow").await, "n\n2000000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
