@@ -196,6 +196,15 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A SQL endpoint (`serve-sql`) could not start or stopped.
+    #[error("serve-sql {endpoint}: {message}")]
+    SqlServer {
+        endpoint: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// SQL unit test files failed.
     #[error("{failed} SQL test file(s) failed")]
     SqlTests { failed: usize },

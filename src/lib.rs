@@ -21,6 +21,7 @@ pub mod close;
 pub mod export;
 pub mod generate;
 pub mod serve;
+pub mod sql_server;
 pub mod sqltest;
 
 // Assembly and the command line.

@@ -15,7 +15,7 @@ use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
     backfill, close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs,
-    serve, status, test, vacuum, validate,
+    serve, serve_sql, status, test, vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -74,6 +74,13 @@ pub enum Command {
     /// across any number of daemons, with retries, catch-up and a graceful stop (SIGTERM/Ctrl-C).
     #[command(visible_alias = "schedule", after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
+    /// Serve the curated tables to BI tools over the PostgreSQL wire protocol: read-only, with
+    /// logins (SCRAM-SHA-256), until SIGTERM or Ctrl-C.
+    #[command(name = "serve-sql", after_help = serve_sql::EXAMPLES)]
+    ServeSql(serve_sql::ServeSqlArgs),
+    /// Print a users-file entry for `serve-sql`: a login name and its password hash.
+    #[command(name = "sql-user", after_help = serve_sql::USER_EXAMPLES)]
+    SqlUser(serve_sql::SqlUserArgs),
     /// Per job: its last run, its next slot, whether it is late, and its sources' freshness.
     #[command(after_help = status::EXAMPLES)]
     Status(status::StatusArgs),
@@ -108,9 +115,12 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     if let Command::Generate(args) = &cli.command {
         return generate::run(&project, &stores, args).await;
     }
+    if let Command::SqlUser(args) = cli.command {
+        return serve_sql::sql_user(args);
+    }
     let ws = crate::app::workspace(project, stores)?;
     match cli.command {
-        Command::Generate(_) => unreachable!("handled above"),
+        Command::Generate(_) | Command::SqlUser(_) => unreachable!("handled above"),
         Command::Run(args) => run_cmd::run(ws, args).await,
         Command::Backfill(args) => backfill::run(ws, args).await,
         Command::Validate => validate::run(ws).await,
@@ -123,6 +133,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::Export(args) => export::run(&ws, args).await,
         Command::CloseMonth(args) => close_month::run(ws, args).await,
         Command::Serve(args) => serve::run(ws, args).await,
+        Command::ServeSql(args) => serve_sql::run(ws, args).await,
         Command::Status(args) => status::run(&ws, args).await,
         Command::Vacuum(args) => vacuum::run(&ws, args).await,
     }

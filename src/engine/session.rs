@@ -103,8 +103,17 @@ impl Engine {
 
     /// A new session sharing the runtime, with `tables` registered by name.
     pub fn session(&self, tables: &[(String, Arc<dyn TableProvider>)]) -> Result<SessionContext> {
+        self.session_with(self.config()?, tables)
+    }
+
+    /// As `session`, with `config` (from `config()`, adjusted) instead of the project's.
+    pub fn session_with(
+        &self,
+        config: SessionConfig,
+        tables: &[(String, Arc<dyn TableProvider>)],
+    ) -> Result<SessionContext> {
         let state = SessionStateBuilder::new()
-            .with_config(self.config()?)
+            .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             // Delta's planner: its writer plans custom nodes through the session we pass it.

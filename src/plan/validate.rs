@@ -50,6 +50,7 @@ impl Workspace {
             )?;
             problems.extend(plan_checks(&ctx, &node.spec, as_of).await);
             problems.extend(close_columns_problems(&node.spec, &schema));
+            problems.extend(described_columns_problems(&node.spec, &schema));
             outputs.insert(node.spec.name.clone(), schema);
         }
         Error::from_many(problems)?;
@@ -79,6 +80,27 @@ impl Workspace {
         }
         Some(tables)
     }
+}
+
+/// `[columns]` describes output columns only.
+fn described_columns_problems(spec: &JobSpec, schema: &SchemaRef) -> Vec<Error> {
+    spec.columns
+        .keys()
+        .filter(|c| schema.field_with_name(c).is_err())
+        .map(|c| Error::Config {
+            path: spec.spec_path.clone(),
+            key: format!("columns.{c}"),
+            message: format!(
+                "`{c}` is not a column of the job's output (columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+        .collect()
 }
 
 /// `[close]` names output columns: the month must be a string column, a record id an integer.

@@ -48,6 +48,9 @@ pub struct RawProject {
     /// The daemon (`retention serve`).
     #[serde(default)]
     pub serve: ServeSettings,
+    /// The SQL endpoints (`retention serve-sql`).
+    #[serde(default)]
+    pub serve_sql: SqlServerSettings,
 }
 
 /// `[serve]`: the daemon's HTTP endpoint.
@@ -57,6 +60,62 @@ pub struct ServeSettings {
     /// Where `/healthz`, `/metrics` and `/runs` listen (default `127.0.0.1:9470`; `serve --http`
     /// wins, `serve --no-http` turns it off).
     pub http: Option<String>,
+}
+
+/// `[serve_sql]`: the read-only SQL endpoints for BI tools. Flags of `serve-sql` win over the
+/// environment, both over the file; relative paths are relative to the project root.
+#[derive(Debug, Default, Clone, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct SqlServerSettings {
+    /// PostgreSQL wire protocol address (serve_sql.pg; default 127.0.0.1:5433; port 0 picks a
+    /// free port and logs it).
+    #[arg(long, env = "RETENTION_SQL_PG")]
+    pub pg: Option<String>,
+    /// Arrow Flight SQL address (serve_sql.flight; default 127.0.0.1:50051).
+    #[arg(long, env = "RETENTION_SQL_FLIGHT")]
+    pub flight: Option<String>,
+    /// Users file: `[[user]]` entries with `name` and the `password` hash printed by `retention
+    /// sql-user` (serve_sql.users_file). RETENTION_SQL_USER and RETENTION_SQL_PASSWORD add one
+    /// user from the environment.
+    #[arg(long = "users", env = "RETENTION_SQL_USERS_FILE")]
+    pub users_file: Option<String>,
+    /// TLS certificate chain, PEM (serve_sql.tls_cert; with tls_key, both endpoints use TLS).
+    #[arg(long, env = "RETENTION_SQL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// TLS private key, PEM (serve_sql.tls_key).
+    #[arg(long, env = "RETENTION_SQL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Longest a statement may run, planning and streaming included (serve_sql.statement_timeout;
+    /// default 5m). A client's shorter `SET statement_timeout` wins.
+    #[arg(long, env = "RETENTION_SQL_STATEMENT_TIMEOUT")]
+    pub statement_timeout: Option<String>,
+    /// Connections open at once per endpoint (serve_sql.max_connections; default 64).
+    #[arg(long, env = "RETENTION_SQL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Memory one query may hold: a size (1GiB) or a share of physical memory (10%)
+    /// (serve_sql.query_memory_limit; default 25%).
+    #[arg(long, env = "RETENTION_SQL_QUERY_MEMORY_LIMIT")]
+    pub query_memory_limit: Option<String>,
+    /// Also serve the raw sources, in schema `raw` (serve_sql.raw; default false).
+    #[arg(long = "raw-schema", env = "RETENTION_SQL_RAW")]
+    pub raw: Option<bool>,
+}
+
+impl SqlServerSettings {
+    /// These settings laid over `file`'s.
+    pub fn over(self, file: SqlServerSettings) -> SqlServerSettings {
+        SqlServerSettings {
+            pg: self.pg.or(file.pg),
+            flight: self.flight.or(file.flight),
+            users_file: self.users_file.or(file.users_file),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            statement_timeout: self.statement_timeout.or(file.statement_timeout),
+            max_connections: self.max_connections.or(file.max_connections),
+            query_memory_limit: self.query_memory_limit.or(file.query_memory_limit),
+            raw: self.raw.or(file.raw),
+        }
+    }
 }
 
 /// The daemon's HTTP address when none is configured: loopback only.
@@ -189,6 +248,8 @@ pub struct Project {
     pub latest_day: LatestDay,
     /// The daemon's HTTP address.
     pub http: std::net::SocketAddr,
+    /// `[serve_sql]` as written (validated by `serve-sql`, after its flags are laid over it).
+    pub serve_sql: SqlServerSettings,
 }
 
 /// Where the as-of day `latest` comes from.
@@ -287,6 +348,7 @@ impl Project {
                 column: raw.as_of.latest_column.unwrap_or_else(|| "order_ts".into()),
             },
             http: http.expect("checked"),
+            serve_sql: raw.serve_sql,
         })
     }
 

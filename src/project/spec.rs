@@ -22,6 +22,10 @@ pub struct RawJobSpec {
     /// One sentence on what the output table holds (shown in `plan` and the docs).
     #[serde(default)]
     pub description: String,
+    /// What each output column means, by column name (shown by BI tools as column comments,
+    /// through the SQL servers). A name that is not an output column fails `validate`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
     /// SQL file, relative to the project root. Default `sql/<name>.sql`.
     pub sql: Option<String>,
     /// Cron schedule, seconds first (`sec min hour day-of-month month day-of-week`), read in
@@ -185,6 +189,8 @@ impl std::fmt::Display for WriteMode {
 pub struct JobSpec {
     pub name: String,
     pub description: String,
+    /// Output column name and what it means.
+    pub columns: BTreeMap<String, String>,
     /// Path of the spec file.
     pub spec_path: PathBuf,
     /// Path of the SQL file.
@@ -512,6 +518,7 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
     Ok(JobSpec {
         name,
         description: raw.description,
+        columns: raw.columns,
         spec_path: path.to_path_buf(),
         sql_path,
         sql,
@@ -551,6 +558,7 @@ impl JobSpec {
         JobSpec {
             name: name.into(),
             description: String::new(),
+            columns: BTreeMap::new(),
             spec_path: PathBuf::from(format!("jobs/{name}.toml")),
             sql_path: PathBuf::from(format!("sql/{name}.sql")),
             sql: "select 1".into(),

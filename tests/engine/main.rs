@@ -26,6 +26,7 @@ mod readers;
 mod real_data;
 mod serve;
 mod sql_runner;
+mod sql_server;
 mod stores;
 
 use std::path::Path;

@@ -11,6 +11,7 @@ pub mod query;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod serve_sql;
 pub mod status;
 pub mod test;
 pub mod vacuum;

@@ -109,7 +109,7 @@ fn default_daemon_id() -> String {
 }
 
 /// One message per SIGTERM or SIGINT (Ctrl-C).
-fn signals() -> mpsc::Receiver<()> {
+pub(crate) fn signals() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         #[cfg(unix)]

@@ -1,0 +1,83 @@
+//! `retention serve-sql`: the curated tables for BI tools over the PostgreSQL wire protocol,
+//! read-only and authenticated, until SIGTERM or Ctrl-C; and `retention sql-user`, which makes a
+//! users-file entry.
+
+use std::io::BufRead;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::plan::workspace::Workspace;
+use crate::project::config::SqlServerSettings;
+use crate::sql_server::users::{PASSWORD_ENV, PasswordHash};
+use crate::sql_server::{SqlServerConfig, start};
+
+pub const EXAMPLES: &str = "Examples:\n  retention sql-user analyst >> users.toml      # asks for the password on stdin\n  retention serve-sql --users users.toml         # postgres on 127.0.0.1:5433\n  psql \"host=127.0.0.1 port=5433 user=analyst dbname=retention\" -c '\\dt'\n  retention serve-sql --no-auth --pg 127.0.0.1:0  # loopback only; logs the port";
+
+#[derive(Debug, Args)]
+pub struct ServeSqlArgs {
+    #[command(flatten)]
+    pub settings: SqlServerSettings,
+    /// No PostgreSQL endpoint.
+    #[arg(long)]
+    pub no_pg: bool,
+    /// Accept connections without a login (refused unless every endpoint is on loopback).
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+pub async fn run(ws: Workspace, args: ServeSqlArgs) -> Result<()> {
+    let project = &ws.engine.project;
+    let settings = args.settings.over(project.serve_sql.clone());
+    let config = SqlServerConfig::new(settings, &project.root, args.no_pg, args.no_auth)?;
+    let running = start(&ws, config).await?;
+    if let Some(addr) = running.pg {
+        eprintln!("postgres endpoint on {addr} (database `retention`)");
+    }
+    let mut signals = crate::cli::commands::serve::signals();
+    signals.recv().await;
+    tracing::info!("stopping the SQL endpoints");
+    running.stop().await;
+    Ok(())
+}
+
+pub const USER_EXAMPLES: &str = "Examples:\n  retention sql-user analyst >> users.toml          # type the password, then Enter\n  RETENTION_SQL_PASSWORD=... retention sql-user bi >> users.toml";
+
+#[derive(Debug, Args)]
+pub struct SqlUserArgs {
+    /// The login name.
+    pub name: String,
+}
+
+/// Print a users-file entry for `name`: the password (from RETENTION_SQL_PASSWORD, else the
+/// first line of stdin) hashed with a new salt. The password itself is printed nowhere.
+pub fn sql_user(args: SqlUserArgs) -> Result<()> {
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::Argument {
+                    flag: "stdin",
+                    key: "password".into(),
+                    message: format!("cannot read the password from stdin: {e}"),
+                })?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        return Err(Error::Argument {
+            flag: "stdin",
+            key: "password".into(),
+            message: format!("an empty password: give it on stdin or in {PASSWORD_ENV}"),
+        });
+    }
+    let name = toml::Value::String(args.name);
+    println!(
+        "[[user]]\nname = {name}\npassword = \"{}\"",
+        PasswordHash::new(&password).encode()
+    );
+    Ok(())
+}
