@@ -74,8 +74,8 @@ pub enum Command {
     /// across any number of daemons, with retries, catch-up and a graceful stop (SIGTERM/Ctrl-C).
     #[command(visible_alias = "schedule", after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
-    /// Serve the curated tables to BI tools over the PostgreSQL wire protocol: read-only, with
-    /// logins (SCRAM-SHA-256), until SIGTERM or Ctrl-C.
+    /// Serve the curated tables to BI tools over the PostgreSQL wire protocol and Arrow Flight
+    /// SQL: read-only, with logins, until SIGTERM or Ctrl-C.
     #[command(name = "serve-sql", after_help = serve_sql::EXAMPLES)]
     ServeSql(serve_sql::ServeSqlArgs),
     /// Print a users-file entry for `serve-sql`: a login name and its password hash.

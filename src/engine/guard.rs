@@ -106,7 +106,9 @@ pub fn classify(statement: &Statement) -> ClientStatement {
         | Statement::ShowCatalogs { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
-        | Statement::Rollback { .. } => Session,
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => Session,
         Statement::Set(set) => classify_set(set),
         Statement::Copy { .. } => Refused {
             sqlstate: PRIVILEGE_SQLSTATE,
@@ -271,6 +273,8 @@ mod tests {
             "BEGIN",
             "COMMIT",
             "ROLLBACK",
+            "SAVEPOINT sa_savepoint_1",
+            "RELEASE SAVEPOINT sa_savepoint_1",
         ] {
             assert_eq!(classify(&statement(sql)), ClientStatement::Session, "{sql}");
         }

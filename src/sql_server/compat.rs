@@ -61,9 +61,47 @@ fn mentions_reloptions(expr: &Expr) -> bool {
 
 /// PostgreSQL functions psql and BI tools call that datafusion-postgres does not define.
 pub fn register_functions(ctx: &SessionContext) {
-    for f in [pg_table_size(), pg_size_pretty()] {
+    for f in [pg_table_size(), pg_size_pretty(), version(), to_regtype()] {
         ctx.register_udf(f);
     }
+}
+
+/// `version()` as PostgreSQL words it, which drivers parse (SQLAlchemy reads the major and minor
+/// version from it): the PostgreSQL version pgwire announces, then what actually answers.
+fn version() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL 16.6 (retention {} on Apache DataFusion {})",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
+            ))
+        }),
+    )
+}
+
+/// `to_regtype(name)`: NULL, the answer for a type the server does not have. Drivers ask it for
+/// extension types (psycopg and SQLAlchemy look up `hstore`); curated tables use none.
+fn to_regtype() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(Arc::new(
+                datafusion::arrow::array::Int32Array::new_null(rows),
+            )))
+        }),
+    )
 }
 
 /// `pg_table_size(oid)`: unknown (NULL); a Delta table's size is not a PostgreSQL relation's.

@@ -109,9 +109,8 @@ fn description_rows(catalog: &ServedCatalog) -> Result<RecordBatch> {
         Field::new("column_name", DataType::Utf8, true),
         Field::new("description", DataType::Utf8, false),
     ]));
-    let text = |f: fn(&Description) -> Option<&str>| {
-        Arc::new(StringArray::from_iter(rows.iter().map(f)))
-    };
+    let text =
+        |f: fn(&Description) -> Option<&str>| Arc::new(StringArray::from_iter(rows.iter().map(f)));
     Ok(RecordBatch::try_new(
         schema,
         vec![

@@ -1,10 +1,11 @@
-//! `retention serve-sql`: the curated tables over the PostgreSQL wire protocol, read-only and
-//! authenticated, for BI tools. This module owns the validated endpoint settings, the shared
+//! `retention serve-sql`: the curated tables over the PostgreSQL wire protocol and Arrow Flight
+//! SQL, read-only and authenticated, for BI tools. This module owns the validated endpoint settings, the shared
 //! session the endpoints plan in, and the listeners' lifecycle.
 
 pub mod catalog;
 pub mod compat;
 pub mod describe;
+pub mod flight;
 pub mod limits;
 pub mod pg;
 pub mod users;
@@ -36,6 +37,8 @@ use crate::values::{MemoryLimit, physical_memory};
 
 /// Where the PostgreSQL endpoint listens when nothing says otherwise.
 pub const DEFAULT_PG: &str = "127.0.0.1:5433";
+/// Where the Flight SQL endpoint listens when nothing says otherwise.
+pub const DEFAULT_FLIGHT: &str = "127.0.0.1:50051";
 /// How often the served catalog looks for tables published for the first time.
 pub const CATALOG_REFRESH: Duration = Duration::from_secs(10);
 /// Failed logins from one address before it must wait, and the window they are counted in.
@@ -47,6 +50,8 @@ pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(60);
 pub struct SqlServerConfig {
     /// The PostgreSQL endpoint's address, if it runs.
     pub pg: Option<SocketAddr>,
+    /// The Flight SQL endpoint's address, if it runs.
+    pub flight: Option<SocketAddr>,
     /// Who may log in; `None` with `--no-auth` (loopback only).
     pub users: Option<Users>,
     /// Certificate chain and key, PEM.
@@ -58,12 +63,12 @@ pub struct SqlServerConfig {
 }
 
 impl SqlServerConfig {
-    /// Validate `settings` (flags over file); `no_pg` turns that endpoint off and `no_auth` drops
-    /// logins, which only a loopback address may do.
+    /// Validate `settings` (flags over file); `endpoints.no_pg` and `endpoints.no_flight` turn an
+    /// endpoint off and `no_auth` drops logins, which only loopback addresses may do.
     pub fn new(
         settings: SqlServerSettings,
         root: &Path,
-        no_pg: bool,
+        endpoints: Endpoints,
         no_auth: bool,
     ) -> Result<SqlServerConfig> {
         let bad = |key: &str, message: String| Error::Config {
@@ -81,10 +86,21 @@ impl SqlServerConfig {
                 )
             })
         };
-        let pg = match (no_pg, settings.pg.as_deref()) {
+        let pg = match (endpoints.no_pg, settings.pg.as_deref()) {
             (true, _) => None,
             (false, text) => Some(address("pg", text.unwrap_or(DEFAULT_PG))?),
         };
+        let flight = match (endpoints.no_flight, settings.flight.as_deref()) {
+            (true, _) => None,
+            (false, text) => Some(address("flight", text.unwrap_or(DEFAULT_FLIGHT))?),
+        };
+        if pg.is_none() && flight.is_none() {
+            return Err(Error::Argument {
+                flag: "--no-pg",
+                key: "serve-sql".into(),
+                message: "both endpoints are turned off (--no-pg and --no-flight)".into(),
+            });
+        }
         let timeout = match settings.statement_timeout.as_deref() {
             None => Duration::from_secs(300),
             Some(t) => humantime::parse_duration(t).map_err(|e| {
@@ -128,6 +144,7 @@ impl SqlServerConfig {
         };
         Ok(SqlServerConfig {
             pg,
+            flight,
             users,
             tls,
             limits: QueryLimits {
@@ -138,6 +155,13 @@ impl SqlServerConfig {
             serve_raw: settings.raw.unwrap_or(false),
         })
     }
+}
+
+/// Which endpoints are turned off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoints {
+    pub no_pg: bool,
+    pub no_flight: bool,
 }
 
 /// The session every endpoint plans in: catalog `retention` (schemas `public`, `closed`, `raw`
@@ -163,6 +187,7 @@ pub async fn served_session(
 /// Running endpoints: their bound addresses, and how to stop them.
 pub struct Running {
     pub pg: Option<SocketAddr>,
+    pub flight: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -183,23 +208,18 @@ pub async fn start(ws: &Workspace, config: SqlServerConfig) -> Result<Running> {
     let tasks = TaskTracker::new();
     let mut running = Running {
         pg: None,
+        flight: None,
         stop: stop.clone(),
         tasks: tasks.clone(),
     };
     tasks.spawn(refresh_catalog(catalog, stop.clone()));
+    let failed = Arc::new(FailedLogins::new(MAX_FAILED_LOGINS, FAILED_LOGIN_WINDOW));
+    if let Some(addr) = config.flight {
+        running.flight =
+            Some(start_flight(&config, addr, ctx.clone(), failed.clone(), &stop, &tasks).await?);
+    }
     if let Some(addr) = config.pg {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::SqlServer {
-                endpoint: "postgres".into(),
-                message: format!("cannot listen on {addr}: {e}"),
-                source: Some(Box::new(e)),
-            })?;
-        let bound = listener.local_addr().map_err(|e| Error::SqlServer {
-            endpoint: "postgres".into(),
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
+        let (listener, bound) = bind("postgres", addr).await?;
         let tls = config
             .tls
             .as_ref()
@@ -207,7 +227,7 @@ pub async fn start(ws: &Workspace, config: SqlServerConfig) -> Result<Running> {
             .transpose()?;
         let endpoint = PgEndpoint {
             queries: Arc::new(QueryService::new(ctx.clone(), config.limits)),
-            failed: Arc::new(FailedLogins::new(MAX_FAILED_LOGINS, FAILED_LOGIN_WINDOW)),
+            failed,
             tls,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             max_connections: config.max_connections,
@@ -217,6 +237,68 @@ pub async fn start(ws: &Workspace, config: SqlServerConfig) -> Result<Running> {
         running.pg = Some(bound);
     }
     Ok(running)
+}
+
+/// Serve Flight SQL on `addr` until `stop`; returns the bound address.
+async fn start_flight(
+    config: &SqlServerConfig,
+    addr: SocketAddr,
+    ctx: Arc<SessionContext>,
+    failed: Arc<FailedLogins>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<SocketAddr> {
+    let (listener, bound) = bind("flight", addr).await?;
+    let users = config.users.clone().map(Arc::new);
+    let service = flight::FlightSql::new(ctx, config.limits, users, failed);
+    let mut server = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.max_connections);
+    if let Some((cert, key)) = &config.tls {
+        server = server
+            .tls_config(flight_tls(cert, key)?)
+            .map_err(|e| Error::SqlServer {
+                endpoint: "flight".into(),
+                message: format!("TLS: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+    }
+    let serving = server
+        .add_service(arrow_flight::flight_service_server::FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
+    tracing::info!(address = %bound, tls = config.tls.is_some(), auth = config.users.is_some(), "flight sql endpoint listening");
+    tasks.spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "flight sql endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn bind(endpoint: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let failed = |e: std::io::Error| Error::SqlServer {
+        endpoint: endpoint.into(),
+        message: format!("cannot listen on {addr}: {e}"),
+        source: Some(Box::new(e)),
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Flight's TLS from the same PEM files.
+fn flight_tls(cert: &Path, key: &Path) -> Result<tonic::transport::ServerTlsConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }
 
 /// Look for newly published tables every `CATALOG_REFRESH` until stopped.

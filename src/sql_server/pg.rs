@@ -245,6 +245,16 @@ fn datafusion_postgres_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<std
         .map(std::time::Duration::from_millis)
 }
 
+/// The command tag of a session statement no hook answered: savepoints are accepted and kept by
+/// nothing (there is nothing to roll back), other settings are accepted and ignored.
+fn session_tag(statement: &Statement) -> Tag {
+    match statement {
+        Statement::Savepoint { .. } => Tag::new("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Tag::new("RELEASE"),
+        _ => Tag::new("SET"),
+    }
+}
+
 /// The connection-scoped statements (SET, SHOW, BEGIN, COMMIT) go to datafusion-postgres's hooks,
 /// given a scratch session: nothing they do reaches the engine's settings.
 fn session_hooks() -> [Arc<dyn QueryHook>; 2] {
@@ -279,7 +289,7 @@ impl SimpleQueryHandler for QueryService {
                             break;
                         }
                     }
-                    answer.unwrap_or_else(|| Ok(Response::Execution(Tag::new("SET"))))?
+                    answer.unwrap_or_else(|| Ok(Response::Execution(session_tag(&statement))))?
                 }
                 ClientStatement::Query => Response::Query(
                     self.run_query(&*client, statement, None, None, &Format::UnifiedText)
@@ -327,7 +337,7 @@ impl ExtendedQueryHandler for QueryService {
                     return answer;
                 }
             }
-            return Ok(Response::Execution(Tag::new("SET")));
+            return Ok(Response::Execution(session_tag(statement)));
         }
         let types = parameter_types(plan)?;
         let wire = wire_types(&types)?;

@@ -1,5 +1,5 @@
-//! `retention serve-sql`: the curated tables for BI tools over the PostgreSQL wire protocol,
-//! read-only and authenticated, until SIGTERM or Ctrl-C; and `retention sql-user`, which makes a
+//! `retention serve-sql`: the curated tables for BI tools over the PostgreSQL wire protocol and
+//! Arrow Flight SQL, read-only and authenticated, until SIGTERM or Ctrl-C; and `retention sql-user`, which makes a
 //! users-file entry.
 
 use std::io::BufRead;
@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use crate::plan::workspace::Workspace;
 use crate::project::config::SqlServerSettings;
 use crate::sql_server::users::{PASSWORD_ENV, PasswordHash};
-use crate::sql_server::{SqlServerConfig, start};
+use crate::sql_server::{Endpoints, SqlServerConfig, start};
 
-pub const EXAMPLES: &str = "Examples:\n  retention sql-user analyst >> users.toml      # asks for the password on stdin\n  retention serve-sql --users users.toml         # postgres on 127.0.0.1:5433\n  psql \"host=127.0.0.1 port=5433 user=analyst dbname=retention\" -c '\\dt'\n  retention serve-sql --no-auth --pg 127.0.0.1:0  # loopback only; logs the port";
+pub const EXAMPLES: &str = "Examples:\n  retention sql-user analyst >> users.toml      # asks for the password on stdin\n  retention serve-sql --users users.toml         # postgres on 127.0.0.1:5433, flight on 50051\n  psql \"host=127.0.0.1 port=5433 user=analyst dbname=retention\" -c '\\dt'\n  retention serve-sql --no-auth --pg 127.0.0.1:0  # loopback only; logs the port";
 
 #[derive(Debug, Args)]
 pub struct ServeSqlArgs {
@@ -21,6 +21,9 @@ pub struct ServeSqlArgs {
     /// No PostgreSQL endpoint.
     #[arg(long)]
     pub no_pg: bool,
+    /// No Arrow Flight SQL endpoint.
+    #[arg(long)]
+    pub no_flight: bool,
     /// Accept connections without a login (refused unless every endpoint is on loopback).
     #[arg(long)]
     pub no_auth: bool,
@@ -29,10 +32,17 @@ pub struct ServeSqlArgs {
 pub async fn run(ws: Workspace, args: ServeSqlArgs) -> Result<()> {
     let project = &ws.engine.project;
     let settings = args.settings.over(project.serve_sql.clone());
-    let config = SqlServerConfig::new(settings, &project.root, args.no_pg, args.no_auth)?;
+    let endpoints = Endpoints {
+        no_pg: args.no_pg,
+        no_flight: args.no_flight,
+    };
+    let config = SqlServerConfig::new(settings, &project.root, endpoints, args.no_auth)?;
     let running = start(&ws, config).await?;
     if let Some(addr) = running.pg {
         eprintln!("postgres endpoint on {addr} (database `retention`)");
+    }
+    if let Some(addr) = running.flight {
+        eprintln!("flight sql endpoint on grpc://{addr}");
     }
     let mut signals = crate::cli::commands::serve::signals();
     signals.recv().await;
