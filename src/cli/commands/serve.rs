@@ -12,7 +12,7 @@ use crate::plan::workspace::Workspace;
 use crate::serve::daemon::{Daemon, DaemonSettings};
 use crate::serve::{ServeOptions, http, slots};
 
-pub const EXAMPLES: &str = "Examples:\n  retention serve\n  retention serve --http 127.0.0.1:0            # any free port, logged\n  retention serve --max-concurrent 4 --grace 5m\n  retention serve --dry-run                        # the next 7 days of firings\n  retention serve --dry-run --from 2026-11-30 --days 3";
+pub const EXAMPLES: &str = "Examples:\n  retention serve\n  retention serve --http 127.0.0.1:0            # any free port, logged\n  retention serve --max-concurrent 4 --grace 5m\n  retention serve --sql --users users.toml       # and the SQL endpoints (see serve-sql)\n  retention serve --dry-run                        # the next 7 days of firings\n  retention serve --dry-run --from 2026-11-30 --days 3";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -56,6 +56,15 @@ pub struct ServeArgs {
     /// daemons' clocks to disagree); a stopped daemon's slot is taken over after timeout + this.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub lease_margin: Duration,
+    /// Also serve the curated tables over SQL (PostgreSQL wire and Flight SQL), as `serve-sql`
+    /// does with the same settings; stopped with the daemon.
+    #[arg(long)]
+    pub sql: bool,
+    /// With --sql: no logins (refused unless every endpoint is on loopback).
+    #[arg(long, requires = "sql")]
+    pub sql_no_auth: bool,
+    #[command(flatten)]
+    pub sql_settings: crate::project::config::SqlServerSettings,
 }
 
 pub async fn run(ws: Workspace, args: ServeArgs) -> Result<()> {
@@ -93,12 +102,29 @@ pub async fn run(ws: Workspace, args: ServeArgs) -> Result<()> {
                 .0,
         ),
     };
+    let sql = match args.sql {
+        false => None,
+        true => {
+            let project = &ws.engine.project;
+            let config = crate::sql_server::SqlServerConfig::new(
+                args.sql_settings.over(project.serve_sql.clone()),
+                &project.root,
+                crate::sql_server::Endpoints::default(),
+                args.sql_no_auth,
+            )?;
+            Some(crate::sql_server::start(&ws, config).await?)
+        }
+    };
     let daemon = Daemon::new(Arc::new(ws), settings)?;
     let options = ServeOptions {
         grace: args.grace,
         sweep: args.sweep,
     };
-    crate::serve::serve(daemon, options, http, signals()).await
+    let served = crate::serve::serve(daemon, options, http, signals()).await;
+    if let Some(running) = sql {
+        running.stop().await;
+    }
+    served
 }
 
 /// `host-pid-xxxx`: unique per process, readable in `_runs`.
