@@ -97,7 +97,7 @@ pub struct SqlServerSettings {
     #[arg(long, env = "RETENTION_SQL_QUERY_MEMORY_LIMIT")]
     pub query_memory_limit: Option<String>,
     /// Also serve the raw sources, in schema `raw` (serve_sql.raw; default false).
-    #[arg(long = "raw-schema", env = "RETENTION_SQL_RAW")]
+    #[arg(long = "raw-schema", id = "serve_sql_raw", env = "RETENTION_SQL_RAW")]
     pub raw: Option<bool>,
 }
 

@@ -91,3 +91,53 @@ pub fn sql_user(args: SqlUserArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_sql_flags_parse_beside_the_global_ones() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "retention",
+            "--raw",
+            "r/",
+            "serve-sql",
+            "--pg",
+            "127.0.0.1:1",
+            "--raw-schema",
+            "true",
+            "--no-flight",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.overrides.storage.raw.as_deref(), Some("r/"));
+        let Command::ServeSql(args) = cli.command else {
+            panic!("not serve-sql")
+        };
+        assert_eq!(args.settings.raw, Some(true));
+        assert_eq!(args.settings.pg.as_deref(), Some("127.0.0.1:1"));
+        assert!(args.no_flight && !args.no_pg);
+        // The daemon takes the same flags after --sql, and the global --raw stays a path.
+        let cli = Cli::try_parse_from([
+            "retention",
+            "--raw",
+            "r/",
+            "serve",
+            "--sql",
+            "--sql-no-auth",
+            "--flight",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.overrides.storage.raw.as_deref(), Some("r/"));
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.sql && args.sql_no_auth);
+        assert_eq!(args.sql_settings.flight.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(args.sql_settings.raw, None);
+    }
+}
