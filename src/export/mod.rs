@@ -1,9 +1,10 @@
-//! Finance exports: a month of the budget reconciliation read for export (a closed month from its
+//! Exports: any curated table as a file (`table`), and finance's month of the budget reconciliation read for export (a closed month from its
 //! frozen snapshot), written as CSV files with exact decimal text (`csv`) or an XLSX workbook
 //! (`xlsx`). Files are written to a temporary file beside their name and persisted in one rename,
 //! so a reader never sees half a file.
 
 pub mod csv;
+pub mod table;
 pub mod xlsx;
 
 use std::io::Write;

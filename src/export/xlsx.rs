@@ -39,6 +39,23 @@ pub async fn export_month_xlsx(
     Ok(vec![path])
 }
 
+/// Any table's rows as a one-sheet workbook: a title row, then the rows with typed cells (money
+/// in the table's `reporting_currency` when it has one), an autofilter and fitted widths.
+pub(crate) fn table_workbook(
+    title: &str,
+    batches: &[RecordBatch],
+) -> std::result::Result<Vec<u8>, XlsxError> {
+    let s = Styles::new(&reporting_currency(batches).unwrap_or_default());
+    let mut wb = Workbook::new();
+    let sheet = wb.add_worksheet();
+    sheet.set_name("Data")?;
+    sheet.write_string_with_format(0, 0, title, &s.title)?;
+    let mut widths = Widths::default();
+    write_table(sheet, &s, 2, batches, &|_, _, _| None, &mut widths)?;
+    finish_sheet(sheet, &widths)?;
+    wb.save_to_buffer()
+}
+
 fn reporting_currency(batches: &[RecordBatch]) -> Option<String> {
     let b = batches.iter().find(|b| b.num_rows() > 0)?;
     let i = b.schema().index_of("reporting_currency").ok()?;

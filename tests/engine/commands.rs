@@ -181,3 +181,144 @@ async fn generate_through_creates_then_extends_a_lake() {
         .to_string();
     assert!(e.contains("already generated through 2024-12-13"), "{e}");
 }
+
+/// `export TABLE`: any curated table as CSV, JSON, Parquet or XLSX, filtered, projected and at an
+/// older version, with decimals exact; bad predicates, columns and tables are refused by name and
+/// write nothing.
+#[tokio::test]
+async fn export_writes_any_curated_table_filtered_projected_and_at_a_version() {
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    let first = fx.version("customer_value").await.unwrap();
+    fx.cmd(&["run", "customer_value"]).await.unwrap();
+    let out = fx.dir().join("exports");
+    let out_s = out.display().to_string();
+
+    fx.cmd(&[
+        "export",
+        "customer_value",
+        "--where",
+        "acquisition_channel = 'search' AND orders >= 1",
+        "--columns",
+        "customer_id,net_revenue",
+        "--out",
+        &out_s,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        sorted_lines(&std::fs::read_to_string(out.join("customer_value.csv")).unwrap()),
+        ["1,16.00", "3,90.00", "customer_id,net_revenue"]
+    );
+
+    fx.cmd(&[
+        "export",
+        "customer_value",
+        "--format",
+        "json",
+        "--out",
+        &out_s,
+    ])
+    .await
+    .unwrap();
+    let json = std::fs::read_to_string(out.join("customer_value.json")).unwrap();
+    assert!(json.starts_with('['), "{json}");
+    assert!(
+        json.contains(
+            r#""customer_id":2,"acquisition_channel":"social","orders":1,"net_revenue":20.50"#
+        ),
+        "{json}"
+    );
+
+    let version = first.to_string();
+    fx.cmd(&[
+        "export",
+        "customer_value",
+        "--format",
+        "parquet",
+        "--version",
+        &version,
+        "--out",
+        &out_s,
+    ])
+    .await
+    .unwrap();
+    let path = out.join(format!("customer_value_v{first}.parquet"));
+    let file = std::fs::File::open(&path).unwrap();
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    // The table's own decimal type (sum widened it to 29 digits), not a float.
+    let url = curated::table_url(&fx.curated, "customer_value").unwrap();
+    let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let delta_schema = curated::provider(&table).await.unwrap().schema();
+    assert_eq!(
+        batches[0]
+            .schema()
+            .field_with_name("net_revenue")
+            .unwrap()
+            .data_type(),
+        delta_schema
+            .field_with_name("net_revenue")
+            .unwrap()
+            .data_type()
+    );
+    assert!(matches!(
+        delta_schema
+            .field_with_name("net_revenue")
+            .unwrap()
+            .data_type(),
+        DataType::Decimal128(_, 2)
+    ));
+    assert_eq!(
+        sorted_lines(&render(&batches)),
+        sorted_lines(EXPECTED_CUSTOMER)
+    );
+
+    fx.cmd(&[
+        "export",
+        "channel_value",
+        "--format",
+        "xlsx",
+        "--out",
+        &out_s,
+    ])
+    .await
+    .unwrap();
+    let xlsx = std::fs::read(out.join("channel_value.xlsx")).unwrap();
+    assert_eq!(&xlsx[..2], b"PK", "an xlsx is a zip");
+
+    // Refusals name what is wrong and leave no file.
+    let before = std::fs::read_dir(&out).unwrap().count();
+    for (args, expected) in [
+        (
+            vec!["export", "customer_value", "--where", "no_such_column > 1"],
+            "--where",
+        ),
+        (
+            vec!["export", "customer_value", "--columns", "customer_id,nope"],
+            "--columns",
+        ),
+        (vec!["export", "nope_table"], "not a curated table"),
+        (
+            vec!["export", "customer_value", "--where", "1; DROP TABLE x"],
+            "--where",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--out", &out_s]);
+        let e = fx.cmd(&args).await.unwrap_err().to_string();
+        assert!(e.contains(expected), "{args:?}: {e}");
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), before);
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
