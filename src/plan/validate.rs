@@ -87,20 +87,25 @@ fn described_columns_problems(spec: &JobSpec, schema: &SchemaRef) -> Vec<Error> 
     spec.columns
         .keys()
         .filter(|c| schema.field_with_name(c).is_err())
-        .map(|c| Error::Config {
-            path: spec.spec_path.clone(),
-            key: format!("columns.{c}"),
-            message: format!(
-                "`{c}` is not a column of the job's output (columns: {})",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
+        .map(|c| not_an_output_column(spec, &format!("columns.{c}"), c, schema))
         .collect()
+}
+
+/// `key` of `spec` names `column`, which the job's output lacks.
+fn not_an_output_column(spec: &JobSpec, key: &str, column: &str, schema: &SchemaRef) -> Error {
+    Error::Config {
+        path: spec.spec_path.clone(),
+        key: key.into(),
+        message: format!(
+            "`{column}` is not a column of the job's output (columns: {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// `[close]` names output columns: the month must be a string column, a record id an integer.
@@ -119,19 +124,7 @@ fn close_columns_problems(spec: &JobSpec, schema: &SchemaRef) -> Vec<Error> {
                 key: key.into(),
                 message: format!("column `{column}` is {}, expected {what}", f.data_type()),
             }),
-            Err(_) => problems.push(Error::Config {
-                path: spec.spec_path.clone(),
-                key: key.into(),
-                message: format!(
-                    "`{column}` is not a column of the job's output (columns: {})",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
+            Err(_) => problems.push(not_an_output_column(spec, key, column, schema)),
         };
     check(
         "close.month_column",

@@ -32,6 +32,14 @@ pub fn rewrite(mut statement: Statement) -> Statement {
 /// array(select ... unnest(tc.reloptions) ...), ', ')`. Curated tables have none, and
 /// datafusion-postgres's `pg_class` has no `reloptions`: the call becomes `''`.
 fn no_reloptions(expr: &Expr) -> Option<Expr> {
+    let (name, args) = function_call(expr)?;
+    (name == "array_to_string" && args.first().is_some_and(mentions_reloptions))
+        .then(|| Expr::value(Value::SingleQuotedString(String::new())))
+}
+
+/// A call's function name (last part, lower case) and its arguments, when every argument is a
+/// plain positional expression; `None` for anything else.
+pub fn function_call(expr: &Expr) -> Option<(String, Vec<Expr>)> {
     let Expr::Function(f) = expr else {
         return None;
     };
@@ -39,11 +47,15 @@ fn no_reloptions(expr: &Expr) -> Option<Expr> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first() else {
-        return None;
-    };
-    (name == "array_to_string" && mentions_reloptions(first))
-        .then(|| Expr::value(Value::SingleQuotedString(String::new())))
+    let args = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<Vec<Expr>>>()?;
+    Some((name, args))
 }
 
 fn mentions_reloptions(expr: &Expr) -> bool {

@@ -15,9 +15,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{TableType, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
-use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, Value, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::{Expr, Query, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -42,21 +40,7 @@ static LOOKUP: LazyLock<Query> = LazyLock::new(|| {
 /// `obj_description(oid[, catalog])` and `col_description(oid, attnum)` as scalar subqueries
 /// over `pg_catalog.pg_description`; `None` for any other expression.
 pub fn description_lookup(expr: &Expr) -> Option<Expr> {
-    let Expr::Function(f) = expr else {
-        return None;
-    };
-    let name = f.name.0.last()?.as_ident()?.value.to_ascii_lowercase();
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    let args = list
-        .args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect::<Option<Vec<Expr>>>()?;
+    let (name, args) = crate::sql_server::compat::function_call(expr)?;
     let zero = Expr::value(Value::Number("0".into(), false));
     let (objoid, objsubid) = match (name.as_str(), args.as_slice()) {
         ("obj_description", [oid] | [oid, _]) => (oid.clone(), zero),

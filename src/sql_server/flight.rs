@@ -43,7 +43,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::guard::{Access, plan_user_sql};
 use crate::error::Error;
 use crate::sql_server::catalog::CATALOG;
-use crate::sql_server::limits::{QueryLimits, is_timeout, timeout_error, with_deadline};
+use crate::sql_server::limits::{QueryLimits, statement_timeout, timeout_error, with_deadline};
 use crate::sql_server::users::{FailedLogins, Users};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
@@ -201,6 +201,22 @@ impl FlightSql {
         Ok(Response::new(info))
     }
 
+    /// FlightInfo for a catalog command (GetTables, GetSqlInfo, ...): its result `schema`, and
+    /// the command itself as the ticket, after the caller's login is checked.
+    fn command_info(
+        &self,
+        schema: &Schema,
+        command: &impl ProstMessageExt,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.authorize(&request)?;
+        Self::info(
+            schema,
+            command.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
     /// Every table of the served catalog, with its type and schema (pg_catalog left out).
     async fn tables(&self) -> Result<Vec<(String, String, &'static str, Schema)>, Status> {
         let catalog = self
@@ -266,13 +282,8 @@ fn arrow_status(e: impl std::fmt::Display) -> Status {
 
 /// A DataFusion error as a gRPC status.
 fn df_status(e: DataFusionError) -> Status {
-    if is_timeout(&e) {
-        return Status::deadline_exceeded(
-            e.find_root()
-                .to_string()
-                .trim_start_matches("External error: ")
-                .to_string(),
-        );
+    if let Some(timeout) = statement_timeout(&e) {
+        return Status::deadline_exceeded(timeout.to_string());
     }
     let message = crate::engine::job::strip_context(&e);
     match e.find_root() {
@@ -497,13 +508,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.into_builder().schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_catalogs(
@@ -522,13 +527,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.clone().into_builder().schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_schemas(
@@ -555,13 +554,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.clone().into_builder().schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_tables(
@@ -584,13 +577,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.into_builder().schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_table_types(
@@ -610,12 +597,10 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.clone().into_builder(&SQL_INFO).schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
+        self.command_info(
+            &query.clone().into_builder(&SQL_INFO).schema(),
+            &query,
+            request,
         )
     }
 
@@ -637,13 +622,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        let schema = query.into_builder(&XDBC_TYPES).schema();
-        Self::info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&query.into_builder(&XDBC_TYPES).schema(), &query, request)
     }
 
     async fn do_get_xdbc_type_info(

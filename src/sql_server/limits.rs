@@ -77,9 +77,12 @@ pub fn timeout_error(timeout: Duration) -> DataFusionError {
     DataFusionError::External(Box::new(StatementTimeout(timeout)))
 }
 
-/// Whether `e` is a statement timeout.
-pub fn is_timeout(e: &DataFusionError) -> bool {
-    matches!(e.find_root(), DataFusionError::External(inner) if inner.is::<StatementTimeout>())
+/// The statement timeout `e` carries, if it is one (its text is the client's message).
+pub fn statement_timeout(e: &DataFusionError) -> Option<&StatementTimeout> {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<StatementTimeout>(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -122,7 +125,7 @@ mod tests {
             .await;
         assert_eq!(items.len(), 3, "two batches, then the error");
         let e = items[2].as_ref().unwrap_err();
-        assert!(is_timeout(e));
+        assert!(statement_timeout(e).is_some());
         assert_eq!(
             e.find_root().to_string(),
             "External error: canceling statement due to statement timeout (2.5 s)"

@@ -39,7 +39,7 @@ use pgwire::types::format::FormatOptions;
 use crate::engine::guard::{Access, ClientStatement, classify, plan_statement};
 use crate::error::Error;
 use crate::sql_server::compat;
-use crate::sql_server::limits::{QueryLimits, is_timeout, timeout_error, with_deadline};
+use crate::sql_server::limits::{QueryLimits, statement_timeout, timeout_error, with_deadline};
 use crate::sql_server::users::{FailedLogins, ITERATIONS, Users};
 
 /// A parsed statement and its plan at Parse time (the shape datafusion-postgres's hooks expect).
@@ -507,8 +507,10 @@ pub fn error(severity: &str, sqlstate: &str, message: String) -> PgWireError {
 
 /// A DataFusion error with the SQLSTATE a PostgreSQL client understands.
 fn df_error(e: DataFusionError) -> PgWireError {
+    if let Some(timeout) = statement_timeout(&e) {
+        return error("ERROR", "57014", timeout.to_string());
+    }
     let sqlstate = match e.find_root() {
-        _ if is_timeout(&e) => "57014",
         DataFusionError::ResourcesExhausted(_) => "53200",
         DataFusionError::SQL(..) => "42601",
         DataFusionError::Plan(m) if m.contains("not found") => "42P01",
@@ -516,15 +518,7 @@ fn df_error(e: DataFusionError) -> PgWireError {
         DataFusionError::Plan(_) => "42000",
         _ => "XX000",
     };
-    let message = if is_timeout(&e) {
-        e.find_root()
-            .to_string()
-            .trim_start_matches("External error: ")
-            .to_string()
-    } else {
-        crate::engine::job::strip_context(&e)
-    };
-    error("ERROR", sqlstate, message)
+    error("ERROR", sqlstate, crate::engine::job::strip_context(&e))
 }
 
 fn crate_error(e: Error) -> PgWireError {

@@ -322,3 +322,22 @@ fn sorted_lines(text: &str) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// `[columns]` descriptions name output columns: `validate` names an unknown one by file and key.
+#[tokio::test]
+async fn validate_refuses_a_description_of_a_column_the_output_lacks() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    let spec = fx.dir().join("jobs/customer_value.toml");
+    std::fs::write(
+        &spec,
+        "description = \"Value per customer.\"\n[columns]\norders = \"Completed orders.\"\nnope = \"Not there.\"\n",
+    )
+    .unwrap();
+    let e = fx.cmd(&["validate"]).await.unwrap_err().to_string();
+    assert!(
+        e.contains("customer_value.toml") && e.contains("columns.nope"),
+        "{e}"
+    );
+    assert!(e.contains("`nope` is not a column of the job's output (columns: customer_id, acquisition_channel, orders, net_revenue)"), "{e}");
+    assert!(!e.contains("columns.orders"), "{e}");
+}
