@@ -1,9 +1,10 @@
 //! What PostgreSQL clients send that DataFusion and datafusion-postgres do not answer as is: the
-//! rewrites of their catalog queries (psql's `\d+`, `\dt+`) and the PostgreSQL functions they
-//! call that datafusion-postgres lacks.
+//! rewrites of their catalog queries (psql's `\d+`, `\dt+`: `obj_description` and
+//! `col_description` become lookups of `pg_catalog.pg_description`) and the PostgreSQL functions
+//! they call that datafusion-postgres lacks.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
@@ -11,11 +12,11 @@ use datafusion::common::cast::as_int64_array;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value, visit_expressions,
-    visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, Statement, Value,
+    visit_expressions, visit_expressions_mut,
 };
-
-use crate::sql_server::describe::description_lookup;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 /// Rewrite one client statement before it is classified and planned.
 pub fn rewrite(mut statement: Statement) -> Statement {
@@ -26,6 +27,40 @@ pub fn rewrite(mut statement: Statement) -> Statement {
         ControlFlow::<()>::Continue(())
     });
     statement
+}
+
+/// The lookup an `obj_description` / `col_description` call becomes; `__objoid` and
+/// `__objsubid` are replaced by the call's arguments.
+static LOOKUP: LazyLock<Query> = LazyLock::new(|| {
+    let sql = "SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = __objoid AND objsubid = __objsubid";
+    *Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .expect("the lookup template parses")
+});
+
+/// `obj_description(oid[, catalog])` and `col_description(oid, attnum)` as scalar subqueries
+/// over `pg_catalog.pg_description`; `None` for any other expression.
+pub fn description_lookup(expr: &Expr) -> Option<Expr> {
+    let (name, args) = crate::sql_server::compat::function_call(expr)?;
+    let zero = Expr::value(Value::Number("0".into(), false));
+    let (objoid, objsubid) = match (name.as_str(), args.as_slice()) {
+        ("obj_description", [oid] | [oid, _]) => (oid.clone(), zero),
+        ("col_description", [oid, attnum]) => (oid.clone(), attnum.clone()),
+        _ => return None,
+    };
+    let mut query = LOOKUP.clone();
+    let _ = visit_expressions_mut(&mut query, |e| {
+        if let Expr::Identifier(id) = e {
+            match id.value.as_str() {
+                "__objoid" => *e = Expr::Nested(Box::new(objoid.clone())),
+                "__objsubid" => *e = Expr::Nested(Box::new(objsubid.clone())),
+                _ => {}
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(Expr::Subquery(Box::new(query)))
 }
 
 /// psql's `\d+` lists a table's storage options with `array_to_string(c.reloptions ||
@@ -193,6 +228,32 @@ mod tests {
         assert_eq!(
             rewrite(statement).to_string(),
             "SELECT c.relchecks, '' FROM pg_catalog.pg_class c"
+        );
+    }
+
+    fn rewritten(sql: &str) -> String {
+        let statement = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_statement()
+            .unwrap();
+        crate::sql_server::compat::rewrite(statement).to_string()
+    }
+
+    #[test]
+    fn description_functions_become_lookups_of_pg_description() {
+        assert_eq!(
+            rewritten("SELECT pg_catalog.obj_description(c.oid, 'pg_class') FROM pg_class c"),
+            "SELECT (SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = (c.oid) AND objsubid = (0)) FROM pg_class c"
+        );
+        assert_eq!(
+            rewritten("SELECT col_description(a.attrelid, a.attnum) AS d FROM pg_attribute a"),
+            "SELECT (SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = (a.attrelid) AND objsubid = (a.attnum)) AS d FROM pg_attribute a"
+        );
+        // Anything else is left alone.
+        assert_eq!(
+            rewritten("SELECT lower(x) FROM t"),
+            "SELECT lower(x) FROM t"
         );
     }
 }

@@ -1,10 +1,8 @@
 //! Table and column descriptions for BI tools: `pg_catalog.pg_description` holds the job specs'
 //! descriptions beside PostgreSQL's own rows (DBeaver, JDBC's metadata calls and Metabase join
-//! it), and `obj_description(...)` / `col_description(...)` calls (psql's `\dt+`, `\d+`) are
-//! rewritten into lookups of it.
+//! it; `compat` rewrites psql's `obj_description` / `col_description` calls into lookups of it).
 
-use std::ops::ControlFlow;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -15,9 +13,6 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{TableType, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
-use datafusion::sql::sqlparser::ast::{Expr, Query, Value, visit_expressions_mut};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
 use crate::sql_server::catalog::{CATALOG, ServedCatalog};
@@ -26,40 +21,6 @@ use crate::sql_server::catalog::{CATALOG, ServedCatalog};
 const PG_CLASS_OID: i32 = 1259;
 const PG_CATALOG: &str = "pg_catalog";
 const PG_DESCRIPTION: &str = "pg_description";
-
-/// The lookup an `obj_description` / `col_description` call becomes; `__objoid` and
-/// `__objsubid` are replaced by the call's arguments.
-static LOOKUP: LazyLock<Query> = LazyLock::new(|| {
-    let sql = "SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = __objoid AND objsubid = __objsubid";
-    *Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_query())
-        .expect("the lookup template parses")
-});
-
-/// `obj_description(oid[, catalog])` and `col_description(oid, attnum)` as scalar subqueries
-/// over `pg_catalog.pg_description`; `None` for any other expression.
-pub fn description_lookup(expr: &Expr) -> Option<Expr> {
-    let (name, args) = crate::sql_server::compat::function_call(expr)?;
-    let zero = Expr::value(Value::Number("0".into(), false));
-    let (objoid, objsubid) = match (name.as_str(), args.as_slice()) {
-        ("obj_description", [oid] | [oid, _]) => (oid.clone(), zero),
-        ("col_description", [oid, attnum]) => (oid.clone(), attnum.clone()),
-        _ => return None,
-    };
-    let mut query = LOOKUP.clone();
-    let _ = visit_expressions_mut(&mut query, |e| {
-        if let Expr::Identifier(id) = e {
-            match id.value.as_str() {
-                "__objoid" => *e = Expr::Nested(Box::new(objoid.clone())),
-                "__objsubid" => *e = Expr::Nested(Box::new(objsubid.clone())),
-                _ => {}
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    Some(Expr::Subquery(Box::new(query)))
-}
 
 /// One description: schema, table, column (`None` for the table itself), text.
 type Description = (String, String, Option<String>, String);
@@ -247,36 +208,5 @@ impl SchemaProvider for DescribedPgCatalog {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rewritten(sql: &str) -> String {
-        let statement = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .unwrap()
-            .parse_statement()
-            .unwrap();
-        crate::sql_server::compat::rewrite(statement).to_string()
-    }
-
-    #[test]
-    fn description_functions_become_lookups_of_pg_description() {
-        assert_eq!(
-            rewritten("SELECT pg_catalog.obj_description(c.oid, 'pg_class') FROM pg_class c"),
-            "SELECT (SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = (c.oid) AND objsubid = (0)) FROM pg_class c"
-        );
-        assert_eq!(
-            rewritten("SELECT col_description(a.attrelid, a.attnum) AS d FROM pg_attribute a"),
-            "SELECT (SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = (a.attrelid) AND objsubid = (a.attnum)) AS d FROM pg_attribute a"
-        );
-        // Anything else is left alone.
-        assert_eq!(
-            rewritten("SELECT lower(x) FROM t"),
-            "SELECT lower(x) FROM t"
-        );
     }
 }
