@@ -21,6 +21,7 @@ done
 python3 benches/bi_load.py "$port" "$clients" "$queries"
 sleep 1
 echo "connections still open: $(ss -Htn state established "( sport = :$port )" | wc -l)"
-kill -TERM "$server"
+# TERM the server itself (a signal to /usr/bin/time would end it before it reports).
+pkill -TERM -P "$server"
 wait "$server" || true
 grep -E "Maximum resident set size" "$work/time.txt"

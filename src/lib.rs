@@ -20,6 +20,7 @@ pub mod store;
 pub mod close;
 pub mod export;
 pub mod generate;
+pub mod report;
 pub mod serve;
 pub mod sql_server;
 pub mod sqltest;

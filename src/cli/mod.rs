@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
-    backfill, close_month, demo, explain, export, generate, plan, query, run as run_cmd, runs,
-    serve, serve_sql, status, test, vacuum, validate,
+    backfill, close_month, demo, explain, export, generate, plan, query, report, run as run_cmd,
+    runs, serve, serve_sql, status, test, vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -65,6 +65,10 @@ pub enum Command {
     /// (every ledger entry of the month with its mapping), exact decimal text.
     #[command(after_help = export::EXAMPLES)]
     Export(export::ExportArgs),
+    /// Write the retention lead's page of charts: one self-contained HTML file (inline SVG, no
+    /// network) from the curated tables, with the rows behind each chart and the tables' versions.
+    #[command(after_help = report::EXAMPLES)]
+    Report(report::ReportArgs),
     /// Close a month: run the finance jobs, then freeze the month of every frozen table as an
     /// immutable snapshot that later runs never change. Late entries for a closed month become
     /// prior-period adjustments of the first open month. Closing twice does nothing.
@@ -131,6 +135,7 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::Test(args) => test::run(ws, args).await,
         Command::Demo => demo::run(ws).await,
         Command::Export(args) => export::run(&ws, args).await,
+        Command::Report(args) => report::run(&ws, args).await,
         Command::CloseMonth(args) => close_month::run(ws, args).await,
         Command::Serve(args) => serve::run(ws, args).await,
         Command::ServeSql(args) => serve_sql::run(ws, args).await,

@@ -24,6 +24,7 @@ mod incremental;
 mod marts;
 mod readers;
 mod real_data;
+mod report;
 mod serve;
 mod sql_runner;
 mod sql_server;

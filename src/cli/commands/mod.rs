@@ -8,6 +8,7 @@ pub mod export;
 pub mod generate;
 pub mod plan;
 pub mod query;
+pub mod report;
 pub mod run;
 pub mod runs;
 pub mod serve;
