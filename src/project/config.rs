@@ -51,6 +51,27 @@ pub struct RawProject {
     /// The SQL endpoints (`retention serve-sql`).
     #[serde(default)]
     pub serve_sql: SqlServerSettings,
+    /// The scheduled report page (`retention report`, written by the daemon).
+    #[serde(default)]
+    pub report: ReportSettings,
+}
+
+/// `[report]`: when the daemon writes the report page into the curated store's `reports/`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Six-field cron, seconds first, e.g. "0 0 8 * * Mon" (weekly, Monday 08:00). Without it the
+    /// daemon writes no report.
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in (default UTC).
+    pub timezone: Option<String>,
+}
+
+/// The report's validated schedule.
+#[derive(Debug, Clone)]
+pub struct ReportSchedule {
+    pub expr: String,
+    pub timezone: chrono_tz::Tz,
 }
 
 /// `[serve]`: the daemon's HTTP endpoint.
@@ -250,6 +271,8 @@ pub struct Project {
     pub http: std::net::SocketAddr,
     /// `[serve_sql]` as written (validated by `serve-sql`, after its flags are laid over it).
     pub serve_sql: SqlServerSettings,
+    /// When the daemon writes the report, if ever.
+    pub report: Option<ReportSchedule>,
 }
 
 /// Where the as-of day `latest` comes from.
@@ -331,6 +354,7 @@ impl Project {
                 ))
             })
             .ok();
+        let report = report_schedule(raw.report, &bad, &mut problems);
         Error::from_many(problems)?;
         Ok(Project {
             params,
@@ -349,6 +373,7 @@ impl Project {
             },
             http: http.expect("checked"),
             serve_sql: raw.serve_sql,
+            report,
         })
     }
 
@@ -368,6 +393,35 @@ fn memory_bytes(limit: MemoryLimit) -> Option<usize> {
         );
     }
     limit.bytes(physical)
+}
+
+/// `[report]` checked: a valid cron and a known time zone.
+fn report_schedule(
+    settings: ReportSettings,
+    bad: &dyn Fn(&str, String) -> Error,
+    problems: &mut Vec<Error>,
+) -> Option<ReportSchedule> {
+    let timezone = match settings.timezone.as_deref().unwrap_or("UTC").parse() {
+        Ok(tz) => tz,
+        Err(_) => {
+            problems.push(bad(
+                "report.timezone",
+                format!(
+                    "`{}` is not an IANA time zone (e.g. \"Europe/Berlin\")",
+                    settings.timezone.unwrap_or_default()
+                ),
+            ));
+            return None;
+        }
+    };
+    let expr = settings.schedule?;
+    match crate::project::spec::parse_cron(&expr) {
+        Ok(_) => Some(ReportSchedule { expr, timezone }),
+        Err(message) => {
+            problems.push(bad("report.schedule", message));
+            None
+        }
+    }
 }
 
 /// `[datafusion]` keys, checked against DataFusion's options now so a typo fails at load.
@@ -511,6 +565,40 @@ mod tests {
         assert!(err.contains("storage.curated: missing value"), "{err}");
         assert!(err.contains("engine.memory_limit"), "{err}");
         assert!(err.contains("datafusion.execution.no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn report_schedule_is_checked_at_load() {
+        let p = load(
+            "[report]\nschedule = \"0 0 8 * * Mon\"\ntimezone = \"Europe/Berlin\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        let r = p.report.unwrap();
+        assert_eq!(r.expr, "0 0 8 * * Mon");
+        assert_eq!(r.timezone, chrono_tz::Europe::Berlin);
+        assert!(load("", &Overrides::default()).unwrap().report.is_none());
+        let err = load(
+            "[report]\nschedule = \"every monday\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("report.schedule: `every monday` is not a valid schedule"),
+            "{err}"
+        );
+        let err = load(
+            "[report]\nschedule = \"0 0 8 * * Mon\"\ntimezone = \"Mars/Olympus\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("report.timezone: `Mars/Olympus` is not an IANA time zone"),
+            "{err}"
+        );
+        assert!(load("[report]\ncron = \"x\"\n", &Overrides::default()).is_err());
     }
 
     #[test]

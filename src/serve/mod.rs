@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod slots;
 pub mod status;
 
@@ -90,6 +91,12 @@ pub async fn sweep(daemon: &Arc<Daemon>) -> Result<()> {
         let due = due_slots(daemon, &cron, catchup, now).await?;
         daemon.spawn_in_order(&cron.job, due);
     }
+    // A report missed while no daemon ran: only the newest is written.
+    if let Some(cron) = slots::report_cron(&daemon.ws)? {
+        for slot in due_slots(daemon, &cron, Catchup::Latest, now).await? {
+            report::spawn(daemon, slot);
+        }
+    }
     Ok(())
 }
 
@@ -109,9 +116,10 @@ pub async fn serve(
     signals: mpsc::Receiver<()>,
 ) -> Result<()> {
     let crons = slots::crons(&daemon.ws)?;
-    if crons.is_empty() {
+    let report_cron = slots::report_cron(&daemon.ws)?;
+    if crons.is_empty() && report_cron.is_none() {
         return Err(Error::Schedule {
-            message: "no job has a `schedule`: nothing to run".into(),
+            message: "no job has a `schedule` and [report] has none: nothing to run".into(),
             source: None,
         });
     }
@@ -133,6 +141,20 @@ pub async fn serve(
             Box::pin(async move {
                 if let Some(slot) = cron.latest(daemon.ws.engine.clock.now()) {
                     daemon.spawn(&cron.job, slot);
+                }
+            })
+        })
+        .map_err(scheduler_error)?;
+        scheduler.add(job).await.map_err(scheduler_error)?;
+    }
+    if let Some(cron) = report_cron {
+        tracing::info!(job = %cron.job, schedule = %cron.expr, timezone = %cron.timezone, "report scheduled");
+        let d = daemon.clone();
+        let job = Job::new_async_tz(cron.expr.clone().as_str(), cron.timezone, move |_, _| {
+            let (daemon, cron) = (d.clone(), cron.clone());
+            Box::pin(async move {
+                if let Some(slot) = cron.latest(daemon.ws.engine.clock.now()) {
+                    report::spawn(&daemon, slot);
                 }
             })
         })

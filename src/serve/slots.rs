@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::plan::workspace::Workspace;
+use crate::project::config::ReportSchedule;
 use crate::project::spec::{self, JobSpec};
 
 /// A job's cron in its time zone.
@@ -35,6 +36,20 @@ impl JobCron {
             timezone: spec.policy.timezone,
             cron,
         }))
+    }
+
+    /// The cron of the scheduled report (`[report]`), under the slot name `report_slot`.
+    pub fn of_report(report_slot: &str, schedule: &ReportSchedule) -> Result<JobCron> {
+        let cron = spec::parse_cron(&schedule.expr).map_err(|message| Error::Schedule {
+            message: format!("[report] schedule: {message}"),
+            source: None,
+        })?;
+        Ok(JobCron {
+            job: report_slot.to_string(),
+            expr: schedule.expr.clone(),
+            timezone: schedule.timezone,
+            cron,
+        })
     }
 
     /// The slots in `[from, to)`, in order.
@@ -77,15 +92,28 @@ pub fn crons(ws: &Workspace) -> Result<Vec<JobCron>> {
     Ok(out)
 }
 
-/// Every firing in `[from, to)`: the instant and the jobs due then, in time order and dependency
-/// order within an instant.
+/// The report's cron, when `[report]` has a schedule; its slots are named `REPORT_SLOT`.
+pub fn report_cron(ws: &Workspace) -> Result<Option<JobCron>> {
+    ws.engine
+        .project
+        .report
+        .as_ref()
+        .map(|r| JobCron::of_report(REPORT_SLOT, r))
+        .transpose()
+}
+
+/// The name the scheduled report's slots (leases, metrics, logs) go by.
+pub const REPORT_SLOT: &str = "_report";
+
+/// Every firing in `[from, to)`: the instant and the jobs due then (the report as `_report`), in
+/// time order and dependency order within an instant.
 pub fn firings(
     ws: &Workspace,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(DateTime<Utc>, Vec<String>)>> {
     let mut due: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
-    for c in crons(ws)? {
+    for c in crons(ws)?.into_iter().chain(report_cron(ws)?) {
         for at in c.slots(from, to) {
             due.entry(at).or_default().push(c.job.clone());
         }

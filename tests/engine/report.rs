@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use chrono::DateTime;
 use retention::report::data::{Frame, frame};
 use serde_json::Value;
 
@@ -490,6 +491,65 @@ async fn report_month_cuts_every_figure_and_lands_in_the_store() {
             .unwrap()
             .contains("report-data")
     );
+}
+
+/// The weekly report under the daemon: two daemons ensure the same slot of `[report]` (Monday
+/// 08:00 in the repository's retention.toml); one writes `reports/retention_report_<day>.html`
+/// once, and both see the slot succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_report_is_written_once_per_slot_by_one_of_two_daemons() {
+    use retention::serve::daemon::{Daemon, DaemonSettings};
+    use retention::serve::slots;
+
+    let (lake, ws) = report_lake().await;
+    let slot = DateTime::parse_from_rfc3339("2026-11-30T08:00:00Z")
+        .unwrap()
+        .to_utc();
+    let cron = slots::report_cron(&ws)
+        .unwrap()
+        .expect("retention.toml schedules the report");
+    assert_eq!(cron.latest(slot + chrono::Duration::minutes(3)), Some(slot));
+    let daemon = |id: &str| {
+        let over = Overrides::with_storage(
+            Some(ws.engine.project.raw.to_string()),
+            Some(ws.engine.project.curated.to_string()),
+        );
+        let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR")), &over).unwrap();
+        let clock = Arc::new(retention::clock::FixedClock(
+            slot + chrono::Duration::seconds(5),
+        ));
+        let engine = retention::app::engine(project, Stores::default())
+            .unwrap()
+            .with_clock(clock);
+        let settings = DaemonSettings {
+            daemon_id: id.into(),
+            max_concurrent: 1,
+            poll: std::time::Duration::from_millis(20),
+            retry_delay: std::time::Duration::from_millis(10),
+            lease_margin: retention::project::run_policy::LEASE_MARGIN,
+        };
+        Daemon::new(Arc::new(Workspace::load(engine).unwrap()), settings).unwrap()
+    };
+    let (a, b) = (daemon("a"), daemon("b"));
+    let (da, db) = tokio::join!(
+        retention::serve::report::ensure(&a, slot),
+        retention::serve::report::ensure(&b, slot)
+    );
+    let (da, db) = (da.unwrap(), db.unwrap());
+    assert_eq!(da, db);
+    assert_eq!(da.outcome, "succeeded");
+    assert_eq!(da.token, 1);
+    let reports = lake.path().join("curated").join("reports");
+    let names: Vec<String> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["retention_report_2026-11-30.html"]);
+    let doc = island(&std::fs::read_to_string(reports.join(&names[0])).unwrap());
+    assert_eq!(doc["generated_at"], "2026-11-30T08:00:05+00:00");
+    // The slot is done: a third ensure writes nothing more.
+    let again = retention::serve::report::ensure(&a, slot).await.unwrap();
+    assert_eq!(again, da);
 }
 
 /// A lake whose tables are not published: the error names the first missing table and the

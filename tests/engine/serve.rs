@@ -103,6 +103,8 @@ async fn the_repository_schedule_runs_the_close_candidate_report_after_the_finan
             .collect()
     };
     assert_eq!(when("close_candidates"), vec!["2026-12-01T07:30:00+00:00"]);
+    // The weekly report: Monday 08:00 UTC ([report] in retention.toml).
+    assert_eq!(when(slots::REPORT_SLOT), vec!["2026-11-30T08:00:00+00:00"]);
     assert_eq!(
         when("budget_reconciliation"),
         vec![
