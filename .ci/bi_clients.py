@@ -118,5 +118,16 @@ with psycopg.connect(sslmode="disable", **login) as conn:
         if got != over_pg or got != expected:
             fail(f"flight {table}: the Arrow rows differ from the PostgreSQL path or Delta")
         print(f"ok flight {table}: {served.num_rows} rows, same as the PostgreSQL path and Delta")
+    # A statement with parameters: ADBC prepares, binds the row (DoPut) and runs the bound handle.
+    sql = ("SELECT months_since_first, sum(active_customers) AS active FROM cohort_retention "
+           "WHERE acquisition_channel = {} AND months_since_first <= {} GROUP BY 1 ORDER BY 1")
+    cursor = flight.cursor()
+    cursor.execute(sql.format("$1", "$2"), parameters=("search", 2))
+    got = cursor.fetchall()
+    cursor.close()
+    expected = conn.execute(sql.format("'search'", "2")).fetchall()
+    if [tuple(r) for r in got] != [tuple(r) for r in expected] or not expected:
+        fail(f"flight with parameters: {got}, the PostgreSQL path has {expected}")
+    print(f"ok flight with bound parameters: {len(got)} rows, same as the literal query")
 flight.close()
 print("all clients agree")

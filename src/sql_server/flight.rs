@@ -10,19 +10,20 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{
     SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, Nullable, ProstMessageExt, Searchable,
-    SqlInfo, TicketStatementQuery, XdbcDataType,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, Nullable,
+    ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -44,6 +45,7 @@ use crate::engine::guard::{Access, plan_user_sql};
 use crate::error::Error;
 use crate::sql_server::catalog::CATALOG;
 use crate::sql_server::limits::{QueryLimits, statement_timeout, timeout_error, with_deadline};
+use crate::sql_server::prepared::{PreparedHandle, parameter_schema};
 use crate::sql_server::users::{FailedLogins, Users};
 
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
@@ -152,24 +154,26 @@ fn authorization(metadata: &MetadataMap) -> Result<&str, Status> {
 }
 
 impl FlightSql {
-    /// Plan `sql` under the read-only guard in a session of its own (latest table versions).
+    /// Plan the handle's SQL under the read-only guard in a session of its own (latest table
+    /// versions), with its bound parameters, if any.
     async fn plan(
         &self,
-        sql: &str,
+        handle: &PreparedHandle,
     ) -> Result<(SessionContext, datafusion::prelude::DataFrame), Status> {
         let ctx = self.limits.session(&self.base).map_err(df_status)?;
-        let df = plan_user_sql(&ctx, sql, Access::ReadOnly)
+        let df = plan_user_sql(&ctx, &handle.sql, Access::ReadOnly)
             .await
             .map_err(error_status)?;
+        let df = handle.apply(df).map_err(df_status)?;
         Ok((ctx, df))
     }
 
-    /// Run `sql` and stream its batches, ended by the statement timeout.
-    async fn stream(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+    /// Run the handle's statement and stream its batches, ended by the statement timeout.
+    async fn stream(&self, handle: &PreparedHandle) -> Result<Response<DoGetStream>, Status> {
         let timeout = self.limits.timeout(None);
         let deadline = tokio::time::Instant::now() + timeout;
         let started = tokio::time::timeout_at(deadline, async {
-            let (_ctx, df) = self.plan(sql).await?;
+            let (_ctx, df) = self.plan(handle).await?;
             let schema = Arc::new(wire_schema(df.schema().as_arrow()));
             let batches = df.execute_stream().await.map_err(df_status)?;
             Ok::<_, Status>((schema, batches))
@@ -423,7 +427,9 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.authorize(&request)?;
-        let (_ctx, df) = self.plan(&query.query).await?;
+        let (_ctx, df) = self
+            .plan(&PreparedHandle::new(query.query.as_str()))
+            .await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -442,7 +448,7 @@ impl FlightSqlService for FlightSql {
         self.authorize(&request)?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
-        self.stream(&sql).await
+        self.stream(&PreparedHandle::new(sql)).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -451,13 +457,16 @@ impl FlightSqlService for FlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.authorize(&request)?;
-        let (_ctx, df) = self.plan(&query.query).await?;
+        let (_ctx, df) = self
+            .plan(&PreparedHandle::new(query.query.as_str()))
+            .await?;
         let options = IpcWriteOptions::default();
         let schema = wire_schema(df.schema().as_arrow());
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
             .try_into()
             .map_err(arrow_status)?;
-        let IpcMessage(parameter_schema) = SchemaAsIpc::new(&Schema::empty(), &options)
+        let parameters = parameter_schema(&df).map_err(df_status)?;
+        let IpcMessage(parameter_schema) = SchemaAsIpc::new(&parameters, &options)
             .try_into()
             .map_err(arrow_status)?;
         Ok(ActionCreatePreparedStatementResult {
@@ -482,9 +491,8 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.authorize(&request)?;
-        let sql = String::from_utf8(cmd.prepared_statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
-        let (_ctx, df) = self.plan(&sql).await?;
+        let handle = PreparedHandle::decode(&cmd.prepared_statement_handle).map_err(df_status)?;
+        let (_ctx, df) = self.plan(&handle).await?;
         Self::info(
             &wire_schema(df.schema().as_arrow()),
             cmd.as_any().encode_to_vec(),
@@ -498,9 +506,41 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.authorize(&request)?;
-        let sql = String::from_utf8(cmd.prepared_statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
-        self.stream(&sql).await
+        let handle = PreparedHandle::decode(&cmd.prepared_statement_handle).map_err(df_status)?;
+        self.stream(&handle).await
+    }
+
+    /// Bind a row of parameters: answered with the updated handle that carries them.
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        self.authorize(&request)?;
+        let handle = PreparedHandle::decode(&cmd.prepared_statement_handle).map_err(df_status)?;
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("reading the parameters: {e}")))?;
+        let batch = match batches.as_slice() {
+            [one] => one.clone(),
+            _ => datafusion::arrow::compute::concat_batches(
+                &batches
+                    .first()
+                    .map(|b| b.schema())
+                    .unwrap_or_else(|| Arc::new(Schema::empty())),
+                &batches,
+            )
+            .map_err(arrow_status)?,
+        };
+        let bound = handle.bind(batch).map_err(df_status)?;
+        // Planned now, so a wrong number or type of parameters fails at bind time.
+        self.plan(&bound).await?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bound.encode().map_err(df_status)?.into()),
+        })
     }
 
     async fn get_flight_info_catalogs(

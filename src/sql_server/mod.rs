@@ -8,6 +8,7 @@ pub mod describe;
 pub mod flight;
 pub mod limits;
 pub mod pg;
+pub mod prepared;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -511,6 +511,52 @@ async fn flight_sql_answers_the_calls_bi_drivers_make() {
     assert_eq!(render(&fetch(&mut client, info).await), expected);
     prepared.close().await.unwrap();
 
+    // With parameters: typed from the plan, bound as values, the same rows as the literal query.
+    let by_channel = "SELECT months_since_first, sum(active_customers) AS active FROM cohort_retention \
+                      WHERE acquisition_channel = $1 AND months_since_first <= $2 GROUP BY 1 ORDER BY 1";
+    let mut prepared = client.prepare(by_channel.to_string(), None).await.unwrap();
+    let params = prepared.parameter_schema().unwrap().clone();
+    let types: Vec<String> = params
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect();
+    assert_eq!(types, ["$1 Utf8", "$2 Int64"]);
+    let row = RecordBatch::try_new(
+        Arc::new(params),
+        vec![
+            Arc::new(StringArray::from(vec!["search"])),
+            Arc::new(Int64Array::from(vec![2])),
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(row).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let literal = by_channel.replace("$1", "'search'").replace("$2", "2");
+    let expected = ws_rows(&ws, &literal).await;
+    assert_eq!(expected.lines().count(), 1 + 3, "{expected}");
+    assert_eq!(render(&fetch(&mut client, info).await), expected);
+    // A quote in a bound value is a value, never SQL.
+    let row = RecordBatch::try_new(
+        prepared.parameter_schema().unwrap().clone().into(),
+        vec![
+            Arc::new(StringArray::from(vec!["x' OR '1'='1"])),
+            Arc::new(Int64Array::from(vec![2])),
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(row).unwrap();
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(
+        fetch(&mut client, info)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        0
+    );
+    prepared.close().await.unwrap();
+
     let e = client
         .execute("CREATE TABLE t AS SELECT 1".to_string(), None)
         .await
