@@ -631,3 +631,94 @@ async fn python_bi_clients_read_every_curated_table_exactly() {
     assert_eq!(text.matches("ok psycopg").count(), tables.len(), "{text}");
     running.stop().await;
 }
+
+/// `serve --sql`: the daemon and the PostgreSQL endpoint in one process. psql reads the tables and
+/// the run the daemon's own schedule made, a write is refused, and one SIGTERM stops both with
+/// exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_sql_answers_queries_beside_the_daemon_and_stops_on_sigterm() {
+    if !has_psql() {
+        return;
+    }
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_retention"))
+        .args(["-C", &fx.dir().display().to_string()])
+        .args(["--raw", fx.raw.as_str(), "--curated", fx.curated.as_str()])
+        .args(["serve", "--no-http", "--sql", "--sql-no-auth"])
+        .args([
+            "--pg",
+            &format!("127.0.0.1:{port}"),
+            "--flight",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "serve --sql never listened on {addr}");
+    let out = stdout(
+        &psql(
+            addr,
+            "",
+            "",
+            &[
+                "--csv",
+                "-c",
+                "SELECT customer_id, net_revenue FROM customer_value ORDER BY 1",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(out, "customer_id,net_revenue\n1,16.00\n2,20.50\n3,90.00\n");
+    let e = stderr(&psql(addr, "", "", &["-c", "DROP TABLE customer_value"]).await);
+    assert!(e.contains("25006") || e.contains("42501"), "{e}");
+    // The daemon's start-up sweep runs daily_revenue's newest 06:00 slot; the endpoint sees it.
+    let scheduled =
+        "SELECT count(*) FROM _runs WHERE trigger = 'schedule' AND status = 'succeeded'";
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = stdout(&psql(addr, "", "", &["-At", "-c", scheduled]).await);
+        if seen.trim() != "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen.trim(),
+        "1",
+        "the daemon's scheduled run is not in _runs"
+    );
+    let pid = daemon.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || daemon.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the endpoint outlived the daemon"
+    );
+}
