@@ -138,36 +138,47 @@ fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Resu
     Ok(out)
 }
 
+/// A chart area over `categories` (one position each, every label shown up to 16 of them) and a
+/// value axis over `y_range`, with its caption, axis descriptions and gridlines drawn.
+fn category_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    axes: &Axes,
+    categories: &[String],
+    y_range: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let n = categories.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(&axes.caption, (FONT, 20))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(78)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y_range)
+        .map_err(chart_error)?;
+    let (step, unit) = (n.div_ceil(16), axes.unit);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc(&axes.x)
+        .y_desc(&axes.y)
+        .x_labels(n.min(40))
+        .x_label_formatter(&|x| category_label(categories, step, *x))
+        .y_label_formatter(&|y| unit.format(*y))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(chart_error)?;
+    Ok(chart)
+}
+
 /// Lines over ordered categories (months), one per series, with a point at each value.
 pub fn lines(axes: &Axes, categories: &[String], series: &[Series]) -> Result<String> {
-    let n = categories.len().max(1);
     let y_range = value_range(
         series
             .iter()
             .flat_map(|s| s.values.iter().flatten().copied()),
     );
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&axes.caption, (FONT, 20))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(78)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y_range)
-            .map_err(chart_error)?;
-        let step = n.div_ceil(16);
-        let unit = axes.unit;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(&axes.x)
-            .y_desc(&axes.y)
-            .x_labels(n.min(40))
-            .x_label_formatter(&|x| category_label(categories, step, *x))
-            .y_label_formatter(&|y| unit.format(*y))
-            .label_style((FONT, 12))
-            .draw()
-            .map_err(chart_error)?;
+        let mut chart = category_chart(root, axes, categories, y_range)?;
         for (k, s) in series.iter().enumerate() {
             let colour = COLOURS[k % COLOURS.len()];
             let points: Vec<(f64, f64)> = s
@@ -218,7 +229,6 @@ pub fn bars(
     intervals: Option<&Intervals>,
     labelled: bool,
 ) -> Result<String> {
-    let n = categories.len().max(1);
     let mut all: Vec<f64> = series
         .iter()
         .flat_map(|s| s.values.iter().flatten().copied())
@@ -228,26 +238,8 @@ pub fn bars(
     }
     let y_range = value_range(all.into_iter());
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&axes.caption, (FONT, 20))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(78)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y_range)
-            .map_err(chart_error)?;
+        let mut chart = category_chart(root, axes, categories, y_range)?;
         let unit = axes.unit;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(&axes.x)
-            .y_desc(&axes.y)
-            .x_labels(n.min(40))
-            .x_label_formatter(&|x| category_label(categories, n.div_ceil(16), *x))
-            .y_label_formatter(&|y| unit.format(*y))
-            .label_style((FONT, 12))
-            .draw()
-            .map_err(chart_error)?;
         let width = 0.8 / series.len().max(1) as f64;
         let above =
             TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));

@@ -166,11 +166,7 @@ ORDER BY churn_rate DESC, first_order_experience";
 /// Churn by the experience of the first order, with Wilson 95% intervals.
 pub async fn churn_by_root_cause(t: &ReportTables) -> Result<Figure> {
     let data = t.query(CHURN_SQL, &Params::new()).await?;
-    let causes: Vec<String> = data
-        .column("first_order_experience")
-        .iter()
-        .map(|c| c.text().to_string())
-        .collect();
+    let causes = data.strings("first_order_experience");
     let number = |col: &str| -> Vec<f64> {
         data.column(col)
             .iter()
@@ -179,7 +175,7 @@ pub async fn churn_by_root_cause(t: &ReportTables) -> Result<Figure> {
     };
     let series = [Series {
         name: "churn rate, with its Wilson 95% interval".into(),
-        values: data.column("churn_rate").iter().map(|c| c.number).collect(),
+        values: data.numbers("churn_rate"),
     }];
     let intervals = Intervals {
         low: number("churn_rate_low"),

@@ -76,6 +76,19 @@ impl Frame {
         self.rows.iter().map(|r| &r[i]).collect()
     }
 
+    /// Column `column` as text, NULL as an empty string.
+    pub fn strings(&self, column: &str) -> Vec<String> {
+        self.column(column)
+            .iter()
+            .map(|c| c.text().to_string())
+            .collect()
+    }
+
+    /// Column `column` as numbers, `None` where NULL or not numeric.
+    pub fn numbers(&self, column: &str) -> Vec<Option<f64>> {
+        self.column(column).iter().map(|c| c.number).collect()
+    }
+
     /// Row `row`'s `column`.
     pub fn get(&self, row: usize, column: &str) -> &Cell {
         &self.rows[row][self.index(column)]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::report::chart::Series;
 use crate::report::data::Frame;
 
 /// One figure: its chart, its reading, and the rows it was drawn from (the page's JSON island).
@@ -38,4 +39,12 @@ pub fn distinct(data: &Frame, column: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The series `name`, from column `column` of `data`.
+pub fn series(data: &Frame, column: &str, name: &str) -> Series {
+    Series {
+        name: name.to_string(),
+        values: data.numbers(column),
+    }
 }

@@ -3,9 +3,9 @@
 //! and carriers' medians weighted by their refunds and tickets, as the table keeps no raw times).
 
 use crate::error::Result;
-use crate::report::chart::{self, Axes, Series, Unit};
+use crate::report::chart::{self, Axes, Unit};
 use crate::report::data::{Frame, ReportTables};
-use crate::report::figure::{Figure, Params};
+use crate::report::figure::{Figure, Params, series};
 
 const SLA_SQL: &str = "
 SELECT order_month,
@@ -29,15 +29,7 @@ ORDER BY order_month";
 /// Delivery, refund and support service levels by month.
 pub async fn sla_trends(t: &ReportTables, p: &Params) -> Result<Vec<Figure>> {
     let data = t.query(SLA_SQL, p).await?;
-    let months: Vec<String> = data
-        .column("order_month")
-        .iter()
-        .map(|c| c.text().to_string())
-        .collect();
-    let series = |col: &str, name: &str| Series {
-        name: name.to_string(),
-        values: data.column(col).iter().map(|c| c.number).collect(),
-    };
+    let months = data.strings("order_month");
     let delivery = chart::lines(
         &Axes {
             caption: "Fulfillment: deliveries on time and lost, by order month".into(),
@@ -47,8 +39,8 @@ pub async fn sla_trends(t: &ReportTables, p: &Params) -> Result<Vec<Figure>> {
         },
         &months,
         &[
-            series("on_time_rate", "on time"),
-            series("lost_rate", "lost"),
+            series(&data, "on_time_rate", "on time"),
+            series(&data, "lost_rate", "lost"),
         ],
     )?;
     let refunds = chart::lines(
@@ -60,6 +52,7 @@ pub async fn sla_trends(t: &ReportTables, p: &Params) -> Result<Vec<Figure>> {
         },
         &months,
         &[series(
+            &data,
             "refund_processing_days_p50",
             "refund processing, median days",
         )],
@@ -73,6 +66,7 @@ pub async fn sla_trends(t: &ReportTables, p: &Params) -> Result<Vec<Figure>> {
         },
         &months,
         &[series(
+            &data,
             "resolution_hours_p50",
             "ticket resolution, median hours",
         )],

@@ -3,9 +3,9 @@
 //! exact decimals in the rows; ratios are computed as the program_roi job computes them.
 
 use crate::error::Result;
-use crate::report::chart::{self, Axes, Series, Unit};
+use crate::report::chart::{self, Axes, Unit};
 use crate::report::data::{Frame, ReportTables};
-use crate::report::figure::{Figure, Listing, Params};
+use crate::report::figure::{Figure, Listing, Params, series};
 
 const PROGRAMS_SQL: &str = "
 SELECT program_id, program_name,
@@ -32,15 +32,7 @@ ORDER BY program_id";
 /// complete.
 pub async fn program_returns(t: &ReportTables, p: &Params) -> Result<Vec<Figure>> {
     let data = t.query(PROGRAMS_SQL, p).await?;
-    let programs: Vec<String> = data
-        .column("program_name")
-        .iter()
-        .map(|c| c.text().to_string())
-        .collect();
-    let series = |col: &str, name: &str| Series {
-        name: name.to_string(),
-        values: data.column(col).iter().map(|c| c.number).collect(),
-    };
+    let programs = data.strings("program_name");
     let returns = chart::bars(
         &Axes {
             caption: "Return per retention program (months with a complete attribution window)"
@@ -51,9 +43,13 @@ pub async fn program_returns(t: &ReportTables, p: &Params) -> Result<Vec<Figure>
         },
         &programs,
         &[
-            series("roas", "ROAS (attributed revenue ÷ spend)"),
-            series("incremental_roas", "incremental ROAS (over the holdout)"),
-            series("roi", "ROI ((incremental margin − spend) ÷ spend)"),
+            series(&data, "roas", "ROAS (attributed revenue ÷ spend)"),
+            series(
+                &data,
+                "incremental_roas",
+                "incremental ROAS (over the holdout)",
+            ),
+            series(&data, "roi", "ROI ((incremental margin − spend) ÷ spend)"),
         ],
         None,
         true,
@@ -68,8 +64,8 @@ pub async fn program_returns(t: &ReportTables, p: &Params) -> Result<Vec<Figure>
         },
         &programs,
         &[
-            series("treated_repurchase_rate", "treated"),
-            series("holdout_repurchase_rate", "holdout (not treated)"),
+            series(&data, "treated_repurchase_rate", "treated"),
+            series(&data, "holdout_repurchase_rate", "holdout (not treated)"),
         ],
         None,
         true,
@@ -158,15 +154,7 @@ pub async fn budget(t: &ReportTables, p: &Params) -> Result<(Vec<Figure>, String
         .first()
         .map_or("", |c| c.text())
         .to_string();
-    let months: Vec<String> = data
-        .column("month")
-        .iter()
-        .map(|c| c.text().to_string())
-        .collect();
-    let series = |col: &str, name: &str| Series {
-        name: name.to_string(),
-        values: data.column(col).iter().map(|c| c.number).collect(),
-    };
+    let months = data.strings("month");
     let against = chart::bars(
         &Axes {
             caption: "Budget against actual, every program and cost center".into(),
@@ -175,7 +163,10 @@ pub async fn budget(t: &ReportTables, p: &Params) -> Result<(Vec<Figure>, String
             unit: Unit::Money,
         },
         &months,
-        &[series("planned", "planned"), series("actual", "actual")],
+        &[
+            series(&data, "planned", "planned"),
+            series(&data, "actual", "actual"),
+        ],
         None,
         false,
     )?;
@@ -187,7 +178,7 @@ pub async fn budget(t: &ReportTables, p: &Params) -> Result<(Vec<Figure>, String
             unit: Unit::Money,
         },
         &months,
-        &[series("variance", "variance")],
+        &[series(&data, "variance", "variance")],
         None,
         true,
     )?;
