@@ -31,7 +31,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(cli::run(cli, Stores::default())) {
+    let stores = Stores::with_latency(cli.global.store_latency.unwrap_or_default());
+    if let Err(e) = runtime.block_on(cli::run(cli, stores)) {
         eprintln!("error: {}", redact(&e.to_string()));
         std::process::exit(e.exit_code());
     }

@@ -32,6 +32,10 @@ pub struct GlobalArgs {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+    /// Wait this long before every object store request, as a cloud store's round trip would
+    /// (benchmarks: `--store-latency 20ms`). `run` prints the requests it made.
+    #[arg(long, global = true, env = "RETENTION_STORE_LATENCY", value_parser = humantime::parse_duration)]
+    pub store_latency: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -5,6 +5,7 @@
 
 pub mod delta;
 pub mod lease;
+pub mod metered;
 pub mod system;
 
 use std::collections::HashMap;
@@ -17,11 +18,15 @@ use object_store::path::Path as StorePath;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::store::metered::{MeteredStore, RequestCounts, Requests};
 
-/// The set of object stores a project reaches, keyed by `scheme://bucket`.
+/// The set of object stores a project reaches, keyed by `scheme://bucket`. Every store is
+/// metered: its requests are counted, and slowed by `latency` when one is set (benchmarks).
 #[derive(Clone, Default)]
 pub struct Stores {
     by_root: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    counts: Arc<RequestCounts>,
+    latency: std::time::Duration,
 }
 
 impl std::fmt::Debug for Stores {
@@ -38,13 +43,39 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
+    /// Stores that wait `latency` before every request, as a cloud store's round trip would.
+    pub fn with_latency(latency: std::time::Duration) -> Stores {
+        Stores {
+            latency,
+            ..Stores::default()
+        }
+    }
+
+    /// The requests made through these stores so far.
+    pub fn requests(&self) -> Requests {
+        self.counts.snapshot()
+    }
+
+    /// GETs so far by the table folder they read (`lake/raw/orders`).
+    pub fn gets_by_folder(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts
+            .gets_by_folder
+            .lock()
+            .expect("not poisoned")
+            .clone()
+    }
+
+    fn metered(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        Arc::new(MeteredStore::new(store, self.counts.clone(), self.latency))
+    }
+
     /// Use `store` for every URL under `root` (e.g. `memory://` or `s3://bucket`), instead of
     /// building one from the environment. Tests inject `InMemory` or a failing store this way.
     pub fn inject(&self, root: &Url, store: Arc<dyn ObjectStore>) {
         self.by_root
             .lock()
             .expect("stores lock")
-            .insert(root_key(root), store);
+            .insert(root_key(root), self.metered(store));
     }
 
     /// The store serving `url` (built on first use), and the path of `url` inside it.
@@ -55,7 +86,7 @@ impl Stores {
         if let Some(store) = map.get(&key) {
             return Ok((store.clone(), path));
         }
-        let store = build_store(url)?;
+        let store = self.metered(build_store(url)?);
         map.insert(key, store.clone());
         Ok((store, path))
     }

@@ -341,3 +341,33 @@ async fn validate_refuses_a_description_of_a_column_the_output_lacks() {
     assert!(e.contains("`nope` is not a column of the job's output (columns: customer_id, acquisition_channel, orders, net_revenue)"), "{e}");
     assert!(!e.contains("columns.orders"), "{e}");
 }
+
+/// Every store request is counted: a run lists and reads its sources and writes its tables, and
+/// the GETs are grouped by the table folder they read.
+#[tokio::test]
+async fn a_run_counts_its_object_store_requests_by_kind_and_table() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let before = fx.stores.requests();
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    let run = fx.stores.requests().since(&before);
+    assert!(run.lists > 0 && run.writes > 0, "{run:?}");
+    assert!(run.range_gets + run.tail_gets > 0, "{run:?}");
+    let folders = fx.stores.gets_by_folder();
+    assert!(
+        folders.keys().any(|k| k.ends_with("/orders")),
+        "{folders:?}"
+    );
+    assert!(
+        folders.keys().any(|k| k.ends_with("/customer_value")),
+        "{folders:?}"
+    );
+    // A query afterwards only reads.
+    let before = fx.stores.requests();
+    fx.cmd(&["query", "select count(*) from customer_value"])
+        .await
+        .unwrap();
+    let query = fx.stores.requests().since(&before);
+    assert_eq!(query.writes, 0, "{query:?}");
+    assert!(query.total() > 0);
+}

@@ -40,6 +40,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
+    let before = ws.engine.stores.requests();
     let selected = ws.select(&args.selectors, args.all).await?;
     if !args.params.is_empty() {
         ws.override_params(&selected, &args.params)?;
@@ -58,5 +59,18 @@ pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
     }
     let report = execute(ws.clone(), &plan, ws.engine.project.jobs).await?;
     print_summary(&plan.run_id, &report.outcomes);
+    let r = ws.engine.stores.requests().since(&before);
+    println!(
+        "object store requests: {} (lists {}, footer reads {}, range reads {}, whole reads and heads {}, writes {})",
+        r.total(),
+        r.lists,
+        r.tail_gets,
+        r.range_gets,
+        r.whole_gets,
+        r.writes
+    );
+    for (folder, gets) in ws.engine.stores.gets_by_folder() {
+        tracing::debug!(folder, gets, "object store GETs");
+    }
     report.into_result().map(|_| ())
 }
