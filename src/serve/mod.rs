@@ -107,6 +107,25 @@ fn scheduler_error(e: tokio_cron_scheduler::JobSchedulerError) -> Error {
     }
 }
 
+/// The scheduler job firing `cron`: at each firing, `start` the newest slot at or before now.
+fn firing(
+    daemon: &Arc<Daemon>,
+    cron: JobCron,
+    start: fn(&Arc<Daemon>, &str, DateTime<Utc>),
+) -> Result<Job> {
+    let d = daemon.clone();
+    let expr = cron.expr.clone();
+    Job::new_async_tz(expr.as_str(), cron.timezone, move |_, _| {
+        let (daemon, cron) = (d.clone(), cron.clone());
+        Box::pin(async move {
+            if let Some(slot) = cron.latest(daemon.ws.engine.clock.now()) {
+                start(&daemon, &cron.job, slot);
+            }
+        })
+    })
+    .map_err(scheduler_error)
+}
+
 /// Run the daemon until signalled: each message on `signals` is one SIGTERM or SIGINT. `http`,
 /// when given, serves `/healthz`, `/metrics` and `/runs` until the daemon stops.
 pub async fn serve(
@@ -135,30 +154,12 @@ pub async fn serve(
     let scheduler = JobScheduler::new().await.map_err(scheduler_error)?;
     for cron in crons {
         tracing::info!(job = %cron.job, schedule = %cron.expr, timezone = %cron.timezone, "scheduled");
-        let (d, c) = (daemon.clone(), cron.clone());
-        let job = Job::new_async_tz(cron.expr.as_str(), cron.timezone, move |_, _| {
-            let (daemon, cron) = (d.clone(), c.clone());
-            Box::pin(async move {
-                if let Some(slot) = cron.latest(daemon.ws.engine.clock.now()) {
-                    daemon.spawn(&cron.job, slot);
-                }
-            })
-        })
-        .map_err(scheduler_error)?;
+        let job = firing(&daemon, cron, |daemon, job, slot| daemon.spawn(job, slot))?;
         scheduler.add(job).await.map_err(scheduler_error)?;
     }
     if let Some(cron) = report_cron {
         tracing::info!(job = %cron.job, schedule = %cron.expr, timezone = %cron.timezone, "report scheduled");
-        let d = daemon.clone();
-        let job = Job::new_async_tz(cron.expr.clone().as_str(), cron.timezone, move |_, _| {
-            let (daemon, cron) = (d.clone(), cron.clone());
-            Box::pin(async move {
-                if let Some(slot) = cron.latest(daemon.ws.engine.clock.now()) {
-                    report::spawn(&daemon, slot);
-                }
-            })
-        })
-        .map_err(scheduler_error)?;
+        let job = firing(&daemon, cron, |daemon, _, slot| report::spawn(daemon, slot))?;
         scheduler.add(job).await.map_err(scheduler_error)?;
     }
     let d = daemon.clone();

@@ -21,35 +21,37 @@ pub struct JobCron {
 }
 
 impl JobCron {
+    /// The cron `expr` in `timezone` for slot name `job`; a bad `expr` is reported as `what`'s.
+    fn new(job: &str, expr: &str, timezone: chrono_tz::Tz, what: &str) -> Result<JobCron> {
+        let cron = spec::parse_cron(expr).map_err(|message| Error::Schedule {
+            message: format!("{what}: {message}"),
+            source: None,
+        })?;
+        Ok(JobCron {
+            job: job.to_string(),
+            expr: expr.to_string(),
+            timezone,
+            cron,
+        })
+    }
+
     /// The cron of `spec`, `None` for a job without a schedule.
     pub fn of(spec: &JobSpec) -> Result<Option<JobCron>> {
         let Some(expr) = &spec.schedule else {
             return Ok(None);
         };
-        let cron = spec::parse_cron(expr).map_err(|message| Error::Schedule {
-            message: format!("job `{}`: {message}", spec.name),
-            source: None,
-        })?;
-        Ok(Some(JobCron {
-            job: spec.name.clone(),
-            expr: expr.clone(),
-            timezone: spec.policy.timezone,
-            cron,
-        }))
+        let what = format!("job `{}`", spec.name);
+        JobCron::new(&spec.name, expr, spec.policy.timezone, &what).map(Some)
     }
 
     /// The cron of the scheduled report (`[report]`), under the slot name `report_slot`.
     pub fn of_report(report_slot: &str, schedule: &ReportSchedule) -> Result<JobCron> {
-        let cron = spec::parse_cron(&schedule.expr).map_err(|message| Error::Schedule {
-            message: format!("[report] schedule: {message}"),
-            source: None,
-        })?;
-        Ok(JobCron {
-            job: report_slot.to_string(),
-            expr: schedule.expr.clone(),
-            timezone: schedule.timezone,
-            cron,
-        })
+        JobCron::new(
+            report_slot,
+            &schedule.expr,
+            schedule.timezone,
+            "[report] schedule",
+        )
     }
 
     /// The slots in `[from, to)`, in order.
