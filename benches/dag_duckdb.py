@@ -60,7 +60,10 @@ MODEL_UDFS = re.compile(r"\b(bgnbd_\w+|gamma_gamma_\w+|clv)\(")
 def retention(binary, project, raw, curated, *args, capture=True):
     cmd = [binary, "-C", str(project), "--raw", str(raw), "--curated", str(curated), *args]
     env = {"RUST_LOG": "off", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return subprocess.run(cmd, check=True, capture_output=capture, text=True, env=env).stdout
+    done = subprocess.run(cmd, capture_output=capture, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
 
 
 def load_jobs(project):
@@ -155,12 +158,9 @@ def job_seconds(args, curated, out):
 
 
 def export(args, curated, table, into):
-    """retention's table as Parquet files in `into`, or None when it was never published."""
+    """retention's table as Parquet files in `into`."""
     into.mkdir(parents=True, exist_ok=True)
-    try:
-        retention(args.binary, args.project, args.raw, curated, "export", table, "--format", "parquet", "--out", str(into))
-    except subprocess.CalledProcessError:
-        return None
+    retention(args.binary, args.project, args.raw, curated, "export", table, "--format", "parquet", "--out", str(into))
     return sorted(into.glob("*.parquet"))
 
 

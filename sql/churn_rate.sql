@@ -24,7 +24,7 @@ bounds AS (
 -- one day are one purchase day), with the customer's segment. The as-of cut is a constant
 -- predicate on the bound parameter: no join, so the large side is scanned once. The other as-of cuts are applied after
 -- aggregating, where they are cheap.
-order_day AS (
+order_day AS MATERIALIZED (
   SELECT d.customer_id,
          c.acquisition_channel,
          c.region,
@@ -41,7 +41,7 @@ order_day AS (
   LEFT JOIN customers c ON c.customer_id = d.customer_id
 ),
 -- Each purchase day with the customer's next purchase day.
-spell AS (
+spell AS MATERIALIZED (
   SELECT customer_id,
          acquisition_channel,
          region,

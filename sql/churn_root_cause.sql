@@ -5,7 +5,7 @@ WITH as_of AS (
 ),
 -- The as-of cut is a constant predicate on the bound parameter: no join with the one-row as_of,
 -- so the orders are scanned once without a nested loop.
-completed AS (
+completed AS MATERIALIZED (
   SELECT e.customer_id, e.order_id, e.order_ts, CAST(e.order_ts AS DATE) AS order_date,
          e.primary_issue, e.perfect_order
   FROM order_experience e

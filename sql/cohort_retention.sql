@@ -3,7 +3,7 @@
 -- row for every month index from 0 to the last month in the data (zeros when nobody was active).
 -- Months are handled as integers idx = year * 12 + (month - 1) (UTC), so idx / 12 is the year and
 -- idx % 12 + 1 the month.
-WITH completed AS (
+WITH completed AS MATERIALIZED (
   SELECT order_id,
          customer_id,
          order_ts,
@@ -30,7 +30,7 @@ customer_channel AS (
   GROUP BY customer_id
 ),
 -- One row per cohort member; customers missing from `customers` get channel 'unknown'.
-member AS (
+member AS MATERIALIZED (
   SELECT f.customer_id,
          f.cohort_idx,
          coalesce(c.acquisition_channel, 'unknown')         AS acquisition_channel,

@@ -5,7 +5,7 @@
 WITH params AS (
   SELECT CAST($as_of AS DATE) AS as_of_date
 ),
-completed AS (
+completed AS MATERIALIZED (
   SELECT oe.customer_id, oe.order_id, oe.order_ts, oe.order_date,
          oe.gmv, oe.refund_amount, oe.net_revenue, oe.bad_experience, oe.primary_issue
   FROM params p
@@ -14,7 +14,7 @@ completed AS (
     AND oe.order_date <= p.as_of_date
 ),
 -- One row per customer (keyed aggregate before any join).
-per_customer AS (
+per_customer AS MATERIALIZED (
   SELECT customer_id,
          min(order_ts)                                                       AS first_order_ts,
          max(order_ts)                                                       AS last_order_ts,

@@ -4,7 +4,7 @@
 -- Percentiles: percentile_cont (exact, linear interpolation between the two nearest values, as
 -- PostgreSQL's percentile_cont), rounded to 2 decimals; NULL when the group has no value.
 -- Incremental: the order months $start <= month < $end (DATEs on the 1st, bound by the engine).
-WITH shipped AS (
+WITH shipped AS MATERIALIZED (
   SELECT order_id,
          order_month,
          region,

@@ -4,7 +4,7 @@ WITH as_of AS (
   -- $as_of: the run's as-of day, a DATE the engine binds; the window ends at its midnight.
   SELECT extract(epoch FROM CAST(CAST($as_of AS DATE) AS TIMESTAMP)) + 86400 AS as_of_end
 ),
-cases AS (
+cases AS MATERIALIZED (
   SELECT order_id, customer_id, primary_issue AS issue_type, issue_ts,
          extract(epoch FROM issue_ts) AS issue_epoch
   FROM order_experience

@@ -10,6 +10,7 @@ use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{cast, ident};
 use datafusion::prelude::{DataFrame, SessionContext};
 
+use crate::engine::materialize;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::project::config::LatestDay;
@@ -78,10 +79,10 @@ impl Engine {
     ) -> Result<DataFrame> {
         let sql_err = |e: DataFusionError| sql_error(spec, e);
         self.prepare(ctx).await?;
-        let df = ctx.sql(&spec.sql).await.map_err(sql_err)?;
-        let df = df
-            .with_param_values(bound_params(spec, as_of, interval))
+        let plan = materialize::plan_sql(ctx, &spec.sql, &bound_params(spec, as_of, interval))
+            .await
             .map_err(sql_err)?;
+        let df = DataFrame::new(ctx.state(), plan);
         check_output_schema(spec, df.schema().inner())?;
         let mut df = df;
         for hook in &self.hooks {

@@ -1,5 +1,5 @@
 //! The DataFusion engine: sessions over the shared runtime, source contracts checked against
-//! their files, source freshness, a job's SQL planned with its parameters, data checks, the
+//! their files, source freshness, a job's SQL planned with its parameters (and its materialized CTEs computed once), data checks, the
 //! read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
 //! CLV functions (`clv`), and the hook through which higher layers take part.
 
@@ -10,5 +10,6 @@ pub mod freshness;
 pub mod guard;
 pub mod hook;
 pub mod job;
+pub mod materialize;
 pub mod session;
 pub mod udf;

@@ -78,6 +78,10 @@ fn tables_in_sql(job: &str, path: &std::path::Path, sql: &str) -> Result<Vec<Str
         source: None,
     };
     let dialect = GenericDialect {};
+    // `AS MATERIALIZED` is blanked first, as the engine does (the generic dialect lacks it).
+    let (sql, _) =
+        crate::engine::materialize::unmark(sql).map_err(|e| sql_err(e.to_string(), 0, 0))?;
+    let sql = sql.as_str();
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .build()

@@ -1,0 +1,432 @@
+//! `WITH x AS MATERIALIZED (...)`, PostgreSQL's syntax, honoured: such a CTE is computed once per
+//! run of its job, however many times the rest of the query reads it.
+//!
+//! DataFusion inlines every CTE, and its default dialect does not parse `AS MATERIALIZED`: the
+//! keyword is found among the SQL's tokens and blanked (so error positions stay true), and the
+//! CTEs it marked are taken out of the parsed query. DataFusion inlines every CTE, so a CTE read three times is computed three times. Here each
+//! materialized CTE becomes a table of the job's own session before the query is planned: its
+//! query (with the CTEs before it) is planned and bound like the job's; the first read of it that
+//! runs computes it and keeps the batches, and every read streams them. The batches are
+//! reserved in the session's memory pool, so a CTE too large for `memory_limit` fails with
+//! DataFusion's "resources exhausted" error and the job publishes nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ParamValues;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Cte, CteAsMaterialized, Query, Statement, With};
+use futures::TryStreamExt;
+use tokio::sync::OnceCell;
+
+/// Plan `sql` in `ctx` with `params` bound, registering its materialized CTEs as tables of `ctx`
+/// first. A query without one is planned exactly as `ctx.sql` would.
+pub async fn plan_sql(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &ParamValues,
+) -> Result<LogicalPlan> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let (sql, marked) = unmark(sql)?;
+    let mut statement = state.sql_to_statement(&sql, &dialect)?;
+    if let DfStatement::Statement(inner) = &mut statement
+        && let Statement::Query(query) = inner.as_mut()
+        && let Some(mut with) = query.with.take()
+    {
+        for cte in &mut with.cte_tables {
+            if marked.contains(&cte.alias.name.value) {
+                cte.materialized = Some(CteAsMaterialized::Materialized);
+            }
+        }
+        query.with = register_materialized(ctx, with, params).await?;
+    }
+    state
+        .statement_to_plan(statement)
+        .await?
+        .with_param_values(params.clone())
+}
+
+/// `sql` with each `name AS MATERIALIZED (` written as `name AS              (`, and those names.
+pub fn unmark(sql: &str) -> Result<(String, Vec<String>)> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| DataFusionError::SQL(Box::new(e.into()), None))?;
+    let words: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let mut text = sql.to_string();
+    let mut names = Vec::new();
+    for w in words.windows(5) {
+        let keyword =
+            |i: usize, k: Keyword| matches!(&w[i].token, Token::Word(x) if x.keyword == k);
+        let opens_cte = keyword(0, Keyword::WITH) || w[0].token == Token::Comma;
+        if opens_cte
+            && keyword(2, Keyword::AS)
+            && keyword(3, Keyword::MATERIALIZED)
+            && w[4].token == Token::LParen
+            && let Token::Word(name) = &w[1].token
+        {
+            let at = byte_offset(sql, w[3].span.start.line, w[3].span.start.column);
+            text.replace_range(
+                at..at + "MATERIALIZED".len(),
+                &" ".repeat("MATERIALIZED".len()),
+            );
+            names.push(name.value.clone());
+        }
+    }
+    Ok((text, names))
+}
+
+/// The byte offset of a 1-based line and column (in characters).
+fn byte_offset(sql: &str, line: u64, column: u64) -> usize {
+    let line_start: usize = sql
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1) as usize)
+        .map(str::len)
+        .sum();
+    line_start
+        + sql[line_start..]
+            .chars()
+            .take(column.saturating_sub(1) as usize)
+            .map(char::len_utf8)
+            .sum::<usize>()
+}
+
+/// Register each materialized CTE of `with` as a table of `ctx`; returns the CTEs left to inline.
+async fn register_materialized(
+    ctx: &SessionContext,
+    with: With,
+    params: &ParamValues,
+) -> Result<Option<With>> {
+    let mut inlined: Vec<Cte> = Vec::new();
+    for cte in with.cte_tables {
+        if !matches!(cte.materialized, Some(CteAsMaterialized::Materialized)) {
+            inlined.push(cte);
+            continue;
+        }
+        let name = cte.alias.name.value.clone();
+        if ctx.table_exist(name.as_str())? {
+            return Err(DataFusionError::Plan(format!(
+                "the materialized CTE `{name}` has the name of a table this job reads; rename it"
+            )));
+        }
+        let query = with_preceding(&with.with_token, with.recursive, &inlined, *cte.query);
+        let statement = DfStatement::Statement(Box::new(Statement::Query(Box::new(query))));
+        let plan = ctx
+            .state()
+            .statement_to_plan(statement)
+            .await?
+            .with_param_values(params.clone())?;
+        ctx.register_table(
+            name.as_str(),
+            Arc::new(MaterializedCte::new(name.clone(), plan)),
+        )?;
+    }
+    Ok((!inlined.is_empty()).then_some(With {
+        cte_tables: inlined,
+        ..with
+    }))
+}
+
+/// `query` with the inlined CTEs declared before it in front of its own.
+fn with_preceding(
+    token: &datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken,
+    recursive: bool,
+    preceding: &[Cte],
+    mut query: Query,
+) -> Query {
+    let mut ctes = preceding.to_vec();
+    if let Some(own) = query.with.take() {
+        ctes.extend(own.cte_tables);
+    }
+    if !ctes.is_empty() {
+        query.with = Some(With {
+            with_token: token.clone(),
+            recursive,
+            cte_tables: ctes,
+        });
+    }
+    query
+}
+
+/// A materialized CTE: its plan, and its batches once the first scan of it has run.
+#[derive(Debug)]
+struct MaterializedCte {
+    name: String,
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    computed: Arc<OnceCell<Computed>>,
+}
+
+#[derive(Debug)]
+struct Computed {
+    batches: Vec<RecordBatch>,
+    /// Holds the batches' memory in the session's pool while the job runs.
+    _reservation: MemoryReservation,
+}
+
+impl MaterializedCte {
+    fn new(name: String, plan: LogicalPlan) -> Self {
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Self {
+            name,
+            plan,
+            schema,
+            computed: Arc::new(OnceCell::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for MaterializedCte {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    /// Plans the CTE's query (without running it): `explain` shows it and computes nothing.
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(MaterializedCteExec {
+            name: self.name.clone(),
+            query: state.create_physical_plan(&self.plan).await?,
+            projection: projection.cloned(),
+            computed: self.computed.clone(),
+            properties: Arc::new(properties),
+        }))
+    }
+}
+
+/// One read of a materialized CTE: the first read to run computes it, every read streams it.
+#[derive(Debug)]
+struct MaterializedCteExec {
+    name: String,
+    query: Arc<dyn ExecutionPlan>,
+    projection: Option<Vec<usize>>,
+    computed: Arc<OnceCell<Computed>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl MaterializedCteExec {
+    async fn compute(
+        name: String,
+        query: Arc<dyn ExecutionPlan>,
+        task: Arc<TaskContext>,
+    ) -> Result<Computed> {
+        let batches = datafusion::physical_plan::collect(query, task.clone()).await?;
+        let reservation =
+            MemoryConsumer::new(format!("materialized CTE {name}")).register(task.memory_pool());
+        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        reservation.try_grow(bytes)?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        tracing::debug!(cte = %name, rows, bytes, "materialized CTE computed");
+        Ok(Computed {
+            batches,
+            _reservation: reservation,
+        })
+    }
+}
+
+impl DisplayAs for MaterializedCteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "MaterializedCteExec: {}", self.name)
+    }
+}
+
+impl ExecutionPlan for MaterializedCteExec {
+    fn name(&self) -> &'static str {
+        "MaterializedCteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let (name, query) = (self.name.clone(), self.query.clone());
+        let (computed, projection) = (self.computed.clone(), self.projection.clone());
+        let batches = async move {
+            let done = computed
+                .get_or_try_init(|| Self::compute(name, query, context))
+                .await?;
+            let projected: Result<Vec<_>> = done
+                .batches
+                .iter()
+                .map(|b| match &projection {
+                    Some(p) => b.project(p).map_err(DataFusionError::from),
+                    None => Ok(b.clone()),
+                })
+                .collect();
+            Ok::<_, DataFusionError>(futures::stream::iter(projected?.into_iter().map(Ok)))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.properties.eq_properties.schema().clone(),
+            futures::stream::once(batches).try_flatten(),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::common::ScalarValue;
+    use datafusion::prelude::DataFrame;
+
+    async fn rows(
+        ctx: &SessionContext,
+        sql: &str,
+        params: ParamValues,
+    ) -> Result<Vec<RecordBatch>> {
+        let plan = plan_sql(ctx, sql, &params).await?;
+        DataFrame::new(ctx.state(), plan).collect().await
+    }
+
+    #[tokio::test]
+    async fn a_materialized_cte_is_computed_once_for_all_its_readers() {
+        // random() differs on every evaluation: equal values on both sides of the join mean one
+        // computation; the same CTE inlined is computed once per reference.
+        let same = "SELECT a.v = b.v AS same FROM r a CROSS JOIN r b";
+        for (with, expected) in [("r AS MATERIALIZED", true), ("r AS", false)] {
+            let ctx = SessionContext::new();
+            let sql = format!("WITH {with} (SELECT random() AS v) {same}");
+            let batches = rows(&ctx, &sql, ParamValues::List(vec![])).await.unwrap();
+            assert_eq!(
+                batches[0].column(0).as_boolean().value(0),
+                expected,
+                "{with}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn it_sees_the_ctes_before_it_and_the_bound_parameters() {
+        let ctx = SessionContext::new();
+        let sql = "WITH base AS (SELECT column1 AS x FROM (VALUES (1), (2), (3), (4)))\n\
+                   , big AS MATERIALIZED (SELECT x FROM base WHERE x >= $min)\n\
+                   SELECT count(*) AS n, sum(b.x) AS s FROM big b JOIN big c ON b.x = c.x";
+        let params = ParamValues::from(vec![("min".to_string(), ScalarValue::Int64(Some(3)))]);
+        let batches = rows(&ctx, sql, params).await.unwrap();
+        let n = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        let s = batches[0].column(1).as_primitive::<Int64Type>().value(0);
+        assert_eq!((n, s), (2, 7));
+        // The CTE is a table of the job's session now; the inlined one is not.
+        assert!(ctx.table_exist("big").unwrap() && !ctx.table_exist("base").unwrap());
+    }
+
+    #[test]
+    fn the_keyword_is_blanked_in_place_and_only_after_a_cte_name() {
+        let sql = "WITH a AS MATERIALIZED (SELECT 'x AS MATERIALIZED (' AS s),\n  b AS materialized (SELECT 1)\nSELECT * FROM a, b";
+        let (text, names) = unmark(sql).unwrap();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(text.len(), sql.len());
+        assert_eq!(
+            text,
+            "WITH a AS              (SELECT 'x AS MATERIALIZED (' AS s),\n  b AS              (SELECT 1)\nSELECT * FROM a, b"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cte_larger_than_the_memory_limit_fails_with_resources_exhausted() {
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+        let big = Int64Array::from_iter_values(0..100_000);
+        ctx.register_batch(
+            "t",
+            RecordBatch::try_from_iter([("x", Arc::new(big) as _)]).unwrap(),
+        )
+        .unwrap();
+        let sql = "WITH m AS MATERIALIZED (SELECT x * 2 AS y FROM t) SELECT count(*) FROM m a JOIN m b ON a.y = b.y";
+        let err = rows(&ctx, sql, ParamValues::List(vec![]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Resources exhausted"), "{err}");
+        assert!(err.to_string().contains("materialized CTE m"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_materialized_cte_may_not_shadow_a_table_the_job_reads() {
+        let ctx = SessionContext::new();
+        ctx.register_batch(
+            "t",
+            RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap(),
+        )
+        .unwrap();
+        let err = rows(
+            &ctx,
+            "WITH t AS MATERIALIZED (SELECT 2 AS x) SELECT x FROM t",
+            ParamValues::List(vec![]),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("materialized CTE `t` has the name of a table"),
+            "{err}"
+        );
+    }
+}
