@@ -86,6 +86,10 @@ pub struct RunRecord {
     pub interval_end: Option<NaiveDate>,
     /// SHA-256 of the job's spec and SQL when it ran.
     pub spec_hash: Option<String>,
+    /// The most memory the job's operators held at once, in bytes.
+    pub peak_memory_bytes: Option<i64>,
+    /// What the job's operators wrote to spill files, in bytes.
+    pub spilled_bytes: Option<i64>,
 }
 
 impl RunRecord {
@@ -120,6 +124,8 @@ impl RunRecord {
             interval_start: None,
             interval_end: None,
             spec_hash: None,
+            peak_memory_bytes: None,
+            spilled_bytes: None,
         }
     }
 
@@ -300,6 +306,8 @@ mod tests {
             interval_start: NaiveDate::from_ymd_opt(2026, 10, 1),
             interval_end: NaiveDate::from_ymd_opt(2026, 11, 1),
             spec_hash: Some("ab12".into()),
+            peak_memory_bytes: Some(4096),
+            spilled_bytes: Some(0),
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);

@@ -15,17 +15,33 @@ pub enum OutputFormat {
     Json,
 }
 
-/// One row per job: status, rows written, seconds, version and error.
+/// One row per job: status, rows written, seconds, peak memory, spilled bytes, version and error.
 pub fn print_summary(run_id: &str, outcomes: &[JobOutcome]) {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["job", "status", "rows", "seconds", "version", "error"]);
+    t.set_header(vec![
+        "job",
+        "status",
+        "rows",
+        "seconds",
+        "peak MiB",
+        "spilled MiB",
+        "version",
+        "error",
+    ]);
+    let mib = |bytes: Option<i64>| {
+        bytes
+            .map(|b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)))
+            .unwrap_or_default()
+    };
     for o in outcomes {
         t.add_row(vec![
             o.job.clone(),
             o.status.to_string(),
             o.rows_written.to_string(),
             format!("{:.2}", o.seconds),
+            mib(o.peak_memory_bytes),
+            mib(o.spilled_bytes),
             o.output_version.map(|v| v.to_string()).unwrap_or_default(),
             o.error.clone().unwrap_or_default(),
         ]);

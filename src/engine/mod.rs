@@ -1,4 +1,4 @@
-//! The DataFusion engine: sessions over the shared runtime, source contracts checked against
+//! The DataFusion engine: sessions over the shared runtime (each job's memory counted), source contracts checked against
 //! their files, source freshness, a job's SQL planned with its parameters (and its materialized CTEs computed once), data checks, the
 //! read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
 //! CLV functions (`clv`), and the hook through which higher layers take part.
@@ -11,5 +11,6 @@ pub mod guard;
 pub mod hook;
 pub mod job;
 pub mod materialize;
+pub mod memory;
 pub mod session;
 pub mod udf;

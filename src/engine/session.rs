@@ -10,6 +10,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::clock::SharedClock;
 use crate::engine::hook::SessionHook;
+use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
@@ -106,15 +107,43 @@ impl Engine {
         self.session_with(self.config()?, tables)
     }
 
+    /// A job's session: as `session`, with every reservation counted in `memory` on its way to
+    /// the shared pool.
+    pub fn job_session(
+        &self,
+        tables: &[(String, Arc<dyn TableProvider>)],
+        memory: &Arc<JobMemory>,
+    ) -> Result<SessionContext> {
+        // Fields behind DataFusion features this build leaves off keep their defaults.
+        #[allow(clippy::needless_update)]
+        let runtime = RuntimeEnv {
+            memory_pool: memory.clone(),
+            disk_manager: self.runtime.disk_manager.clone(),
+            cache_manager: self.runtime.cache_manager.clone(),
+            object_store_registry: self.runtime.object_store_registry.clone(),
+            ..RuntimeEnv::default()
+        };
+        self.session_in(Arc::new(runtime), self.config()?, tables)
+    }
+
     /// As `session`, with `config` (from `config()`, adjusted) instead of the project's.
     pub fn session_with(
         &self,
         config: SessionConfig,
         tables: &[(String, Arc<dyn TableProvider>)],
     ) -> Result<SessionContext> {
+        self.session_in(self.runtime.clone(), config, tables)
+    }
+
+    fn session_in(
+        &self,
+        runtime: Arc<RuntimeEnv>,
+        config: SessionConfig,
+        tables: &[(String, Arc<dyn TableProvider>)],
+    ) -> Result<SessionContext> {
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(runtime)
             .with_default_features()
             // Delta's planner: its writer plans custom nodes through the session we pass it.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())

@@ -13,9 +13,10 @@ use datafusion::prelude::SessionContext;
 
 use crate::engine::checks::run_checks;
 use crate::engine::job::date_value;
+use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
-use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics};
+use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics, spilled_bytes};
 use crate::ledger;
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan, SlotClaim};
@@ -31,6 +32,8 @@ use crate::store::system::{
 /// What a job that succeeded did.
 pub struct JobDone {
     pub rows_read: i64,
+    /// What the job's operators wrote to spill files.
+    pub spilled_bytes: i64,
     pub rows_written: i64,
     pub bytes_read: i64,
     pub version: i64,
@@ -55,6 +58,7 @@ pub async fn run_job(
     sources: &SourceProviders,
     plan: &RunPlan,
     days: &RunDays,
+    memory: &Arc<JobMemory>,
 ) -> Result<JobDone> {
     let (run_id, claim) = (plan.run_id.as_str(), plan.claim.as_ref());
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
@@ -74,7 +78,7 @@ pub async fn run_job(
         (Some(range), Some(_)) => Some(Work::Intervals(range)),
         _ => incremental_work(ws, job, spec, as_of, plan.forward_only).await?,
     };
-    let ctx = ws.engine.session(&inputs.tables)?;
+    let ctx = ws.engine.job_session(&inputs.tables, memory)?;
     let df = ws
         .engine
         .plan_job(&ctx, spec, as_of, work.map(|w| w.range()))
@@ -119,6 +123,7 @@ pub async fn run_job(
     .await?;
     let (rows_read, bytes_read) = leaf_metrics(&physical);
     Ok(JobDone {
+        spilled_bytes: spilled_bytes(&physical) as i64,
         rows_read,
         rows_written: published.rows_written,
         bytes_read,

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::engine::freshness::{Finding, Level};
+use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::job::{JobDone, run_job};
@@ -76,6 +77,10 @@ pub struct JobOutcome {
     pub rows_written: i64,
     pub bytes_read: i64,
     pub seconds: f64,
+    /// The most memory the job's operators held at once (bytes), when it ran.
+    pub peak_memory_bytes: Option<i64>,
+    /// What its operators wrote to spill files (bytes), when it succeeded.
+    pub spilled_bytes: Option<i64>,
     pub output_version: Option<i64>,
     pub error: Option<String>,
     /// Why the job did not succeed, for whoever decides on a retry.
@@ -239,6 +244,8 @@ fn skipped(job: &PlannedJob, msg: String) -> JobOutcome {
         rows_written: 0,
         bytes_read: 0,
         seconds: 0.0,
+        peak_memory_bytes: None,
+        spilled_bytes: None,
         output_version: None,
         error: Some(msg),
         failure: Some(Failure::Deterministic),
@@ -263,10 +270,12 @@ fn spawn_job(
             let started = ws.engine.clock.now();
             let clock = Instant::now();
             tracing::info!("job started");
-            let result = run_job(&ws, &job, &sources, &plan, &days).await;
+            let memory = JobMemory::over(ws.engine.runtime.memory_pool.clone());
+            let result = run_job(&ws, &job, &sources, &plan, &days, &memory).await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
-            let (outcome, mut facts) = outcome_of(&job, result, seconds);
+            let (mut outcome, mut facts) = outcome_of(&job, result, seconds);
+            outcome.peak_memory_bytes = Some(memory.peak() as i64);
             facts.spec_hash = ws.graph.node(&job.name).map(|n| n.spec.spec_hash.clone());
             let rec = record(&plan, &outcome, (started, finished), facts);
             (outcome, rec)
@@ -304,6 +313,8 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     rows_written: done.rows_written,
                     bytes_read: done.bytes_read,
                     seconds,
+                    peak_memory_bytes: None,
+                    spilled_bytes: Some(done.spilled_bytes),
                     output_version: Some(done.version),
                     error: None,
                     failure: None,
@@ -328,6 +339,8 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     rows_written: 0,
                     bytes_read: 0,
                     seconds,
+                    peak_memory_bytes: None,
+                    spilled_bytes: None,
                     output_version: None,
                     error: Some(msg),
                     failure: Some(failure),
@@ -354,6 +367,8 @@ fn record(
         rows_read: o.rows_read,
         rows_written: o.rows_written,
         bytes_read: o.bytes_read,
+        peak_memory_bytes: o.peak_memory_bytes,
+        spilled_bytes: o.spilled_bytes,
         input_versions: facts.inputs,
         output_version: o.output_version,
         error: o.error.clone(),
@@ -398,6 +413,8 @@ mod tests {
             rows_written: 0,
             bytes_read: 0,
             seconds: 0.0,
+            peak_memory_bytes: None,
+            spilled_bytes: None,
             output_version: None,
             error: None,
             failure: None,

@@ -1,6 +1,6 @@
 //! Publishing a job's planned result: its distinct partitions, the physical plan shown to Delta's
-//! writer as a sealed leaf (so its scan metrics survive the write), and the rows and bytes the
-//! scans read.
+//! writer as a sealed leaf (so its scan metrics survive the write), the rows and bytes the
+//! scans read, and the bytes its operators spilled.
 
 use std::sync::Arc;
 
@@ -56,6 +56,16 @@ pub fn leaf_metrics(plan: &Arc<dyn ExecutionPlan>) -> (i64, i64) {
         let (cr, cb) = leaf_metrics(c);
         (r + cr, b + cb)
     })
+}
+
+/// Bytes every operator of `plan` wrote to spill files.
+pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(spilled_bytes)
+        .sum::<usize>()
 }
 
 /// A table whose scan is an already-planned physical plan: lets Delta's writer stream the job's

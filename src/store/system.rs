@@ -59,6 +59,8 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("interval_start", DataType::Date32, true),
         Field::new("interval_end", DataType::Date32, true),
         Field::new("spec_hash", DataType::Utf8, true),
+        Field::new("peak_memory_bytes", DataType::Int64, true),
+        Field::new("spilled_bytes", DataType::Int64, true),
     ]))
 }
 
@@ -119,6 +121,6 @@ mod tests {
         assert!(!is_snapshot_table(CLOSED_MONTHS));
         assert!(!is_snapshot_table(RUNS_TABLE));
         assert!(fixed_schema("_closed_x").is_none());
-        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 21);
+        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 23);
     }
 }

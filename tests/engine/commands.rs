@@ -371,3 +371,46 @@ async fn a_run_counts_its_object_store_requests_by_kind_and_table() {
     assert_eq!(query.writes, 0, "{query:?}");
     assert!(query.total() > 0);
 }
+
+#[tokio::test]
+async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    // The 5 hand-made orders x 100,000: a sort of 500,000 rows under a 24 MiB limit spills.
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[engine]\nmemory_limit = \"24MiB\"\n[datafusion]\n\"execution.sort_spill_reservation_bytes\" = \"1048576\"\n",
+    );
+    write(
+        fx.dir(),
+        "jobs/slow.toml",
+        "description = \"Sorted hashes.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/slow.sql",
+        "SELECT o.order_id, r.v, (o.order_id * 7919 + r.v * 104729) % 1000003 AS k\n\
+         FROM orders o CROSS JOIN (SELECT unnest(range(0, 100000)) AS v) r\nORDER BY k",
+    );
+    let outcome = fx.cmd(&["run", "--all"]).await;
+    assert!(
+        outcome.is_ok(),
+        "{}",
+        fx.rows("SELECT job, error FROM _runs").await
+    );
+    let rows = fx
+        .rows(
+            "SELECT job, rows_written, peak_memory_bytes > 0 AS held, spilled_bytes > 0 AS spilled, \
+             peak_memory_bytes <= 24 * 1024 * 1024 AS within_limit FROM _runs ORDER BY job",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        "job|rows_written|held|spilled|within_limit\n\
+         channel_value|2|true|false|true\n\
+         customer_value|3|true|false|true\n\
+         daily_revenue|2|true|false|true\n\
+         slow|500000|true|true|true"
+    );
+}
