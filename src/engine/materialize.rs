@@ -256,7 +256,9 @@ impl MaterializedCteExec {
         let batches = datafusion::physical_plan::collect(query, task.clone()).await?;
         let reservation =
             MemoryConsumer::new(format!("materialized CTE {name}")).register(task.memory_pool());
-        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        // Each buffer once: an aggregate's output batches are slices of one buffer.
+        let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
+        let bytes = batches.iter().map(|b| counter.count_batch(b)).sum();
         reservation.try_grow(bytes)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         tracing::debug!(cte = %name, rows, bytes, "materialized CTE computed");
@@ -414,6 +416,32 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("Resources exhausted"), "{err}");
         assert!(err.to_string().contains("materialized CTE m"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_aggregates_sliced_output_is_counted_once() {
+        // 200,000 groups: the aggregate emits one buffer as about 25 slices of 8,192 rows, 3.2 MB
+        // in all. Counted slice by slice (each slice counts its whole buffer) it would be about
+        // 80 MB and fail under this 24 MiB pool.
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(24 * 1024 * 1024)))
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+        let keys = Int64Array::from_iter_values((0..400_000).map(|i| i % 200_000));
+        ctx.register_batch(
+            "t",
+            RecordBatch::try_from_iter([("k", Arc::new(keys) as _)]).unwrap(),
+        )
+        .unwrap();
+        let sql = "WITH g AS MATERIALIZED (SELECT k, count(*) AS n FROM t GROUP BY k)\n\
+                   SELECT count(*), sum(a.n) FROM g a JOIN g b ON a.k = b.k";
+        let batches = rows(&ctx, sql, ParamValues::List(vec![])).await.unwrap();
+        let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+        let total = batches[0].column(1).as_primitive::<Int64Type>().value(0);
+        assert_eq!((count, total), (200_000, 400_000));
     }
 
     #[tokio::test]
