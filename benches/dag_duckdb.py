@@ -138,23 +138,24 @@ def days_to_dates(sql):
 
 def run_retention(args, curated):
     if args.curated:
-        return None, job_seconds(args, args.curated, "")
+        return (None, *job_seconds(args, args.curated, ""))
     t = time.perf_counter()
     out = retention(args.binary, args.project, args.raw, curated, "run", "--all", "--as-of", str(args.as_of), "--jobs", str(args.jobs))
-    return time.perf_counter() - t, job_seconds(args, curated, out)
+    return (time.perf_counter() - t, *job_seconds(args, curated, out))
 
 
 def job_seconds(args, curated, out):
-    """Each job's seconds in the latest run of the ledger `_runs`."""
+    """Each job's seconds and peak memory (bytes) in the latest run of the ledger `_runs`."""
     rows = json.loads(retention(
         args.binary, args.project, args.raw, curated, "query", "--format", "json",
-        "SELECT job, CAST(extract(epoch FROM finished_at) - extract(epoch FROM started_at) AS DOUBLE) AS seconds, status "
+        "SELECT job, CAST(extract(epoch FROM finished_at) - extract(epoch FROM started_at) AS DOUBLE) AS seconds, status, "
+        "peak_memory_bytes AS peak "
         "FROM _runs WHERE run_id = (SELECT max(run_id) FROM _runs)",
     ))
     failed = [r["job"] for r in rows if r["status"] != "succeeded"]
     if failed:
         sys.exit(f"retention failed {failed}:\n{out}")
-    return {r["job"]: r["seconds"] for r in rows}
+    return {r["job"]: r["seconds"] for r in rows}, {r["job"]: r.get("peak") or 0 for r in rows}
 
 
 def export(args, curated, table, into):
@@ -253,7 +254,7 @@ def main():
     try:
         for round_no in range(args.runs):
             curated = args.curated or work / f"curated_{round_no}"
-            wall, per_job = run_retention(args, curated)
+            wall, per_job, peaks = run_retention(args, curated)
             ours_runs.append(per_job)
             ours_walls.append(wall)
             con, seconds, borrowed = run_duckdb(args, jobs, sources, curated, work / f"scratch_{round_no}")
@@ -262,31 +263,35 @@ def main():
             if round_no == 0:
                 failures = {n: compare(con, args, curated, n, work / "compare") for n in seconds}
             con.close()
-        report(jobs, ours_runs, theirs_runs, ours_walls, theirs_walls, borrowed, failures, args)
+        report(jobs, ours_runs, theirs_runs, ours_walls, theirs_walls, borrowed, failures, args, peaks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if any(failures.values()):
         sys.exit(1)
 
 
-def report(jobs, ours_runs, theirs_runs, ours_walls, theirs_walls, borrowed, failures, args):
+def mib(peaks, name):
+    return f"{peaks.get(name, 0) / 1048576:.0f}"
+
+
+def report(jobs, ours_runs, theirs_runs, ours_walls, theirs_walls, borrowed, failures, args, peaks):
     med = statistics.median
     print(f"as of {args.as_of}; retention --jobs {args.jobs}; DuckDB {duckdb.__version__} with {args.threads} threads; "
           f"median of {len(ours_runs)} run(s)\n")
-    print("| job | retention (s) | DuckDB (s) | ratio | same rows |")
-    print("|---|---|---|---|---|")
+    print("| job | retention (s) | retention peak MiB (last run) | DuckDB (s) | ratio | same rows |")
+    print("|---|---|---|---|---|---|")
     compared_ours = 0.0
     for name, _ in jobs:
         ours = med(r.get(name, 0.0) for r in ours_runs)
         if name in borrowed:
-            print(f"| {name} | {ours:.2f} | retention's table (model UDFs) | | |")
+            print(f"| {name} | {ours:.2f} | {mib(peaks, name)} | retention's table (model UDFs) | | |")
             continue
         theirs = med(r[name] for r in theirs_runs)
         compared_ours += ours
         verdict = failures[name] or "yes"
-        print(f"| {name} | {ours:.2f} | {theirs:.2f} | {ours / max(theirs, 1e-3):.2f}x | {verdict} |")
+        print(f"| {name} | {ours:.2f} | {mib(peaks, name)} | {theirs:.2f} | {ours / max(theirs, 1e-3):.2f}x | {verdict} |")
     theirs_total = med(theirs_walls)
-    print(f"| **jobs DuckDB runs, summed** | **{compared_ours:.2f}** | **{theirs_total:.2f}** | "
+    print(f"| **jobs DuckDB runs, summed** | **{compared_ours:.2f}** | | **{theirs_total:.2f}** | "
           f"**{compared_ours / theirs_total:.2f}x** | |")
     if ours_walls[0] is not None:
         print(f"\nretention `run --all`, whole process (every job, start-up, contracts, ledger): {med(ours_walls):.2f} s")

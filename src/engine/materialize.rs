@@ -254,6 +254,9 @@ impl MaterializedCteExec {
         task: Arc<TaskContext>,
     ) -> Result<Computed> {
         let batches = datafusion::physical_plan::collect(query, task.clone()).await?;
+        // Each batch gets buffers of its own: an aggregate emits slices of one buffer, and an
+        // operator reading the CTE (a sort) would count every slice as that whole buffer.
+        let batches: Vec<RecordBatch> = batches.iter().map(owned).collect::<Result<_>>()?;
         let reservation =
             MemoryConsumer::new(format!("materialized CTE {name}")).register(task.memory_pool());
         // Each buffer once: an aggregate's output batches are slices of one buffer.
@@ -328,6 +331,12 @@ impl ExecutionPlan for MaterializedCteExec {
             futures::stream::once(batches).try_flatten(),
         )))
     }
+}
+
+/// `batch` copied into buffers that hold just its rows.
+fn owned(batch: &RecordBatch) -> Result<RecordBatch> {
+    let rows = datafusion::arrow::array::UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    Ok(datafusion::arrow::compute::take_record_batch(batch, &rows)?)
 }
 
 #[cfg(test)]
@@ -421,12 +430,16 @@ mod tests {
     #[tokio::test]
     async fn an_aggregates_sliced_output_is_counted_once() {
         // 200,000 groups: the aggregate emits one buffer as about 25 slices of 8,192 rows, 3.2 MB
-        // in all. Counted slice by slice (each slice counts its whole buffer) it would be about
-        // 80 MB and fail under this 24 MiB pool.
+        // in all. Counted slice by slice (each slice counts its whole buffer), by the CTE or by a
+        // sort reading it, it would be about 80 MB and fail under this 24 MiB pool.
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
         use datafusion::execution::memory_pool::GreedyMemoryPool;
         use datafusion::execution::runtime_env::RuntimeEnvBuilder;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(24 * 1024 * 1024)))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .unwrap();
         let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
@@ -442,6 +455,14 @@ mod tests {
         let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
         let total = batches[0].column(1).as_primitive::<Int64Type>().value(0);
         assert_eq!((count, total), (200_000, 400_000));
+        // A sort of the CTE's rows fits too (spilling is off): it sees batches of their own.
+        let sql = "WITH g AS MATERIALIZED (SELECT k, count(*) AS n FROM t GROUP BY k)\n\
+                   SELECT max(r) FROM (SELECT row_number() OVER (ORDER BY n DESC, k) AS r FROM g)";
+        let batches = rows(&ctx, sql, ParamValues::List(vec![])).await.unwrap();
+        let top = batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        assert_eq!(top.value(0), 200_000);
     }
 
     #[tokio::test]
