@@ -1,14 +1,14 @@
 //! `WITH x AS MATERIALIZED (...)`, PostgreSQL's syntax, honoured: such a CTE is computed once per
 //! run of its job, however many times the rest of the query reads it.
 //!
-//! DataFusion inlines every CTE, and its default dialect does not parse `AS MATERIALIZED`: the
-//! keyword is found among the SQL's tokens and blanked (so error positions stay true), and the
-//! CTEs it marked are taken out of the parsed query. DataFusion inlines every CTE, so a CTE read three times is computed three times. Here each
-//! materialized CTE becomes a table of the job's own session before the query is planned: its
-//! query (with the CTEs before it) is planned and bound like the job's; the first read of it that
-//! runs computes it and keeps the batches, and every read streams them. The batches are
-//! reserved in the session's memory pool, so a CTE too large for `memory_limit` fails with
-//! DataFusion's "resources exhausted" error and the job publishes nothing.
+//! DataFusion inlines every CTE, so a CTE read three times is computed three times, and its
+//! default dialect does not parse `AS MATERIALIZED`: the keyword is found among the SQL's tokens
+//! and blanked (so error positions stay true), and the CTEs it marked are taken out of the parsed
+//! query. Each becomes a table of the job's own session before the query is planned: its query
+//! (with the CTEs before it) is planned and bound like the job's; the first read of it that runs
+//! computes it and keeps the batches, and every read streams them. The batches are reserved in
+//! the session's memory pool, so a CTE too large for `memory_limit` fails with DataFusion's
+//! "resources exhausted" error and the job publishes nothing.
 
 use std::sync::Arc;
 
@@ -259,7 +259,7 @@ impl MaterializedCteExec {
         let batches: Vec<RecordBatch> = batches.iter().map(owned).collect::<Result<_>>()?;
         let reservation =
             MemoryConsumer::new(format!("materialized CTE {name}")).register(task.memory_pool());
-        // Each buffer once: an aggregate's output batches are slices of one buffer.
+        // Buffers still shared after the copy (a dictionary's values) are counted once.
         let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
         let bytes = batches.iter().map(|b| counter.count_batch(b)).sum();
         reservation.try_grow(bytes)?;

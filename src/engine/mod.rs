@@ -1,6 +1,6 @@
-//! The DataFusion engine: sessions over the shared runtime (each job's memory counted), source contracts checked against
-//! their files, source freshness, a job's SQL planned with its parameters (and its materialized CTEs computed once), data checks, the
-//! read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
+//! The DataFusion engine: sessions over the shared runtime (each job's memory counted), source
+//! contracts checked against their files, source freshness, a job's SQL planned with its
+//! parameters (its materialized CTEs computed once), data checks, the read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
 //! CLV functions (`clv`), and the hook through which higher layers take part.
 
 pub mod checks;

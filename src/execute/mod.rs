@@ -274,8 +274,7 @@ fn spawn_job(
             let result = run_job(&ws, &job, &sources, &plan, &days, &memory).await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
-            let (mut outcome, mut facts) = outcome_of(&job, result, seconds);
-            outcome.peak_memory_bytes = Some(memory.peak() as i64);
+            let (outcome, mut facts) = outcome_of(&job, result, seconds, memory.peak());
             facts.spec_hash = ws.graph.node(&job.name).map(|n| n.spec.spec_hash.clone());
             let rec = record(&plan, &outcome, (started, finished), facts);
             (outcome, rec)
@@ -295,8 +294,14 @@ struct RunFacts {
     spec_hash: Option<String>,
 }
 
-/// A finished job's outcome (errors redacted: they leave the process) and what it read.
-fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOutcome, RunFacts) {
+/// A finished job's outcome (errors redacted: they leave the process), its peak memory, and what it
+/// read.
+fn outcome_of(
+    job: &PlannedJob,
+    result: Result<JobDone>,
+    seconds: f64,
+    peak_memory: usize,
+) -> (JobOutcome, RunFacts) {
     match result {
         Ok(done) => {
             tracing::info!(
@@ -313,7 +318,7 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     rows_written: done.rows_written,
                     bytes_read: done.bytes_read,
                     seconds,
-                    peak_memory_bytes: None,
+                    peak_memory_bytes: Some(peak_memory as i64),
                     spilled_bytes: Some(done.spilled_bytes),
                     output_version: Some(done.version),
                     error: None,
@@ -339,7 +344,7 @@ fn outcome_of(job: &PlannedJob, result: Result<JobDone>, seconds: f64) -> (JobOu
                     rows_written: 0,
                     bytes_read: 0,
                     seconds,
-                    peak_memory_bytes: None,
+                    peak_memory_bytes: Some(peak_memory as i64),
                     spilled_bytes: None,
                     output_version: None,
                     error: Some(msg),
@@ -470,7 +475,7 @@ mod tests {
             job: "a".into(),
             message: format!("GET http://user:{secret}@host/x failed"),
         };
-        let (o, facts) = outcome_of(&j, Err(err), 1.5);
+        let (o, facts) = outcome_of(&j, Err(err), 1.5, 0);
         assert_eq!(o.status, Status::Failed);
         assert_eq!(facts.inputs, "{}");
         let text = o.error.clone().unwrap();

@@ -385,7 +385,7 @@ async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
     write(
         fx.dir(),
         "jobs/slow.toml",
-        "description = \"Sorted hashes.\"\n",
+        "description = \"Sorted keys.\"\n",
     );
     write(
         fx.dir(),
