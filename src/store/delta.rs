@@ -9,6 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::{Expr, LogicalPlan, col, lit};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -89,26 +90,63 @@ pub async fn open_version(stores: &Stores, url: &Url, version: i64) -> Result<De
     Ok(table)
 }
 
-/// A DataFusion provider reading the table's loaded version.
+/// A DataFusion provider reading the table's loaded version, read-only. Partition columns keep
+/// their declared type (delta-rs would wrap a string partition column in a dictionary, which a
+/// reader's `UNION`, join key or incremental time column would then carry).
 pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
     let url = table.table_url().clone();
+    let snapshot = table.snapshot().map_err(|e| delta_err(&url, e))?;
     // Read strings as plain Utf8 (see `Engine::config`), keeping Delta's default of pushing
     // filters into the Parquet scan.
-    let mut config = datafusion::prelude::SessionConfig::new();
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-    config.options_mut().execution.parquet.pushdown_filters = true;
-    let scan_defaults = datafusion::execution::SessionStateBuilder::new()
-        .with_config(config)
-        .build();
-    table
-        .table_provider()
-        .with_session(Arc::new(scan_defaults))
-        .await
-        .map_err(|e| Error::storage(&url, e))
+    let mut config = DeltaScanConfig::new()
+        .with_wrap_partition_values(false)
+        .with_parquet_pushdown(true);
+    config.schema_force_view_types = false;
+    let scan = DeltaScanNext::new(snapshot.snapshot().clone(), config)
+        .map_err(|e| Error::storage(&url, e))?;
+    Ok(Arc::new(DeltaReader {
+        scan,
+        store: DeltaTable::new(table.log_store()),
+    }))
+}
+
+/// A Delta scan that registers its table's object store with the reading session first (as
+/// delta-rs's own provider does when built with a log store).
+#[derive(Debug)]
+struct DeltaReader {
+    scan: DeltaScanNext,
+    /// The table's log store, unloaded: `update_datafusion_session` needs only that.
+    store: DeltaTable,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaReader {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.scan.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>>
+    {
+        self.scan.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        session: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.store.update_datafusion_session(session)?;
+        self.scan.scan(session, projection, filters, limit).await
+    }
 }
 
 /// Parquet settings for curated files: zstd, page statistics.
