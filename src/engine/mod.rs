@@ -14,3 +14,4 @@ pub mod materialize;
 pub mod memory;
 pub mod session;
 pub mod udf;
+pub mod window;

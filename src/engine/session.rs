@@ -147,6 +147,8 @@ impl Engine {
             .with_default_features()
             // Delta's planner: its writer plans custom nodes through the session we pass it.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            // Per-customer row_number/lead/lag computed run by run (engine/window.rs).
+            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
             .build();
         let ctx = SessionContext::new_with_state(state);
         for f in crate::engine::udf::all() {
