@@ -3,6 +3,7 @@
 //! parameters (its materialized CTEs computed once), data checks, the read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
 //! CLV functions (`clv`), and the hook through which higher layers take part.
 
+pub mod aggregate;
 pub mod checks;
 pub mod clv;
 pub mod contract;

@@ -155,6 +155,8 @@ impl Engine {
             .with_default_features()
             // Delta's planner: its writer plans custom nodes through the session we pass it.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
+            .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs).
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
             .build();
