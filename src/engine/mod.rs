@@ -14,5 +14,6 @@ pub mod job;
 pub mod materialize;
 pub mod memory;
 pub mod session;
+pub mod to_char;
 pub mod udf;
 pub mod window;

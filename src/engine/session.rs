@@ -164,6 +164,8 @@ impl Engine {
         for f in crate::engine::udf::all() {
             ctx.register_udf(f);
         }
+        // Replaces DataFusion's to_char, with a fast path for months and days.
+        ctx.register_udf(crate::engine::to_char::udf());
         for f in crate::engine::clv::sql::scalars() {
             ctx.register_udf(f);
         }
