@@ -13,7 +13,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result};
 use datafusion::functions_aggregate::count::Count;
-use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -86,7 +85,7 @@ fn on_integers(expr: &Expr, schema: &DFSchema) -> Result<Option<Expr>> {
     };
     let mut counted = f.clone();
     counted.params.args = vec![cast(params.args[0].clone(), integer)];
-    let counted = Expr::AggregateFunction(AggregateFunction { ..counted });
+    let counted = Expr::AggregateFunction(counted);
     Ok(Some(match alias {
         Some(a) => counted.alias_qualified(a.relation.clone(), a.name.clone()),
         None => counted.alias(inner.schema_name().to_string()),

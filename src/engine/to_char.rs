@@ -10,10 +10,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -83,32 +81,17 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
         "%Y-%m-%d" => Format::Day,
         _ => return Ok(None),
     };
-    let days: Vec<Option<i64>> = match values.data_type() {
-        DataType::Date32 => values
-            .as_primitive::<Date32Type>()
-            .iter()
-            .map(|d| d.map(i64::from))
-            .collect(),
-        DataType::Date64 => per_day(values.as_primitive::<Date64Type>().iter(), 86_400_000),
-        DataType::Timestamp(unit, tz) if tz.as_deref().is_none_or(is_utc) => match unit {
-            TimeUnit::Second => {
-                per_day(values.as_primitive::<TimestampSecondType>().iter(), 86_400)
-            }
-            TimeUnit::Millisecond => per_day(
-                values.as_primitive::<TimestampMillisecondType>().iter(),
-                86_400_000,
-            ),
-            TimeUnit::Microsecond => per_day(
-                values.as_primitive::<TimestampMicrosecondType>().iter(),
-                86_400_000_000,
-            ),
-            TimeUnit::Nanosecond => per_day(
-                values.as_primitive::<TimestampNanosecondType>().iter(),
-                86_400_000_000_000,
-            ),
-        },
-        _ => return Ok(None),
+    let dated = match values.data_type() {
+        DataType::Date32 | DataType::Date64 => true,
+        DataType::Timestamp(_, tz) => tz.as_deref().is_none_or(is_utc),
+        _ => false,
     };
+    if !dated {
+        return Ok(None);
+    }
+    // Arrow's cast takes a UTC or naive timestamp to its day, flooring before 1970.
+    let days = cast(values, &DataType::Date32)?;
+    let days = days.as_primitive::<Date32Type>();
     let width = match format {
         Format::Month => 7,
         Format::Day => 10,
@@ -120,7 +103,7 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
             out.append_null();
             continue;
         };
-        let (year, month, day_of_month) = civil_from_days(day);
+        let (year, month, day_of_month) = civil_from_days(i64::from(day));
         if !(0..=9999).contains(&year) {
             return Ok(None);
         }
@@ -139,11 +122,6 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
 
 fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "+00:00" | "Z")
-}
-
-/// Whole days since 1970-01-01 (floored) of values counted in `per_day` units per day.
-fn per_day(values: impl Iterator<Item = Option<i64>>, per_day: i64) -> Vec<Option<i64>> {
-    values.map(|v| v.map(|v| v.div_euclid(per_day))).collect()
 }
 
 /// `digits` decimal digits of `n`, zero-padded.

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::{concat_batches, partition, take};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, is_null, partition, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
@@ -47,14 +47,9 @@ impl PhysicalOptimizerRule for SortedRunWindows {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            match node
-                .downcast_ref::<BoundedWindowAggExec>()
-                .and_then(|w| SortedWindowExec::try_new(Arc::new(w.clone())))
-            {
-                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
-                None => Ok(Transformed::no(node)),
-            }
+        plan.transform_up(|node| match SortedWindowExec::replacing(&node) {
+            Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+            None => Ok(Transformed::no(node)),
         })
         .map(|t| t.data)
     }
@@ -146,8 +141,7 @@ impl RunFunction {
                 if default.is_null() {
                     return Ok(shifted);
                 }
-                let outside =
-                    BooleanArray::from_iter((0..indices.len()).map(|i| Some(indices.is_null(i))));
+                let outside = is_null(&indices)?;
                 let default = default.to_scalar()?;
                 Ok(datafusion::arrow::compute::kernels::zip::zip(
                     &outside, &default, &shifted,
@@ -176,6 +170,12 @@ pub struct SortedWindowExec {
 }
 
 impl SortedWindowExec {
+    /// The operator that replaces `plan`, when it is a `BoundedWindowAggExec` this one computes.
+    fn replacing(plan: &Arc<dyn ExecutionPlan>) -> Option<SortedWindowExec> {
+        let window = plan.downcast_ref::<BoundedWindowAggExec>()?;
+        SortedWindowExec::try_new(Arc::new(window.clone()))
+    }
+
     /// `None` unless every function of `window` is one this operator computes, over input
     /// sorted by its `PARTITION BY` keys.
     pub fn try_new(window: Arc<BoundedWindowAggExec>) -> Option<SortedWindowExec> {
@@ -256,15 +256,10 @@ impl ExecutionPlan for SortedWindowExec {
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let replaced = self.replaced.clone().replace_children(children, options)?;
-        Ok(
-            match replaced
-                .downcast_ref::<BoundedWindowAggExec>()
-                .and_then(|w| SortedWindowExec::try_new(Arc::new(w.clone())))
-            {
-                Some(exec) => Arc::new(exec),
-                None => replaced,
-            },
-        )
+        Ok(match SortedWindowExec::replacing(&replaced) {
+            Some(exec) => Arc::new(exec),
+            None => replaced,
+        })
     }
 
     fn with_new_children(
