@@ -216,6 +216,43 @@ impl MemoryLimit {
     }
 }
 
+/// `storage.read_cache`: how much memory keeps small Parquet files for later reads of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCacheSize {
+    /// On (`AUTO_READ_CACHE` bytes) when a root is a cloud store or requests are slowed.
+    Auto,
+    Off,
+    Bytes(u64),
+}
+
+/// The read cache's size when `auto` turns it on.
+pub const AUTO_READ_CACHE: u64 = 256 << 20;
+
+impl FromStr for ReadCacheSize {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(ReadCacheSize::Auto),
+            "off" | "none" | "0" => Ok(ReadCacheSize::Off),
+            _ => parse_size(text)
+                .map(ReadCacheSize::Bytes)
+                .map_err(|e| format!("{e}, or auto, or off")),
+        }
+    }
+}
+
+impl ReadCacheSize {
+    /// The cache's bytes, if on: `auto` is on when `remote` (a root that is not a local disk or
+    /// memory, or a benchmark's added latency).
+    pub fn bytes(self, remote: bool) -> Option<u64> {
+        match self {
+            ReadCacheSize::Auto => remote.then_some(AUTO_READ_CACHE),
+            ReadCacheSize::Off => None,
+            ReadCacheSize::Bytes(b) => Some(b),
+        }
+    }
+}
+
 /// The machine's physical memory in bytes, if the OS tells (Linux, macOS, Windows, BSDs).
 pub fn physical_memory() -> Option<u64> {
     let mut system = sysinfo::System::new();

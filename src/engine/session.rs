@@ -44,6 +44,11 @@ impl Engine {
             builder = builder.with_memory_limit(limit, 1.0);
         }
         let runtime = builder.build_arc()?;
+        let remote = !stores.latency().is_zero()
+            || [&project.raw, &project.curated]
+                .iter()
+                .any(|u| !matches!(u.scheme(), "file" | "memory"));
+        stores.set_read_cache(project.read_cache.bytes(remote));
         stores.register_with(&runtime, &[&project.raw, &project.curated])?;
         Ok(Engine {
             project,

@@ -13,7 +13,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::project::location::parse_location;
 use crate::project::params::param_value;
-use crate::values::{MemoryLimit, physical_memory};
+use crate::values::{MemoryLimit, ReadCacheSize, physical_memory};
 
 /// Name of the project file at the project's root.
 pub const PROJECT_FILE: &str = "retention.toml";
@@ -163,6 +163,11 @@ pub struct StorageSettings {
     /// Curated data root URL or path (storage.curated; default ./lake/curated).
     #[arg(long, global = true, env = "RETENTION_CURATED")]
     pub curated: Option<String>,
+    /// Memory that keeps small Parquet files (up to 8 MiB) for the later reads of a run, one
+    /// request per file: a size, `off`, or `auto` (storage.read_cache; default auto: 256MiB
+    /// when a root is a cloud store, off on a local disk).
+    #[arg(long, global = true, env = "RETENTION_READ_CACHE")]
+    pub read_cache: Option<String>,
 }
 
 /// `[engine]`: memory and parallelism.
@@ -210,7 +215,11 @@ impl Overrides {
     /// Overrides of the raw and curated roots only (tests, tools).
     pub fn with_storage(raw: Option<String>, curated: Option<String>) -> Overrides {
         Overrides {
-            storage: StorageSettings { raw, curated },
+            storage: StorageSettings {
+                raw,
+                curated,
+                read_cache: None,
+            },
             ..Default::default()
         }
     }
@@ -221,6 +230,7 @@ impl StorageSettings {
         StorageSettings {
             raw: self.raw.or(file.raw),
             curated: self.curated.or(file.curated),
+            read_cache: self.read_cache.or(file.read_cache),
         }
     }
 }
@@ -255,6 +265,8 @@ pub struct Project {
     pub raw: Url,
     /// Root URL of the curated tables, ending in `/`.
     pub curated: Url,
+    /// Memory for small Parquet files read again within a run.
+    pub read_cache: ReadCacheSize,
     /// Memory limit in bytes, if any.
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
@@ -324,6 +336,13 @@ impl Project {
         };
         let raw_url = location("storage.raw", storage.raw, "./lake/raw");
         let curated_url = location("storage.curated", storage.curated, "./lake/curated");
+        let read_cache = storage
+            .read_cache
+            .as_deref()
+            .unwrap_or("auto")
+            .parse::<ReadCacheSize>()
+            .map_err(|message| problems.push(bad("storage.read_cache", message)))
+            .unwrap_or(ReadCacheSize::Off);
         let memory_limit = match engine
             .memory_limit
             .as_deref()
@@ -364,6 +383,7 @@ impl Project {
             root,
             raw: raw_url.expect("checked"),
             curated: curated_url.expect("checked"),
+            read_cache,
             memory_limit,
             target_partitions: engine.target_partitions,
             jobs,
@@ -504,6 +524,31 @@ pub fn default_jobs(cores: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_cache_is_auto_off_or_a_size() {
+        let cache = |text: &str| load(text, &Overrides::default()).map(|p| p.read_cache);
+        assert_eq!(cache("").unwrap(), ReadCacheSize::Auto);
+        assert_eq!(
+            cache("[storage]\nread_cache = \"off\"\n").unwrap(),
+            ReadCacheSize::Off
+        );
+        assert_eq!(
+            cache("[storage]\nread_cache = \"64MiB\"\n").unwrap(),
+            ReadCacheSize::Bytes(64 << 20)
+        );
+        let e = cache("[storage]\nread_cache = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.read_cache") && e.contains("expected a size"),
+            "{e}"
+        );
+        // `auto` is on for a cloud store or an added latency only.
+        assert_eq!(ReadCacheSize::Auto.bytes(false), None);
+        assert_eq!(ReadCacheSize::Auto.bytes(true), Some(256 << 20));
+        assert_eq!(ReadCacheSize::Bytes(5).bytes(false), Some(5));
+    }
 
     #[test]
     fn memory_limit_is_a_size_a_share_or_none() {

@@ -6,6 +6,7 @@
 pub mod delta;
 pub mod lease;
 pub mod metered;
+pub mod read_cache;
 pub mod system;
 
 use std::collections::HashMap;
@@ -19,14 +20,17 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::store::metered::{MeteredStore, RequestCounts, Requests};
+use crate::store::read_cache::{CachedStore, ReadCache, ReadCacheSlot, ReadCacheStats};
 
 /// The set of object stores a project reaches, keyed by `scheme://bucket`. Every store is
-/// metered: its requests are counted, and slowed by `latency` when one is set (benchmarks).
+/// metered: its requests are counted, and slowed by `latency` when one is set (benchmarks). Above
+/// the meter sits the read cache of small Parquet files, once the engine turns it on.
 #[derive(Clone, Default)]
 pub struct Stores {
     by_root: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
     counts: Arc<RequestCounts>,
     latency: std::time::Duration,
+    read_cache: ReadCacheSlot,
 }
 
 impl std::fmt::Debug for Stores {
@@ -65,8 +69,26 @@ impl Stores {
             .clone()
     }
 
-    fn metered(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
-        Arc::new(MeteredStore::new(store, self.counts.clone(), self.latency))
+    /// The per-request latency these stores add (zero unless a benchmark set one).
+    pub fn latency(&self) -> std::time::Duration {
+        self.latency
+    }
+
+    /// Serve small Parquet files from a cache of `capacity` bytes (`None`: read every time).
+    pub fn set_read_cache(&self, capacity: Option<u64>) {
+        *self.read_cache.write().expect("not poisoned") =
+            capacity.map(|c| Arc::new(ReadCache::new(c)));
+    }
+
+    /// What the read cache did so far (zeros when it is off).
+    pub fn read_cache_stats(&self) -> ReadCacheStats {
+        let slot = self.read_cache.read().expect("not poisoned");
+        slot.as_ref().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    fn metered(&self, root: String, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        let metered = Arc::new(MeteredStore::new(store, self.counts.clone(), self.latency));
+        Arc::new(CachedStore::new(metered, root, self.read_cache.clone()))
     }
 
     /// Use `store` for every URL under `root` (e.g. `memory://` or `s3://bucket`), instead of
@@ -75,7 +97,7 @@ impl Stores {
         self.by_root
             .lock()
             .expect("stores lock")
-            .insert(root_key(root), self.metered(store));
+            .insert(root_key(root), self.metered(root_key(root), store));
     }
 
     /// The store serving `url` (built on first use), and the path of `url` inside it.
@@ -86,7 +108,7 @@ impl Stores {
         if let Some(store) = map.get(&key) {
             return Ok((store.clone(), path));
         }
-        let store = self.metered(build_store(url)?);
+        let store = self.metered(key.clone(), build_store(url)?);
         map.insert(key, store.clone());
         Ok((store, path))
     }

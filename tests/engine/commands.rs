@@ -372,6 +372,39 @@ async fn a_run_counts_its_object_store_requests_by_kind_and_table() {
     assert!(query.total() > 0);
 }
 
+/// With the read cache on (`auto` turns it on for a cloud store), each small source file costs
+/// one GET for the whole run, however many jobs and reads touch it, and the tables are the ones a
+/// run without it publishes.
+#[tokio::test]
+async fn the_read_cache_reads_each_small_file_once_per_run_with_the_same_rows() {
+    let gets = |fx: &Fixture, table: &str| -> u64 {
+        let folders = fx.stores.gets_by_folder();
+        let found = folders.iter().find(|(k, _)| k.ends_with(table));
+        found
+            .map(|(_, n)| *n)
+            .unwrap_or_else(|| panic!("{folders:?}"))
+    };
+    let plain = Fixture::new(Backend::Memory).unwrap();
+    plain.write_hand_data().await;
+    plain.cmd(&["run", "--all"]).await.unwrap();
+    assert!(gets(&plain, "/orders") > 3 && gets(&plain, "/customers") > 1);
+    assert_eq!(plain.stores.read_cache_stats().fills, 0, "off on memory://");
+
+    let cached = Fixture::new(Backend::Memory).unwrap();
+    cached.write_hand_data().await;
+    cached
+        .cmd(&["--read-cache", "64MiB", "run", "--all"])
+        .await
+        .unwrap();
+    // Three order files and one customers file, read by two jobs each.
+    assert_eq!(gets(&cached, "/orders"), 3);
+    assert_eq!(gets(&cached, "/customers"), 1);
+    let stats = cached.stores.read_cache_stats();
+    assert!(stats.fills >= 4 && stats.hits > stats.fills, "{stats:?}");
+    assert_eq!(cached.snapshot().await, plain.snapshot().await);
+    cached.assert_value_marts().await;
+}
+
 #[tokio::test]
 async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
     let fx = Fixture::new(Backend::Memory).unwrap();

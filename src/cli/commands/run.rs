@@ -69,6 +69,15 @@ pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
         r.whole_gets,
         r.writes
     );
+    let cache = ws.engine.stores.read_cache_stats();
+    if cache.fills > 0 {
+        println!(
+            "read cache: {} small file(s) read whole ({:.1} MiB), {} later read(s) served from memory",
+            cache.fills,
+            cache.filled_bytes as f64 / f64::from(1 << 20),
+            cache.hits
+        );
+    }
     for (folder, gets) in ws.engine.stores.gets_by_folder() {
         tracing::debug!(folder, gets, "object store GETs");
     }
