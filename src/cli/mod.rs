@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
-    backfill, close_month, demo, explain, export, generate, plan, query, report, run as run_cmd,
-    runs, serve, serve_sql, status, test, vacuum, validate,
+    backfill, close_month, demo, explain, export, generate, optimize, plan, query, report,
+    run as run_cmd, runs, serve, serve_sql, status, test, vacuum, validate,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -88,6 +88,10 @@ pub enum Command {
     /// Per job: its last run, its next slot, whether it is late, and its sources' freshness.
     #[command(after_help = status::EXAMPLES)]
     Status(status::StatusArgs),
+    /// Rewrite curated tables' files for their readers (compact small files, or Z-order by
+    /// `[output] zorder_by`) in one commit that changes no row.
+    #[command(after_help = optimize::EXAMPLES)]
+    Optimize(optimize::OptimizeArgs),
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(after_help = vacuum::EXAMPLES)]
     Vacuum(vacuum::VacuumArgs),
@@ -141,5 +145,6 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
         Command::ServeSql(args) => serve_sql::run(ws, args).await,
         Command::Status(args) => status::run(&ws, args).await,
         Command::Vacuum(args) => vacuum::run(&ws, args).await,
+        Command::Optimize(args) => optimize::run(&ws, args).await,
     }
 }

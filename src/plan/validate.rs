@@ -82,12 +82,17 @@ impl Workspace {
     }
 }
 
-/// `[columns]` describes output columns only.
+/// `[columns]` describes output columns only, and `output.zorder_by` names them.
 fn described_columns_problems(spec: &JobSpec, schema: &SchemaRef) -> Vec<Error> {
-    spec.columns
-        .keys()
-        .filter(|c| schema.field_with_name(c).is_err())
-        .map(|c| not_an_output_column(spec, &format!("columns.{c}"), c, schema))
+    let described = spec.columns.keys().map(|c| (format!("columns.{c}"), c));
+    let zorder = spec
+        .zorder_by
+        .iter()
+        .map(|c| ("output.zorder_by".to_string(), c));
+    described
+        .chain(zorder)
+        .filter(|(_, c)| schema.field_with_name(c).is_err())
+        .map(|(key, c)| not_an_output_column(spec, &key, c, schema))
         .collect()
 }
 

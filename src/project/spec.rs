@@ -164,6 +164,10 @@ pub struct RawOutput {
     /// the partitions this run produced.
     #[serde(default)]
     pub mode: WriteMode,
+    /// Columns `retention optimize` Z-orders each partition's files by (the ones readers filter
+    /// or join on, e.g. `customer_id`); none: it only compacts small files.
+    #[serde(default)]
+    pub zorder_by: Vec<String>,
 }
 
 /// How a job's result replaces the curated table.
@@ -204,6 +208,8 @@ pub struct JobSpec {
     pub table: String,
     pub partition_by: Vec<String>,
     pub mode: WriteMode,
+    /// Columns `optimize` Z-orders the table's files by.
+    pub zorder_by: Vec<String>,
     /// Parameter name (without `$`) and value.
     pub params: Vec<(String, ScalarValue)>,
     /// Checks run on the result before publishing.
@@ -305,6 +311,17 @@ fn mode_problems(raw: &RawJobSpec, bad: &dyn Fn(&str, String) -> Error) -> Vec<E
         problems.push(bad(
             "output.mode",
             "`overwrite_partitions` needs `output.partition_by`".into(),
+        ));
+    }
+    if let Some(c) = raw
+        .output
+        .zorder_by
+        .iter()
+        .find(|c| raw.output.partition_by.contains(c))
+    {
+        problems.push(bad(
+            "output.zorder_by",
+            format!("`{c}` is a partition column: each file holds one value of it already"),
         ));
     }
     if let Some(c) = &raw.close {
@@ -528,6 +545,7 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         table,
         partition_by: raw.output.partition_by,
         mode: raw.output.mode,
+        zorder_by: raw.output.zorder_by,
         params,
         checks: raw
             .checks
@@ -568,6 +586,7 @@ impl JobSpec {
             table: name.into(),
             partition_by: vec![],
             mode: WriteMode::Overwrite,
+            zorder_by: vec![],
             params: vec![],
             checks: vec![],
             close: None,

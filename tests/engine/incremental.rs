@@ -6,7 +6,7 @@ use chrono::Datelike;
 
 use super::*;
 
-const INCREMENTAL_TOML: &str = "kind = \"incremental\"
+pub(super) const INCREMENTAL_TOML: &str = "kind = \"incremental\"
 time_column = \"order_day\"
 grain = \"day\"
 lookback = 2
@@ -20,7 +20,7 @@ const DAILY_SQL: &str = "SELECT CAST(dt AS DATE) AS order_day, count(*) AS order
 FROM orders
 WHERE status = 'completed'";
 
-fn write_jobs(fx: &Fixture, incremental_toml: &str) {
+pub(super) fn write_jobs(fx: &Fixture, incremental_toml: &str) {
     write(fx.dir(), "jobs/daily_orders.toml", incremental_toml);
     write(
         fx.dir(),
@@ -63,11 +63,11 @@ async fn put_day(fx: &Fixture, day: chrono::NaiveDate, extra: i64) {
     .await;
 }
 
-fn day(s: &str) -> chrono::NaiveDate {
+pub(super) fn day(s: &str) -> chrono::NaiveDate {
     s.parse().unwrap()
 }
 
-async fn run_as_of(fx: &Fixture, job: &str, as_of: chrono::NaiveDate) {
+pub(super) async fn run_as_of(fx: &Fixture, job: &str, as_of: chrono::NaiveDate) {
     fx.cmd(&["run", job, "--as-of", &as_of.to_string()])
         .await
         .unwrap();
@@ -80,7 +80,7 @@ async fn last_interval(fx: &Fixture) -> String {
 }
 
 /// A fixture with the incremental job at `lookback` and `days` days of orders from 2026-01-01.
-async fn with_days(lookback: u32, days: usize) -> Fixture {
+pub(super) async fn with_days(lookback: u32, days: usize) -> Fixture {
     let fx = Fixture::new(Backend::Memory).unwrap();
     write_jobs(
         &fx,

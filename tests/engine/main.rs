@@ -22,6 +22,7 @@ mod finance;
 mod freshness;
 mod incremental;
 mod marts;
+mod optimize;
 mod readers;
 mod real_data;
 mod report;

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod explain;
 pub mod export;
 pub mod generate;
+pub mod optimize;
 pub mod plan;
 pub mod query;
 pub mod report;
