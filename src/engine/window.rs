@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::{concat_batches, is_null, partition, take};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, is_null, partition, take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
@@ -286,7 +286,7 @@ impl ExecutionPlan for SortedWindowExec {
             schema: self.schema(),
             partition_by: self.partition_by.clone(),
             functions: self.functions.clone(),
-            carry: None,
+            carry: Vec::new(),
             reservation,
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
@@ -297,21 +297,23 @@ impl ExecutionPlan for SortedWindowExec {
                     return None;
                 }
                 loop {
-                    match input.next().await {
+                    let (out, done) = match input.next().await {
                         Some(Ok(batch)) => match runs.push(batch) {
-                            Ok(Some(out)) => return Some((Ok(out), (input, runs, false))),
-                            Ok(None) => continue,
-                            Err(e) => return Some((Err(e), (input, runs, true))),
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => (Ok(out), false),
+                            Err(e) => (Err(e), true),
                         },
-                        Some(Err(e)) => return Some((Err(e), (input, runs, true))),
-                        None => {
-                            let last = runs.finish().transpose()?;
-                            return Some((last, (input, runs, true)));
-                        }
-                    }
+                        Some(Err(e)) => (Err(e), true),
+                        None => (runs.finish(), true),
+                    };
+                    return Some((out, (input, runs, done)));
                 }
             },
-        );
+        )
+        .flat_map(|out: Result<Vec<RecordBatch>>| match out {
+            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).left_stream(),
+            Err(e) => futures::stream::once(async { Err(e) }).right_stream(),
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,
@@ -323,51 +325,99 @@ impl ExecutionPlan for SortedWindowExec {
     }
 }
 
-/// One partition's state: the rows of the last key seen, which the next batch may continue.
+/// One partition's state: the rows of the last key seen, which the next batch may continue, kept
+/// as the pieces they arrived in and joined once, when the run ends.
 struct Runs {
     schema: SchemaRef,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     functions: Vec<RunFunction>,
-    carry: Option<RecordBatch>,
+    carry: Vec<RecordBatch>,
     reservation: MemoryReservation,
     baseline: BaselineMetrics,
 }
 
 impl Runs {
-    /// Take `batch`; returns the rows whose runs are complete, with their window columns.
-    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
-        let _timer = self.baseline.elapsed_compute().timer();
-        let chunk = match self.carry.take() {
-            Some(carry) => concat_batches(&batch.schema(), [&carry, &batch])?,
-            None => batch,
+    /// Take `batch`; returns the rows whose runs are complete, with their window columns: the
+    /// carried run (when `batch` ends it) on its own, then the batch's complete runs as a slice
+    /// of it. Only the carried run is ever copied.
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let runs = self.runs(&batch)?;
+        let mut out = Vec::new();
+        let mut first = 0;
+        if !self.carry.is_empty() {
+            if self.continues_carry(&batch)? {
+                if runs.len() == 1 {
+                    self.hold(batch)?;
+                    return Ok(out);
+                }
+                self.carry.push(batch.slice(0, runs[0].end));
+                first = 1;
+            }
+            out.push(self.flush_carry()?);
+        }
+        let last = runs.len() - 1;
+        if first < last {
+            let (start, end) = (runs[first].start, runs[last].start);
+            let shifted: Vec<_> = runs[first..last]
+                .iter()
+                .map(|r| r.start - start..r.end - start)
+                .collect();
+            out.push(self.compute(&batch.slice(start, end - start), &shifted)?);
+        }
+        let tail = runs[last].clone();
+        let piece = batch.slice(tail.start, tail.len());
+        // A short tail is copied, so the carry does not keep the whole batch alive.
+        let piece = if 2 * tail.len() < batch.num_rows() {
+            let indices = UInt32Array::from_iter_values(0..tail.len() as u32);
+            take_record_batch(&piece, &indices)?
+        } else {
+            piece
         };
-        if chunk.num_rows() == 0 {
-            return Ok(None);
-        }
-        let runs = self.runs(&chunk)?;
-        let last = runs.last().expect("a non-empty batch has a run").start;
-        let carry = chunk.slice(last, chunk.num_rows() - last);
-        self.reservation.try_resize(carry.get_array_memory_size())?;
-        self.carry = Some(carry);
-        if last == 0 {
-            return Ok(None);
-        }
-        let done = chunk.slice(0, last);
-        self.compute(&done, &runs[..runs.len() - 1]).map(Some)
+        self.hold(piece)?;
+        Ok(out)
     }
 
     /// The rows still held at the end of the input.
-    fn finish(&mut self) -> Result<Option<RecordBatch>> {
-        let _timer = self.baseline.elapsed_compute().timer();
-        let out = match self.carry.take() {
-            Some(carry) => {
-                let runs = self.runs(&carry)?;
-                Some(self.compute(&carry, &runs)?)
-            }
-            None => None,
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let out = if self.carry.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.flush_carry()?]
         };
         self.reservation.free();
         Ok(out)
+    }
+
+    /// Keep `piece` of the unfinished run, counted in the memory pool.
+    fn hold(&mut self, piece: RecordBatch) -> Result<()> {
+        self.carry.push(piece);
+        let held = self.carry.iter().map(|b| b.get_array_memory_size()).sum();
+        self.reservation.try_resize(held)
+    }
+
+    /// Whether `batch` starts with the carried run's key.
+    fn continues_carry(&self, batch: &RecordBatch) -> Result<bool> {
+        let pair = concat_batches(
+            &batch.schema(),
+            [&self.carry[0].slice(0, 1), &batch.slice(0, 1)],
+        )?;
+        Ok(self.runs(&pair)?.len() == 1)
+    }
+
+    /// The carried run, joined and computed.
+    fn flush_carry(&mut self) -> Result<RecordBatch> {
+        let pieces = std::mem::take(&mut self.carry);
+        let run = concat_batches(&pieces[0].schema(), &pieces)?;
+        self.reservation.free();
+        let whole = 0..run.num_rows();
+        self.compute(&run, std::slice::from_ref(&whole))
     }
 
     fn runs(&self, batch: &RecordBatch) -> Result<Vec<std::ops::Range<usize>>> {
@@ -524,5 +574,88 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// A session with the rule over `orders` sorted by (customer, order_id): `runs` customers
+    /// with `per_run` orders each, in batches of 8,192 rows, and a memory pool of `pool` bytes.
+    fn sorted_session(runs: i64, per_run: i64, pool: usize) -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer", DataType::Int64, false),
+            Field::new("order_id", DataType::Int64, false),
+        ]));
+        let ids: Vec<i64> = (0..runs * per_run).collect();
+        let batches = ids
+            .chunks(8192)
+            .map(|chunk| {
+                let customers = Int64Array::from_iter_values(chunk.iter().map(|i| i / per_run));
+                let orders = Int64Array::from_iter_values(chunk.iter().copied());
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(customers), Arc::new(orders)])
+                    .unwrap()
+            })
+            .collect();
+        let order = vec![vec![
+            datafusion::prelude::col("customer").sort(true, false),
+            datafusion::prelude::col("order_id").sort(true, false),
+        ]];
+        let table = MemTable::try_new(schema, vec![batches])
+            .unwrap()
+            .with_sort_order(order);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(pool, 1.0)
+            .build_arc()
+            .unwrap();
+        let config = SessionConfig::new()
+            .with_batch_size(8192)
+            .with_target_partitions(1);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(SortedRunWindows))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_table("orders", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    /// The carried run is held in the memory pool: one customer over 100,000 rows does not fit
+    /// 64 KiB, while 50,000 customers of 2 orders do, because a short carry is copied off its
+    /// batch (a slice would keep, and count, the whole 128 KiB batch).
+    #[tokio::test]
+    async fn the_carried_run_is_counted_in_the_memory_pool() {
+        let sql = "SELECT max(n), count(*) FROM (SELECT row_number() OVER (PARTITION BY customer ORDER BY order_id) AS n FROM orders)";
+        let small = sorted_session(50_000, 2, 64 << 10);
+        let plan = small
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(
+            shown.contains("SortedWindowExec") && !shown.contains("SortExec"),
+            "{shown}"
+        );
+        let rows = small.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            pretty_format_batches(&rows).unwrap().to_string(),
+            "+--------+----------+\n| max(n) | count(*) |\n+--------+----------+\n| 2      | 100000   |\n+--------+----------+"
+        );
+        let one_run = sorted_session(1, 100_000, 64 << 10);
+        let e = one_run.sql(sql).await.unwrap().collect().await.unwrap_err();
+        assert!(e.to_string().contains("Resources exhausted"), "{e}");
+        assert!(e.to_string().contains("SortedWindowExec"), "{e}");
+        // With room for it, the long run gives every row its number.
+        let roomy = sorted_session(1, 100_000, 16 << 20);
+        let rows = roomy.sql(sql).await.unwrap().collect().await.unwrap();
+        assert!(
+            pretty_format_batches(&rows)
+                .unwrap()
+                .to_string()
+                .contains("| 100000 | 100000   |")
+        );
     }
 }
