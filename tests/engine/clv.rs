@@ -12,8 +12,15 @@ use retention::engine::clv::fit::{fit_bgnbd, fit_gamma_gamma};
 
 use super::skip;
 
-/// `CDNOW_sample.txt`: customer id, sample id, date (YYYYMMDD), CDs, dollar value.
+/// `CDNOW_sample.txt`: customer id, sample id, date (YYYYMMDD), CDs, dollar value. Fetched once
+/// per process (two tests read it at once) and written under a temporary name, then renamed, so
+/// no reader ever sees a half-written file.
 fn cdnow_sample() -> Option<String> {
+    static SAMPLE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SAMPLE.get_or_init(fetch_cdnow_sample).clone()
+}
+
+fn fetch_cdnow_sample() -> Option<String> {
     let cache = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
@@ -38,7 +45,7 @@ fn cdnow_sample() -> Option<String> {
         let unzipped = fetched
             && std::process::Command::new("python3")
                 .arg("-c")
-                .arg("import glob, sys, zipfile; d = sys.argv[1]; z = zipfile.ZipFile(glob.glob(d + '/*.whl')[0]); open(d + '/CDNOW_sample.txt', 'wb').write(z.read('lifetimes/datasets/CDNOW_sample.txt'))")
+                .arg("import glob, sys, zipfile; d = sys.argv[1]; z = zipfile.ZipFile(glob.glob(d + '/*.whl')[0]); import os; open(d + '/CDNOW_sample.tmp', 'wb').write(z.read('lifetimes/datasets/CDNOW_sample.txt')); os.replace(d + '/CDNOW_sample.tmp', d + '/CDNOW_sample.txt')")
                 .arg(&cache)
                 .status()
                 .ok()?
