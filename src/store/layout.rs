@@ -48,14 +48,9 @@ pub async fn plan(table: &DeltaTable, layout: &Layout) -> Result<Rewrite> {
         .try_collect()
         .await
         .map_err(|e| Error::storage(table.table_url(), e))?;
-    let mut by_partition: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<BTreeMap<String, Option<String>>, Vec<u64>> = BTreeMap::new();
     for f in &files {
-        let key = format!(
-            "{:?}",
-            f.partition_values_map()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>()
-        );
+        let key = f.partition_values_map().into_iter().collect();
         by_partition
             .entry(key)
             .or_default()
@@ -88,7 +83,6 @@ pub async fn plan(table: &DeltaTable, layout: &Layout) -> Result<Rewrite> {
 /// Rewrite `table` as `layout` says, in one commit. The latest commit's daemon slot and lease
 /// token are carried onto it, so a daemon still finds that slot published.
 pub async fn optimize(table: DeltaTable, url: &Url, layout: &Layout) -> Result<Rewrite> {
-    let before = plan(&table, layout).await?.files_before;
     let mut metadata = slot_metadata(&table).await;
     metadata.insert("retention.operation".into(), "optimize".into());
     let kind = if layout.zorder_by.is_empty() {
@@ -109,7 +103,8 @@ pub async fn optimize(table: DeltaTable, url: &Url, layout: &Layout) -> Result<R
         files_removed: metrics.num_files_removed,
         bytes_removed: metrics.files_removed.total_size.max(0) as u64,
         files_added: metrics.num_files_added,
-        files_before: before,
+        // Every active file is considered (no partition filter is given).
+        files_before: metrics.total_considered_files as u64,
     })
 }
 
@@ -226,6 +221,7 @@ mod tests {
             (1, 3, 1)
         );
         assert_eq!(done.bytes_removed, planned.bytes_removed);
+        assert_eq!(done.files_before, planned.files_before);
         let after = open(&stores, &url).await.unwrap().unwrap();
         assert_eq!(after.version(), Some(4));
         assert_eq!(after.get_file_uris().unwrap().count(), 2);
