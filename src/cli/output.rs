@@ -29,19 +29,15 @@ pub fn print_summary(run_id: &str, outcomes: &[JobOutcome]) {
         "version",
         "error",
     ]);
-    let mib = |bytes: Option<i64>| {
-        bytes
-            .map(|b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)))
-            .unwrap_or_default()
-    };
+    let held = |bytes: Option<i64>| bytes.map(|b| mib(b.max(0) as u64)).unwrap_or_default();
     for o in outcomes {
         t.add_row(vec![
             o.job.clone(),
             o.status.to_string(),
             o.rows_written.to_string(),
             format!("{:.2}", o.seconds),
-            mib(o.peak_memory_bytes),
-            mib(o.spilled_bytes),
+            held(o.peak_memory_bytes),
+            held(o.spilled_bytes),
             o.output_version.map(|v| v.to_string()).unwrap_or_default(),
             o.error.clone().unwrap_or_default(),
         ]);
@@ -72,4 +68,9 @@ pub fn print_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `bytes` in MiB with one decimal, as every command prints sizes.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1 << 20))
 }

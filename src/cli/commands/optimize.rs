@@ -105,10 +105,10 @@ fn tables(ws: &Workspace, names: &[String]) -> Result<Vec<(String, Vec<String>)>
 
 fn describe(r: &Rewrite) -> String {
     format!(
-        "{} of {} file(s) ({:.1} MiB) in {} partition(s)",
+        "{} of {} file(s) ({} MiB) in {} partition(s)",
         r.files_removed,
         r.files_before,
-        r.bytes_removed as f64 / f64::from(1 << 20),
+        crate::cli::output::mib(r.bytes_removed),
         r.partitions
     )
 }

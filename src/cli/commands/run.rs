@@ -72,9 +72,9 @@ pub async fn run(mut ws: Workspace, args: RunArgs) -> Result<()> {
     let cache = ws.engine.stores.read_cache_stats();
     if cache.fills > 0 {
         println!(
-            "read cache: {} small file(s) read whole ({:.1} MiB), {} later read(s) served from memory",
+            "read cache: {} small file(s) read whole ({} MiB), {} later read(s) served from memory",
             cache.fills,
-            cache.filled_bytes as f64 / f64::from(1 << 20),
+            crate::cli::output::mib(cache.filled_bytes),
             cache.hits
         );
     }
