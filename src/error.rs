@@ -205,6 +205,14 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A cluster worker (`retention worker`) could not start, or a worker token is not valid.
+    #[error("worker: {message}")]
+    Worker {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// SQL unit test files failed.
     #[error("{failed} SQL test file(s) failed")]
     SqlTests { failed: usize },

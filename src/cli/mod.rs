@@ -15,7 +15,7 @@ use crate::project::config::Project;
 use crate::store::Stores;
 use commands::{
     backfill, close_month, demo, explain, export, generate, optimize, plan, query, report,
-    run as run_cmd, runs, serve, serve_sql, status, test, vacuum, validate,
+    run as run_cmd, runs, serve, serve_sql, status, test, vacuum, validate, worker,
 };
 
 /// Turn a marketplace's raw data into curated customer trust, recovery and retention tables.
@@ -95,6 +95,10 @@ pub enum Command {
     /// Delete data files no longer referenced by versions inside the history window.
     #[command(after_help = vacuum::EXAMPLES)]
     Vacuum(vacuum::VacuumArgs),
+    /// Serve as a worker of a distributed engine: run the query fragments that coordinators
+    /// (`[engine] kind = "distributed"`) send, with the token in RETENTION_WORKER_TOKEN.
+    #[command(after_help = worker::EXAMPLES)]
+    Worker(worker::WorkerArgs),
 }
 
 impl Command {
@@ -126,9 +130,14 @@ pub async fn run(cli: Cli, stores: Stores) -> Result<()> {
     if let Command::SqlUser(args) = cli.command {
         return serve_sql::sql_user(args);
     }
+    if let Command::Worker(args) = cli.command {
+        return worker::run(project, stores, args).await;
+    }
     let ws = crate::app::workspace(project, stores)?;
     match cli.command {
-        Command::Generate(_) | Command::SqlUser(_) => unreachable!("handled above"),
+        Command::Generate(_) | Command::SqlUser(_) | Command::Worker(_) => {
+            unreachable!("handled above")
+        }
         Command::Run(args) => run_cmd::run(ws, args).await,
         Command::Backfill(args) => backfill::run(ws, args).await,
         Command::Validate => validate::run(ws).await,

@@ -79,7 +79,11 @@ impl Engine {
     ) -> Result<DataFrame> {
         let sql_err = |e: DataFusionError| sql_error(spec, e);
         self.prepare(ctx).await?;
-        let plan = materialize::plan_sql(ctx, &spec.sql, &bound_params(spec, as_of, interval))
+        // A materialized CTE is computed in this process, which a cluster's workers cannot
+        // share: there every CTE is inlined (each read computes it, on the workers).
+        let materialized = !self.is_distributed();
+        let params = bound_params(spec, as_of, interval);
+        let plan = materialize::plan_sql(ctx, &spec.sql, &params, materialized)
             .await
             .map_err(sql_err)?;
         let df = DataFrame::new(ctx.state(), plan);

@@ -33,11 +33,13 @@ use futures::TryStreamExt;
 use tokio::sync::OnceCell;
 
 /// Plan `sql` in `ctx` with `params` bound, registering its materialized CTEs as tables of `ctx`
-/// first. A query without one is planned exactly as `ctx.sql` would.
+/// first (with `materialize`; without it they are inlined like any CTE). A query without one is
+/// planned exactly as `ctx.sql` would.
 pub async fn plan_sql(
     ctx: &SessionContext,
     sql: &str,
     params: &ParamValues,
+    materialize: bool,
 ) -> Result<LogicalPlan> {
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
@@ -48,7 +50,7 @@ pub async fn plan_sql(
         && let Some(mut with) = query.with.take()
     {
         for cte in &mut with.cte_tables {
-            if marked.contains(&cte.alias.name.value) {
+            if materialize && marked.contains(&cte.alias.name.value) {
                 cte.materialized = Some(CteAsMaterialized::Materialized);
             }
         }
@@ -352,7 +354,7 @@ mod tests {
         sql: &str,
         params: ParamValues,
     ) -> Result<Vec<RecordBatch>> {
-        let plan = plan_sql(ctx, sql, &params).await?;
+        let plan = plan_sql(ctx, sql, &params, true).await?;
         DataFrame::new(ctx.state(), plan).collect().await
     }
 

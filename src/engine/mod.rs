@@ -1,10 +1,12 @@
 //! The DataFusion engine: sessions over the shared runtime (each job's memory counted), source
 //! contracts checked against their files, source freshness, a job's SQL planned with its
 //! parameters (its materialized CTEs computed once), data checks, the read-only guard for user SQL, retention's SQL functions, the customer-base models behind the
-//! CLV functions (`clv`), and the hook through which higher layers take part.
+//! CLV functions (`clv`), the distributed engine (`cluster`, the coordinator's side, and
+//! `worker`), and the hook through which higher layers take part.
 
 pub mod aggregate;
 pub mod checks;
+pub mod cluster;
 pub mod clv;
 pub mod contract;
 pub mod freshness;
@@ -17,3 +19,4 @@ pub mod session;
 pub mod to_char;
 pub mod udf;
 pub mod window;
+pub mod worker;

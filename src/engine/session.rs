@@ -4,15 +4,18 @@
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
+
+use datafusion_distributed::DistributedExt;
 
 use crate::clock::SharedClock;
 use crate::engine::hook::SessionHook;
 use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
-use crate::project::config::Project;
+use crate::project::config::{Cluster, Project};
 use crate::store::Stores;
 
 /// Rows per batch in every session (DataFusion's default is 8,192).
@@ -80,7 +83,12 @@ impl Engine {
     /// Session settings: the project's `[datafusion]` table applied through `ConfigOptions::set`.
     pub fn config(&self) -> Result<SessionConfig> {
         // DATAFUSION_* environment variables first (DataFusion's own mapping), then the file.
-        let mut config = SessionConfig::from_env()?.with_information_schema(true);
+        self.tune(SessionConfig::from_env()?.with_information_schema(true))
+    }
+
+    /// `config` with retention's defaults and the project's settings laid over it (a worker's
+    /// sessions get them this way too, over the coordinator's distributed settings).
+    pub fn tune(&self, mut config: SessionConfig) -> Result<SessionConfig> {
         if let Some(n) = self.project.target_partitions {
             config = config.with_target_partitions(n);
         }
@@ -88,6 +96,18 @@ impl Engine {
         // quarter as many batches (the whole DAG at 1M orders: 28.8 s -> 26.0 s). Overridable.
         if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
             config = config.with_batch_size(BATCH_ROWS);
+        }
+        // The distributed planner's settings (`distributed.*` in [datafusion]), sent on to the
+        // workers; inert in a session that plans locally. A worker's config has them already.
+        if config
+            .options()
+            .extensions
+            .get::<datafusion_distributed::DistributedConfig>()
+            .is_none()
+        {
+            config = config.with_distributed_option_extension(
+                datafusion_distributed::DistributedConfig::default(),
+            );
         }
         let options = config.options_mut();
         options.sql_parser.collect_spans = true;
@@ -121,7 +141,7 @@ impl Engine {
     }
 
     /// A job's session: as `session`, with every reservation counted in `memory` on its way to
-    /// the shared pool.
+    /// the shared pool. With a distributed engine, its queries execute on the workers.
     pub fn job_session(
         &self,
         tables: &[(String, Arc<dyn TableProvider>)],
@@ -136,7 +156,11 @@ impl Engine {
             object_store_registry: self.runtime.object_store_registry.clone(),
             ..RuntimeEnv::default()
         };
-        self.session_in(Arc::new(runtime), self.config()?, tables)
+        let placement = match &self.project.cluster {
+            Some(cluster) => Placement::Cluster(cluster),
+            None => Placement::Local,
+        };
+        self.session_in(Arc::new(runtime), self.config()?, tables, placement)
     }
 
     /// As `session`, with `config` (from `config()`, adjusted) instead of the project's.
@@ -145,7 +169,12 @@ impl Engine {
         config: SessionConfig,
         tables: &[(String, Arc<dyn TableProvider>)],
     ) -> Result<SessionContext> {
-        self.session_in(self.runtime.clone(), config, tables)
+        self.session_in(self.runtime.clone(), config, tables, Placement::Local)
+    }
+
+    /// Whether jobs' queries execute on a cluster's workers.
+    pub fn is_distributed(&self) -> bool {
+        self.project.cluster.is_some()
     }
 
     fn session_in(
@@ -153,34 +182,38 @@ impl Engine {
         runtime: Arc<RuntimeEnv>,
         config: SessionConfig,
         tables: &[(String, Arc<dyn TableProvider>)],
+        placement: Placement,
     ) -> Result<SessionContext> {
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             // Delta's planner: its writer plans custom nodes through the session we pass it.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
-            .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
+            .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers));
+        builder = match placement {
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs).
-            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
-            .build();
+            Placement::Local => builder
+                .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows)),
+            // Only plans the workers can decode: DataFusion's own window operators.
+            Placement::Cluster(cluster) => crate::engine::cluster::coordinator(builder, cluster)?,
+        };
+        let mut state = builder.build();
+        register_functions(&mut state)?;
         let ctx = SessionContext::new_with_state(state);
-        for f in crate::engine::udf::all() {
-            ctx.register_udf(f);
-        }
-        // Replaces DataFusion's to_char, with a fast path for months and days.
-        ctx.register_udf(crate::engine::to_char::udf());
-        for f in crate::engine::clv::sql::scalars() {
-            ctx.register_udf(f);
-        }
-        for f in crate::engine::clv::sql::aggregates() {
-            ctx.register_udaf(f);
-        }
         for (name, provider) in tables {
             ctx.register_table(name.as_str(), provider.clone())?;
         }
         Ok(ctx)
+    }
+
+    /// `ctx`'s state planning locally again: what Delta's writer plans a distributed job's
+    /// publish with (the job's query, already distributed, is the scan it writes).
+    pub fn local_state(ctx: &SessionContext) -> SessionState {
+        SessionStateBuilder::new_from_existing(ctx.state())
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .build()
     }
 
     /// Let every hook prepare `ctx` before SQL is planned in it (views over registered tables).
@@ -190,6 +223,28 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Where a session's queries execute.
+enum Placement<'a> {
+    Local,
+    Cluster(&'a Cluster),
+}
+
+/// Retention's SQL functions, added to `state` (a job's session, or a worker's, which decodes
+/// them by name).
+pub fn register_functions(state: &mut SessionState) -> Result<()> {
+    let mut scalars = crate::engine::udf::all();
+    // Replaces DataFusion's to_char, with a fast path for months and days.
+    scalars.push(crate::engine::to_char::udf());
+    scalars.extend(crate::engine::clv::sql::scalars());
+    for f in scalars {
+        state.register_udf(Arc::new(f))?;
+    }
+    for f in crate::engine::clv::sql::aggregates() {
+        state.register_udaf(Arc::new(f))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ pub async fn run_job(
     }
     let published = delta::publish(
         &ws.engine.stores,
-        Arc::new(ctx.state()),
+        // The writer runs here; only the job's query (already planned) runs on the workers.
+        Arc::new(crate::engine::session::Engine::local_state(&ctx)),
         logical,
         delta::Publish {
             table: &job.table,
@@ -269,9 +270,13 @@ async fn open_inputs(
                 };
                 let version = t.version().map(|v| v as i64).unwrap_or(-1);
                 opened.versions.insert(table.clone(), version.into());
-                opened
-                    .tables
-                    .push((table.clone(), delta::provider(&t).await?));
+                // Workers read a curated table as its version's Parquet files.
+                let provider = if ws.engine.is_distributed() {
+                    crate::store::delta_files::provider(&t).await?
+                } else {
+                    delta::provider(&t).await?
+                };
+                opened.tables.push((table.clone(), provider));
             }
         }
     }

@@ -185,6 +185,14 @@ pub struct EngineSettings {
     /// `--jobs`.
     #[arg(skip)]
     pub jobs: Option<usize>,
+    /// Where jobs' queries execute: `local` (in this process) or `distributed` (on the workers
+    /// below) (engine.kind; default: distributed when workers are given, else local).
+    #[arg(long = "engine", global = true, env = "RETENTION_ENGINE")]
+    pub kind: Option<String>,
+    /// Addresses of `retention worker` processes, e.g. http://10.0.0.7:7470 (engine.workers;
+    /// comma-separated on the command line).
+    #[arg(long, global = true, env = "RETENTION_WORKERS", value_delimiter = ',')]
+    pub workers: Option<Vec<String>>,
 }
 
 /// `[history]`: how long old curated versions stay readable.
@@ -241,6 +249,8 @@ impl EngineSettings {
             memory_limit: self.memory_limit.or(file.memory_limit),
             target_partitions: self.target_partitions.or(file.target_partitions),
             jobs: self.jobs.or(file.jobs),
+            kind: self.kind.or(file.kind),
+            workers: self.workers.or(file.workers),
         }
     }
 }
@@ -272,6 +282,8 @@ pub struct Project {
     pub target_partitions: Option<usize>,
     /// Concurrent jobs.
     pub jobs: usize,
+    /// The workers that execute jobs' queries, when the engine is distributed.
+    pub cluster: Option<Cluster>,
     pub log_retention_days: u32,
     pub deleted_file_retention_hours: u32,
     /// DataFusion `key = value` settings, in file order.
@@ -286,6 +298,78 @@ pub struct Project {
     pub serve_sql: SqlServerSettings,
     /// When the daemon writes the report, if ever.
     pub report: Option<ReportSchedule>,
+}
+
+/// A distributed engine's workers (`[engine] kind = "distributed"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Each worker's gRPC address (`http://host:port`), in the file's order.
+    pub workers: Vec<Url>,
+}
+
+/// `engine.kind` and `engine.workers` validated: `None` for the local engine.
+fn cluster(
+    kind: Option<&str>,
+    workers: Option<Vec<String>>,
+    bad: &dyn Fn(&str, String) -> Error,
+) -> Result<Option<Cluster>> {
+    let workers = workers.unwrap_or_default();
+    let distributed = match kind {
+        None => !workers.is_empty(),
+        Some("local") if workers.is_empty() => false,
+        Some("local") => {
+            return Err(bad(
+                "engine.workers",
+                "workers are given but engine.kind is \"local\": remove them or set kind = \"distributed\"".into(),
+            ));
+        }
+        Some("distributed") => true,
+        Some(other) => {
+            return Err(bad(
+                "engine.kind",
+                format!("`{other}` is not an engine: expected \"local\" or \"distributed\""),
+            ));
+        }
+    };
+    if !distributed {
+        return Ok(None);
+    }
+    if workers.is_empty() {
+        return Err(bad(
+            "engine.workers",
+            "a distributed engine needs at least one worker address, e.g. [\"http://10.0.0.7:7470\"]".into(),
+        ));
+    }
+    let urls = workers
+        .iter()
+        .map(|w| worker_url(w).map_err(|m| bad("engine.workers", m)))
+        .collect::<Result<Vec<Url>>>()?;
+    Ok(Some(Cluster { workers: urls }))
+}
+
+/// A worker address: `http://` or `https://`, a host and a port, nothing else.
+fn worker_url(text: &str) -> std::result::Result<Url, String> {
+    let expected = "expected http://HOST:PORT, e.g. http://10.0.0.7:7470";
+    let url =
+        Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL ({e}): {expected}"))?;
+    // The port must be written, even a scheme's default (which the URL drops).
+    let port_written = text
+        .trim()
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && port_written
+        && matches!(url.path(), "" | "/")
+        && url.query().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if plain {
+        Ok(url)
+    } else {
+        Err(format!("`{text}` is not a worker address: {expected}"))
+    }
 }
 
 /// Where the as-of day `latest` comes from.
@@ -364,6 +448,9 @@ impl Project {
         if jobs == 0 {
             problems.push(bad("engine.jobs", "must be at least 1".into()));
         }
+        let cluster = cluster(engine.kind.as_deref(), engine.workers, &bad)
+            .map_err(|e| problems.push(e))
+            .unwrap_or(None);
         let datafusion = datafusion_settings(raw.datafusion, &bad, &mut problems);
         let params = project_params(&raw.params, &bad, &mut problems);
         let http_text = raw.serve.http.as_deref().unwrap_or(DEFAULT_HTTP);
@@ -387,6 +474,7 @@ impl Project {
             memory_limit,
             target_partitions: engine.target_partitions,
             jobs,
+            cluster,
             log_retention_days: history.log_retention_days.unwrap_or(30),
             deleted_file_retention_hours: history.deleted_file_retention_hours.unwrap_or(168),
             datafusion,
@@ -471,12 +559,16 @@ fn datafusion_settings(
                 continue;
             }
         };
-        let full = if key.starts_with("datafusion.") {
+        // `distributed.*`: datafusion-distributed's planner settings (a distributed engine).
+        let full = if key.starts_with("datafusion.") || key.starts_with("distributed.") {
             key
         } else {
             format!("datafusion.{key}")
         };
         let mut probe = datafusion::config::ConfigOptions::new();
+        probe
+            .extensions
+            .insert(datafusion_distributed::DistributedConfig::default());
         if let Err(e) = probe.set(&full, &text) {
             problems.push(bad(&full, e.to_string()));
         }
@@ -548,6 +640,66 @@ mod tests {
         assert_eq!(ReadCacheSize::Auto.bytes(false), None);
         assert_eq!(ReadCacheSize::Auto.bytes(true), Some(256 << 20));
         assert_eq!(ReadCacheSize::Bytes(5).bytes(false), Some(5));
+    }
+
+    #[test]
+    fn the_engine_is_local_or_distributed_over_named_workers() {
+        let cluster = |text: &str, over: &Overrides| load(text, over).map(|p| p.cluster);
+        let none = Overrides::default();
+        assert_eq!(cluster("", &none).unwrap(), None);
+        assert_eq!(
+            cluster("[engine]\nkind = \"local\"\n", &none).unwrap(),
+            None
+        );
+        let two = "[engine]\nkind = \"distributed\"\nworkers = [\"http://10.0.0.7:7470\", \"https://w2.internal:443\"]\n";
+        let workers: Vec<String> = cluster(two, &none)
+            .unwrap()
+            .unwrap()
+            .workers
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(workers, ["http://10.0.0.7:7470/", "https://w2.internal/"]);
+        // Workers alone mean distributed; the flag's list wins over the file's.
+        let mut over = Overrides::default();
+        over.engine.workers = Some(vec!["http://127.0.0.1:9001".into()]);
+        let c = cluster("", &over).unwrap().unwrap();
+        assert_eq!(c.workers[0].as_str(), "http://127.0.0.1:9001/");
+        for (text, key, says) in [
+            (
+                "[engine]\nkind = \"distributed\"\n",
+                "engine.workers",
+                "at least one worker",
+            ),
+            (
+                "[engine]\nkind = \"cluster\"\n",
+                "engine.kind",
+                "expected \"local\" or \"distributed\"",
+            ),
+            (
+                "[engine]\nkind = \"local\"\nworkers = [\"http://a:1\"]\n",
+                "engine.workers",
+                "kind is \"local\"",
+            ),
+            (
+                "[engine]\nworkers = [\"10.0.0.7:7470\"]\n",
+                "engine.workers",
+                "expected http://HOST:PORT",
+            ),
+            (
+                "[engine]\nworkers = [\"http://10.0.0.7\"]\n",
+                "engine.workers",
+                "expected http://HOST:PORT",
+            ),
+            (
+                "[engine]\nworkers = [\"http://u:secret@h:1\"]\n",
+                "engine.workers",
+                "not a worker address",
+            ),
+        ] {
+            let e = cluster(text, &none).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! slot leases of the daemons.
 
 pub mod delta;
+pub mod delta_files;
 pub mod layout;
 pub mod lease;
 pub mod metered;

@@ -14,6 +14,7 @@ mod common;
 mod backends;
 mod bad_input;
 mod checks;
+mod cluster;
 mod clv;
 mod commands;
 mod crash;

@@ -18,3 +18,4 @@ pub mod status;
 pub mod test;
 pub mod vacuum;
 pub mod validate;
+pub mod worker;

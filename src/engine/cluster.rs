@@ -1,0 +1,129 @@
+//! A distributed engine's coordinator side (datafusion-distributed): a job's session planned into
+//! stages that run on the configured workers, and the token coordinators and workers share,
+//! sent on every request. The worker itself is `engine::worker`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
+use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::project::config::Cluster;
+
+/// The environment variable holding the secret that coordinators and workers share.
+pub const TOKEN_VAR: &str = "RETENTION_WORKER_TOKEN";
+
+/// Fewest characters a worker token may have.
+const MIN_TOKEN_CHARS: usize = 16;
+
+/// The secret shared by a cluster's coordinators and workers, sent as `authorization: Bearer`.
+/// Never printed.
+#[derive(Clone)]
+pub struct WorkerToken(Arc<str>);
+
+impl fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WorkerToken(***)")
+    }
+}
+
+impl WorkerToken {
+    /// The token in `RETENTION_WORKER_TOKEN`, if set and not empty.
+    pub fn from_env() -> Result<Option<WorkerToken>> {
+        match std::env::var(TOKEN_VAR) {
+            Ok(text) if text.is_empty() => Ok(None),
+            Ok(text) => WorkerToken::new(&text).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(token_error("is not UTF-8")),
+        }
+    }
+
+    /// A token from its text: at least 16 visible ASCII characters (it travels in a header).
+    pub fn new(text: &str) -> Result<WorkerToken> {
+        if text.chars().count() < MIN_TOKEN_CHARS {
+            return Err(token_error(&format!(
+                "must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(token_error(
+                "may hold only visible ASCII characters, no spaces",
+            ));
+        }
+        Ok(WorkerToken(text.into()))
+    }
+
+    /// The `authorization` header value that carries it.
+    fn header(&self) -> HeaderValue {
+        let mut value =
+            HeaderValue::try_from(format!("Bearer {}", self.0)).expect("checked: visible ASCII");
+        value.set_sensitive(true);
+        value
+    }
+
+    /// Whether a request's `authorization` header carries this token (constant time).
+    pub(crate) fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        header.is_some_and(|h| h.as_bytes().ct_eq(self.header().as_bytes()).into())
+    }
+}
+
+fn token_error(message: &str) -> Error {
+    Error::Worker {
+        message: format!("{TOKEN_VAR} {message}"),
+        source: None,
+    }
+}
+
+/// The headers every request to a worker carries: the token, when one is set.
+pub(crate) fn auth_headers(token: Option<&WorkerToken>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(AUTHORIZATION, token.header());
+    }
+    headers
+}
+
+/// The cluster's workers, as the configuration names them.
+#[derive(Clone)]
+struct ConfiguredWorkers(Vec<Url>);
+
+impl WorkerResolver for ConfiguredWorkers {
+    fn get_urls(&self) -> std::result::Result<Vec<Url>, DataFusionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A coordinator's session: its queries are planned into stages that run on `cluster`'s workers,
+/// each request carrying the token from `RETENTION_WORKER_TOKEN`.
+pub fn coordinator(builder: SessionStateBuilder, cluster: &Cluster) -> Result<SessionStateBuilder> {
+    let token = WorkerToken::from_env()?;
+    Ok(builder
+        .with_distributed_worker_resolver(ConfiguredWorkers(cluster.workers.clone()))
+        .with_distributed_passthrough_headers(auth_headers(token.as_ref()))?
+        .with_distributed_planner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_visible_and_never_printed() {
+        assert!(WorkerToken::new("short").is_err());
+        assert!(WorkerToken::new("has a space in it, sixteen+").is_err());
+        let t = WorkerToken::new("0123456789abcdef").unwrap();
+        assert_eq!(format!("{t:?}"), "WorkerToken(***)");
+        assert!(t.header().is_sensitive());
+        assert!(t.admits(Some(&HeaderValue::from_static("Bearer 0123456789abcdef"))));
+        assert!(!t.admits(Some(&HeaderValue::from_static("Bearer 0123456789abcdeF"))));
+        assert!(!t.admits(Some(&HeaderValue::from_static("0123456789abcdef"))));
+        assert!(!t.admits(None));
+        let e = WorkerToken::new("x").unwrap_err().to_string();
+        assert!(e.contains(TOKEN_VAR) && e.contains("16 characters"), "{e}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `retention worker`: a gRPC server (datafusion-distributed's worker) that runs the plan
+//! fragments coordinators send, with retention's functions, the project's stores and settings;
+//! it refuses any request without the cluster's token and any fragment that would write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::{
+    DistributedExt, Worker, WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse,
+    WorkerQueryContext, WorkerSessionBuilder,
+};
+use http::header::AUTHORIZATION;
+
+use crate::engine::cluster::{TOKEN_VAR, WorkerToken, auth_headers};
+use crate::engine::session::{Engine, register_functions};
+use crate::error::{Error, Result};
+
+/// How a worker builds the session each plan fragment runs in.
+struct WorkerSessions {
+    engine: Engine,
+    token: Option<WorkerToken>,
+}
+
+#[async_trait]
+impl WorkerSessionBuilder for WorkerSessions {
+    async fn build_session_state(
+        &self,
+        ctx: WorkerQueryContext,
+    ) -> std::result::Result<SessionState, DataFusionError> {
+        let mut builder = ctx.builder;
+        let config = builder.config().take().unwrap_or_default();
+        let config = self
+            .engine
+            .tune(config)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut state = builder
+            .with_config(config)
+            // Calls this worker makes to other workers (shuffles) carry the token on.
+            .with_distributed_passthrough_headers(auth_headers(self.token.as_ref()))?
+            .with_distributed_worker_plan_rewrite_handler(refuse_writes)
+            .build();
+        register_functions(&mut state).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        tracing::debug!("plan fragment received");
+        Ok(state)
+    }
+}
+
+/// A worker only reads: a fragment holding a write (`DataSinkExec`) is refused.
+fn refuse_writes(
+    ev: WorkerPlanRewriteEvent,
+) -> std::result::Result<WorkerPlanRewriteEventResponse, DataFusionError> {
+    let mut writes = None;
+    ev.plan.apply(|node: &Arc<dyn ExecutionPlan>| {
+        if node.name() == "DataSinkExec" {
+            writes = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match writes {
+        Some(name) => Err(DataFusionError::Plan(format!(
+            "a retention worker only reads: refused a plan fragment holding {name}"
+        ))),
+        None => Ok(WorkerPlanRewriteEventResponse::new(ev.plan)),
+    }
+}
+
+/// Serve plan fragments on `listener` until `stop` resolves; `token` (when some) must be on every
+/// request. Fragments run on `engine`'s runtime: its stores, memory limit and spill directory.
+pub async fn serve_worker(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    token: Option<WorkerToken>,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let runtime = engine.runtime.clone();
+    let worker = Worker::from_session_builder(WorkerSessions {
+        engine,
+        token: token.clone(),
+    })
+    .with_runtime_env(runtime);
+    let check = move |request: tonic::Request<()>| match &token {
+        Some(t) if !t.admits(request.metadata().as_ref().get(AUTHORIZATION)) => {
+            tracing::warn!("refused a request without the worker token");
+            Err(tonic::Status::unauthenticated(format!(
+                "this worker needs the token in {TOKEN_VAR}"
+            )))
+        }
+        _ => Ok(request),
+    };
+    tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(check))
+        .add_service(worker.into_worker_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop,
+        )
+        .await
+        .map_err(|e| Error::Worker {
+            message: format!("stopped: {e}"),
+            source: Some(Box::new(e)),
+        })
+}
+
+/// Bind the worker's address (port 0 picks a free one); returns the listener and where it is.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let failed = |e: std::io::Error| Error::Worker {
+        message: format!("cannot listen on {addr}: {e}"),
+        source: Some(Box::new(e)),
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_runs_reads_and_refuses_writes() {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a INT) AS VALUES (1), (2)")
+            .await
+            .unwrap();
+        let config = ctx.state().config().clone();
+        let fragment = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                ctx.sql(sql)
+                    .await
+                    .unwrap()
+                    .create_physical_plan()
+                    .await
+                    .unwrap()
+            }
+        };
+        let read = fragment("SELECT sum(a) FROM t").await;
+        let kept = refuse_writes(WorkerPlanRewriteEvent {
+            plan: read.clone(),
+            session_config: &config,
+        })
+        .unwrap();
+        assert!(Arc::ptr_eq(&kept.plan, &read));
+        let write = fragment("INSERT INTO t VALUES (3)").await;
+        let e = refuse_writes(WorkerPlanRewriteEvent {
+            plan: write,
+            session_config: &config,
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("only reads") && e.contains("DataSinkExec"),
+            "{e}"
+        );
+    }
+}

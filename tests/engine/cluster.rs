@@ -1,0 +1,237 @@
+//! The distributed engine: a coordinator and two `retention worker` processes on 127.0.0.1 run the
+//! repository's whole DAG over a generated lake, and every curated table is row for row what a
+//! local run publishes; a worker refuses a coordinator without its token, and will not start
+//! without one unless told to.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+
+/// A `retention worker` child process, killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WorkerProcess {
+    /// Start a worker on a free port and wait for the address it prints.
+    fn start(project: &Path, log: PathBuf) -> WorkerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_retention"))
+            .args(["-C", &project.display().to_string()])
+            .args(["worker", "--listen", "127.0.0.1:0"])
+            .env("RETENTION_WORKER_TOKEN", TOKEN)
+            .env("RUST_LOG", "retention=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("worker listening on ")
+            .unwrap_or_else(|| panic!("worker printed {line:?}"))
+            .to_string();
+        WorkerProcess { child, url, log }
+    }
+
+    /// Plan fragments this worker has been sent (its debug log says one line each).
+    fn fragments(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .matches("plan fragment received")
+            .count()
+    }
+}
+
+/// The repository's jobs, with a planner setting that splits even this small lake's scans
+/// into tasks (the default, 16 MiB per task, would keep every scan on one worker).
+fn project(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let project = dir.join("project");
+    for sub in ["jobs", "sql"] {
+        std::fs::create_dir_all(project.join(sub)).unwrap();
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, project.join(sub).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        project.join("retention.toml"),
+        "[params]\nreporting_currency = \"USD\"\n\n[datafusion]\n\"distributed.file_scan_config_bytes_per_partition\" = 1024\n",
+    )
+    .unwrap();
+    project
+}
+
+fn retention(project: &Path, raw: &Path, curated: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
+    cmd.args(["-C", &project.display().to_string()])
+        .args(["--raw", &raw.display().to_string()])
+        .args(["--curated", &curated.display().to_string()])
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("RETENTION_WORKER_TOKEN");
+    cmd
+}
+
+fn succeeded(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Every curated table's rows as sorted CSV lines, by table name.
+fn tables(project: &Path, raw: &Path, curated: &Path) -> Vec<(String, Vec<String>)> {
+    let mut names: Vec<String> = std::fs::read_dir(curated)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    names.sort();
+    let out_dir = curated.with_extension("export");
+    names
+        .into_iter()
+        .map(|name| {
+            let out = out_dir.display().to_string();
+            let args = ["export", &name, "--format", "csv", "--out", &out];
+            succeeded(
+                retention(project, raw, curated, &args).output().unwrap(),
+                "export",
+            );
+            let text = std::fs::read_to_string(out_dir.join(format!("{name}.csv"))).unwrap();
+            std::fs::remove_dir_all(&out_dir).unwrap();
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            lines.sort();
+            (name, lines)
+        })
+        .collect()
+}
+
+fn delta_commits(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
+        .count()
+}
+
+#[test]
+fn the_whole_dag_on_two_workers_matches_a_local_run() {
+    let dir = TempDir::new().unwrap();
+    let project = project(dir.path());
+    let raw = dir.path().join("raw");
+    let (local, distributed) = (dir.path().join("local"), dir.path().join("distributed"));
+    let generate = ["generate", "--customers", "300", "--months", "4"];
+    succeeded(
+        retention(&project, &raw, &local, &generate)
+            .output()
+            .unwrap(),
+        "generate",
+    );
+    succeeded(
+        retention(&project, &raw, &local, &["run", "--all"])
+            .output()
+            .unwrap(),
+        "local run",
+    );
+
+    let workers =
+        [1, 2].map(|i| WorkerProcess::start(&project, dir.path().join(format!("w{i}.log"))));
+    let addresses = format!("{},{}", workers[0].url, workers[1].url);
+    let run = retention(
+        &project,
+        &raw,
+        &distributed,
+        &["--workers", &addresses, "run", "--all"],
+    )
+    .env("RETENTION_WORKER_TOKEN", TOKEN)
+    .output()
+    .unwrap();
+    let summary = succeeded(run, "distributed run");
+    assert_eq!(summary.matches("succeeded").count(), 20, "{summary}");
+    for w in &workers {
+        assert!(w.fragments() > 0, "worker {} ran no fragment", w.url);
+    }
+
+    let expected = tables(&project, &raw, &local);
+    assert_eq!(expected.len(), 20);
+    let found = tables(&project, &raw, &distributed);
+    assert_eq!(
+        found.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        expected.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for ((name, want), (_, got)) in expected.iter().zip(&found) {
+        assert!(want.len() > 1, "{name} has no rows");
+        assert_eq!(got, want, "table {name} differs from the local run");
+    }
+
+    // A coordinator without the token is refused, and the table keeps its version.
+    let table = distributed.join("order_experience");
+    let before = delta_commits(&table);
+    let run = retention(
+        &project,
+        &raw,
+        &distributed,
+        &["--workers", &addresses, "run", "order_experience"],
+    )
+    .env("RETENTION_WORKER_TOKEN", "not-the-token-0123456789")
+    .output()
+    .unwrap();
+    // The run's summary on stdout gives each job's error.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("needs the token in RETENTION_WORKER_TOKEN"),
+        "{said}"
+    );
+    assert!(!said.contains("not-the-token"), "{said}");
+    assert_eq!(delta_commits(&table), before);
+}
+
+#[test]
+fn a_worker_needs_a_token_or_no_auth() {
+    let dir = TempDir::new().unwrap();
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
+        cmd.args(["-C", &dir.path().display().to_string()])
+            .args(["worker", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "off")
+            .env_remove("RETENTION_WORKER_TOKEN");
+        if let Some(t) = token {
+            cmd.env("RETENTION_WORKER_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    for (token, says) in [
+        (None, "set RETENTION_WORKER_TOKEN"),
+        (Some("short"), "at least 16 characters"),
+    ] {
+        let out = run(token);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
