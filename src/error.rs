@@ -359,11 +359,25 @@ fn transient_cause(e: &(dyn std::error::Error + 'static)) -> bool {
             Kind::TimedOut | Kind::ConnectionReset | Kind::ConnectionAborted | Kind::Interrupted
         );
     }
-    // object_store's error after its own retries is private to it: read its status line.
+    if let Some(status) = e.downcast_ref::<tonic::Status>() {
+        use tonic::Code;
+        return matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted
+        );
+    }
+    // object_store's error after its own retries is private to it: read its status line. A
+    // cluster worker that cannot be reached, or went away, reaches us as text through the
+    // Delta writer that ran the query.
     let text = e.to_string();
-    ["status code: 5", "status code: 429"]
-        .iter()
-        .any(|s| text.contains(s))
+    [
+        "status code: 5",
+        "status code: 429",
+        "Error connecting to Distributed DataFusion worker",
+        "The service is currently unavailable",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
 }
 
 /// 1-based line and column of a byte offset in `text`.
@@ -448,6 +462,18 @@ mod tests {
             message: "503".into(),
         };
         assert!(!lost.is_transient());
+        // A worker down is transient; a worker refusing the token is not.
+        let worker_down = Error::Publish {
+            table: "t".into(),
+            location: "file:///t/".into(),
+            message: "Execution error: Error connecting to Distributed DataFusion worker on 'http://10.0.0.7:7470/': transport error".into(),
+            source: None,
+        };
+        assert!(worker_down.is_transient());
+        let refused = tonic::Status::unauthenticated("this worker needs the token");
+        assert!(!Error::storage("http://10.0.0.7:7470", refused).is_transient());
+        let gone = tonic::Status::unavailable("connection reset");
+        assert!(Error::storage("http://10.0.0.7:7470", gone).is_transient());
     }
 
     #[test]

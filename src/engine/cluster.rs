@@ -108,6 +108,22 @@ pub fn coordinator(builder: SessionStateBuilder, cluster: &Cluster) -> Result<Se
         .with_distributed_planner())
 }
 
+/// An executed distributed plan with each stage's metrics, summed over its tasks, folded back
+/// into its nodes (rows and bytes its scans read, what its operators spilled); a plan that ran
+/// here is returned as it is.
+pub async fn with_worker_metrics(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    if !plan.is::<datafusion_distributed::DistributedExec>() {
+        return Ok(plan);
+    }
+    datafusion_distributed::rewrite_distributed_plan_with_metrics(
+        plan,
+        datafusion_distributed::DistributedMetricsFormat::Aggregated,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

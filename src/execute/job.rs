@@ -122,6 +122,9 @@ pub async fn run_job(
         },
     )
     .await?;
+    let physical = crate::engine::cluster::with_worker_metrics(physical)
+        .await
+        .map_err(engine_err)?;
     let (rows_read, bytes_read) = leaf_metrics(&physical);
     Ok(JobDone {
         spilled_bytes: spilled_bytes(&physical) as i64,

@@ -184,6 +184,24 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
         assert_eq!(got, want, "table {name} differs from the local run");
     }
 
+    // The run ledger has what the workers' scans read, folded back from their stages. At least
+    // what a local run reads: a hash join's dynamic filter prunes its probe side's scan locally,
+    // and does not cross from one stage to another.
+    let rows_read = |curated: &Path| -> i64 {
+        let sql = "SELECT rows_read FROM _runs WHERE job = 'order_experience' ORDER BY finished_at LIMIT 1";
+        let out = retention(&project, &raw, curated, &["query", sql, "--format", "csv"])
+            .output()
+            .unwrap();
+        let text = succeeded(out, "query");
+        text.lines().nth(1).unwrap().trim().parse().unwrap()
+    };
+    let (here, there) = (rows_read(&local), rows_read(&distributed));
+    assert!(here > 1000, "{here}");
+    assert!(
+        there >= here && there < 2 * here,
+        "local {here}, distributed {there}"
+    );
+
     // A coordinator without the token is refused, and the table keeps its version.
     let table = distributed.join("order_experience");
     let before = delta_commits(&table);
