@@ -402,13 +402,19 @@ impl Runs {
         self.reservation.try_resize(held)
     }
 
-    /// Whether `batch` starts with the carried run's key.
+    /// Whether `batch` starts with the carried run's key: only the key expressions are evaluated,
+    /// on one row of each.
     fn continues_carry(&self, batch: &RecordBatch) -> Result<bool> {
-        let pair = concat_batches(
-            &batch.schema(),
-            [&self.carry[0].slice(0, 1), &batch.slice(0, 1)],
-        )?;
-        Ok(self.runs(&pair)?.len() == 1)
+        let (carried, next) = (self.carry[0].slice(0, 1), batch.slice(0, 1));
+        for key in &self.partition_by {
+            let value = |b: &RecordBatch| {
+                ScalarValue::try_from_array(key.evaluate(b)?.into_array(1)?.as_ref(), 0)
+            };
+            if value(&carried)? != value(&next)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The carried run, joined and computed.

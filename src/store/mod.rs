@@ -76,10 +76,14 @@ impl Stores {
         self.latency
     }
 
-    /// Serve small Parquet files from a cache of `capacity` bytes (`None`: read every time).
+    /// Serve small Parquet files from a cache of `capacity` bytes (`None`: read every time). A
+    /// cache of that capacity already there is kept with what it holds (a second engine on the
+    /// same stores).
     pub fn set_read_cache(&self, capacity: Option<u64>) {
-        *self.read_cache.write().expect("not poisoned") =
-            capacity.map(|c| Arc::new(ReadCache::new(c)));
+        let mut slot = self.read_cache.write().expect("not poisoned");
+        if slot.as_ref().map(|c| c.capacity()) != capacity {
+            *slot = capacity.map(|c| Arc::new(ReadCache::new(c)));
+        }
     }
 
     /// What the read cache did so far (zeros when it is off).
@@ -184,5 +188,20 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(pa.as_ref(), "raw/orders");
         assert_eq!(pb.as_ref(), "curated/x");
+    }
+
+    #[test]
+    fn a_second_engine_keeps_the_read_cache() {
+        let stores = Stores::default();
+        let cache = || stores.read_cache.read().unwrap().clone();
+        stores.set_read_cache(Some(1 << 20));
+        let first = cache().unwrap();
+        stores.set_read_cache(Some(1 << 20));
+        assert!(Arc::ptr_eq(&first, &cache().unwrap()), "same size: kept");
+        stores.set_read_cache(Some(2 << 20));
+        assert_eq!(cache().unwrap().capacity(), 2 << 20);
+        assert!(!Arc::ptr_eq(&first, &cache().unwrap()));
+        stores.set_read_cache(None);
+        assert!(cache().is_none());
     }
 }

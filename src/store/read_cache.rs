@@ -84,6 +84,11 @@ impl ReadCache {
         }
     }
 
+    /// The bytes it may hold.
+    pub fn capacity(&self) -> u64 {
+        self.entries.capacity()
+    }
+
     pub fn stats(&self) -> ReadCacheStats {
         ReadCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
