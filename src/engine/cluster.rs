@@ -105,6 +105,7 @@ pub fn coordinator(builder: SessionStateBuilder, cluster: &Cluster) -> Result<Se
     Ok(builder
         .with_distributed_worker_resolver(ConfiguredWorkers(cluster.workers.clone()))
         .with_distributed_passthrough_headers(auth_headers(token.as_ref()))?
+        .with_distributed_user_codec(crate::engine::codec::RetentionCodec)
         .with_distributed_planner())
 }
 

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod checks;
 pub mod cluster;
 pub mod clv;
+pub mod codec;
 pub mod contract;
 pub mod freshness;
 pub mod guard;

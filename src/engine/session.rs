@@ -191,14 +191,13 @@ impl Engine {
             // Delta's planner: its writer plans custom nodes through the session we pass it.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
-            .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers));
-        builder = match placement {
-            // Per-customer row_number/lead/lag computed run by run (engine/window.rs).
-            Placement::Local => builder
-                .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows)),
-            // Only plans the workers can decode: DataFusion's own window operators.
-            Placement::Cluster(cluster) => crate::engine::cluster::coordinator(builder, cluster)?,
-        };
+            .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
+            // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
+            // is sent it through engine/codec.rs.
+            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows));
+        if let Placement::Cluster(cluster) = placement {
+            builder = crate::engine::cluster::coordinator(builder, cluster)?;
+        }
         let mut state = builder.build();
         register_functions(&mut state)?;
         let ctx = SessionContext::new_with_state(state);

@@ -206,6 +206,13 @@ impl SortedWindowExec {
     }
 }
 
+impl SortedWindowExec {
+    /// The `BoundedWindowAggExec` this operator computes (what a worker is sent to rebuild it).
+    pub fn replaced(&self) -> &Arc<BoundedWindowAggExec> {
+        &self.replaced
+    }
+}
+
 impl DisplayAs for SortedWindowExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let names: Vec<&str> = self

@@ -43,31 +43,30 @@ impl WorkerSessionBuilder for WorkerSessions {
             // Calls this worker makes to other workers (shuffles) carry the token on.
             .with_distributed_passthrough_headers(auth_headers(self.token.as_ref()))?
             .with_distributed_worker_plan_rewrite_handler(refuse_writes)
+            .with_distributed_user_codec(crate::engine::codec::RetentionCodec)
             .build();
         register_functions(&mut state).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        tracing::debug!("plan fragment received");
         Ok(state)
     }
 }
 
-/// A worker only reads: a fragment holding a write (`DataSinkExec`) is refused.
+/// A worker only reads: a fragment holding a write (`DataSinkExec`) is refused. Each fragment's
+/// operators are logged at debug level.
 fn refuse_writes(
     ev: WorkerPlanRewriteEvent,
 ) -> std::result::Result<WorkerPlanRewriteEventResponse, DataFusionError> {
-    let mut writes = None;
+    let mut operators = Vec::new();
     ev.plan.apply(|node: &Arc<dyn ExecutionPlan>| {
-        if node.name() == "DataSinkExec" {
-            writes = Some(node.name().to_string());
-            return Ok(TreeNodeRecursion::Stop);
-        }
+        operators.push(node.name());
         Ok(TreeNodeRecursion::Continue)
     })?;
-    match writes {
-        Some(name) => Err(DataFusionError::Plan(format!(
+    if let Some(name) = operators.iter().find(|n| **n == "DataSinkExec") {
+        return Err(DataFusionError::Plan(format!(
             "a retention worker only reads: refused a plan fragment holding {name}"
-        ))),
-        None => Ok(WorkerPlanRewriteEventResponse::new(ev.plan)),
+        )));
     }
+    tracing::debug!(operators = %operators.join(","), "plan fragment received");
+    Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
 }
 
 /// Serve plan fragments on `listener` until `stop` resolves; `token` (when some) must be on every

@@ -57,6 +57,10 @@ impl WorkerProcess {
             .matches("plan fragment received")
             .count()
     }
+
+    fn log_has(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).unwrap().contains(text)
+    }
 }
 
 /// The repository's jobs, with a planner setting that splits even this small lake's scans
@@ -171,6 +175,11 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
     for w in &workers {
         assert!(w.fragments() > 0, "worker {} ran no fragment", w.url);
     }
+    // retention's window operator went to the workers too (engine/codec.rs).
+    assert!(
+        workers.iter().any(|w| w.log_has("SortedWindowExec")),
+        "no worker ran SortedWindowExec"
+    );
 
     let expected = tables(&project, &raw, &local);
     assert_eq!(expected.len(), 20);

@@ -1,0 +1,150 @@
+//! How retention's own physical operators travel to a cluster's workers: a `SortedWindowExec` is
+//! sent as the `BoundedWindowAggExec` it replaces (which DataFusion's codec knows), and the worker
+//! rebuilds the same operator from it.
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::windows::BoundedWindowAggExec;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use prost::Message;
+
+use crate::engine::window::SortedWindowExec;
+
+/// The codec for the operators retention's optimizer rules put in a plan.
+#[derive(Debug, Default)]
+pub struct RetentionCodec;
+
+impl PhysicalExtensionCodec for RetentionCodec {
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(window) = node.downcast_ref::<SortedWindowExec>() else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "no codec for {}",
+                node.name()
+            )));
+        };
+        // The input travels as the node's child: only its schema is kept here.
+        let replaced: Arc<dyn ExecutionPlan> = window.replaced().clone();
+        let alone = replaced.replace_children(
+            vec![Arc::new(EmptyExec::new(window.replaced().input().schema()))],
+            recompute(),
+        )?;
+        proto_converter
+            .execution_plan_to_proto(&alone, self)?
+            .encode(buf)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node =
+            PhysicalPlanNode::decode(buf).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let alone = proto_converter
+            .proto_to_execution_plan(&node, &PhysicalPlanDecodeContext::new(ctx, self))?;
+        let [input] = inputs else {
+            return Err(DataFusionError::Internal(format!(
+                "SortedWindowExec has one input, got {}",
+                inputs.len()
+            )));
+        };
+        let window = alone.replace_children(vec![input.clone()], recompute())?;
+        window
+            .downcast_ref::<BoundedWindowAggExec>()
+            .and_then(|w| SortedWindowExec::try_new(Arc::new(w.clone())))
+            .map(|exec| Arc::new(exec) as Arc<dyn ExecutionPlan>)
+            .ok_or_else(|| {
+                DataFusionError::Internal(
+                    "a SortedWindowExec sent to this worker could not be rebuilt".into(),
+                )
+            })
+    }
+}
+
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes,
+        physical_plan_to_bytes_with_extension_codec,
+    };
+
+    async fn rows(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<String> {
+        let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+        let text = pretty_format_batches(&batches).unwrap().to_string();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn a_sorted_window_travels_and_computes_the_same_rows() {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.sql("CREATE TABLE t (customer_id BIGINT, ts BIGINT) AS VALUES (1, 10), (2, 5), (1, 30), (1, 20), (2, 7), (3, 1)")
+            .await
+            .unwrap();
+        let sql = "SELECT customer_id, ts, \
+                   row_number() OVER (PARTITION BY customer_id ORDER BY ts) AS n, \
+                   lag(ts, 1, -1) OVER (PARTITION BY customer_id ORDER BY ts) AS prev \
+                   FROM t";
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        assert!(
+            shown(&plan).contains("SortedWindowExec"),
+            "{}",
+            shown(&plan)
+        );
+        // DataFusion's own codec does not know the operator; ours sends it and rebuilds it.
+        assert!(physical_plan_to_bytes(plan.clone()).is_err());
+        let bytes =
+            physical_plan_to_bytes_with_extension_codec(plan.clone(), &RetentionCodec).unwrap();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &RetentionCodec)
+                .unwrap();
+        assert_eq!(shown(&decoded), shown(&plan));
+        let got = rows(decoded, &ctx).await;
+        assert_eq!(got, rows(plan, &ctx).await);
+        for row in [
+            "| 1           | 30 | 3 | 20   |",
+            "| 2           | 5  | 1 | -1   |",
+            "| 3           | 1  | 1 | -1   |",
+        ] {
+            assert!(got.iter().any(|l| l == row), "{row} not in {got:#?}");
+        }
+    }
+}
