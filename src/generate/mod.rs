@@ -202,7 +202,7 @@ async fn simulate(
         let day = start_day + d as i64;
         sim.sign_up(day, n);
         let customers = std::mem::take(&mut sim.customer_rows);
-        raw.write_customers(day, &customers).await?;
+        raw.write_customers(day, customers).await?;
         sim.orders_due(day);
         sim.spend_marketing(day);
         for (d, rows) in sim.close_day(day) {

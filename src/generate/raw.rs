@@ -174,7 +174,7 @@ pub(super) enum V {
 }
 
 /// Rows of one table, to become one Parquet file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Rows(pub(super) Vec<Vec<V>>);
 
 impl FromIterator<Vec<V>> for Rows {
@@ -314,7 +314,13 @@ pub(super) struct RawWriter {
     days: RangeInclusive<i64>,
     /// Whether this run creates the lake, and so writes the files of no day.
     creates: bool,
+    /// Files being encoded and put while the simulation goes on (at most `IN_FLIGHT`).
+    pending: tokio::task::JoinSet<Result<()>>,
 }
+
+/// Files encoded at once beside the simulation: enough to keep a second core busy, few enough
+/// that the rows waiting stay a few days' worth.
+const IN_FLIGHT: usize = 8;
 
 impl RawWriter {
     pub(super) fn new(
@@ -331,6 +337,7 @@ impl RawWriter {
             counts: BTreeMap::new(),
             days,
             creates,
+            pending: tokio::task::JoinSet::new(),
         })
     }
 
@@ -343,23 +350,45 @@ impl RawWriter {
         path.join(format!("part-{part}.parquet").as_str())
     }
 
-    /// Encode `rows` as `schema` and put them at `path`, counting them for `table`.
+    /// Encode `rows` as `schema` and put them at `path`, counting them for `table`: on a
+    /// blocking thread, while the caller simulates the next day (`finish` waits for them all).
+    /// Each file's bytes depend only on its rows, so the lake is the same byte for byte.
     async fn write_rows(
         &mut self,
         table: &str,
         path: &StorePath,
         schema: SchemaRef,
-        rows: &Rows,
+        rows: Rows,
     ) -> Result<()> {
         *self.counts.entry(table.to_string()).or_default() += rows.0.len() as u64;
-        let batch = rows.to_batch(&schema)?;
-        put(
-            &self.store,
-            path,
-            parquet_bytes(schema, &[batch])?,
-            &self.location,
-        )
-        .await
+        while self.pending.len() >= IN_FLIGHT {
+            self.join_one().await?;
+        }
+        let (store, path, location) = (self.store.clone(), path.clone(), self.location.clone());
+        self.pending.spawn(async move {
+            let bytes = tokio::task::spawn_blocking(move || {
+                parquet_bytes(schema.clone(), &[rows.to_batch(&schema)?])
+            })
+            .await
+            .map_err(|e| Error::storage(&location, e))??;
+            put(&store, &path, bytes, &location).await
+        });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        match self.pending.join_next().await {
+            Some(done) => done.map_err(|e| Error::storage(&self.location, e))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for every file handed to the background; the first error, if any.
+    pub(super) async fn finish(&mut self) -> Result<()> {
+        while !self.pending.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(())
     }
 
     /// Whether this run writes the files of `day`.
@@ -380,7 +409,7 @@ impl RawWriter {
         }
         let dir = day.map(|d| format!("dt={d}"));
         let path = self.part_path(table, dir.as_deref(), "0000");
-        self.write_rows(table, &path, schema, rows).await
+        self.write_rows(table, &path, schema, rows.clone()).await
     }
 
     /// One day of event tables, written when the day closes: one file per table with rows.
@@ -394,13 +423,13 @@ impl RawWriter {
                 continue;
             }
             let path = self.part_path(table, Some(dir.as_str()), "0000");
-            self.write_rows(table, &path, schema(table), &rows).await?;
+            self.write_rows(table, &path, schema(table), rows).await?;
         }
         Ok(())
     }
 
     /// `customers/part-<day>.parquet`: the customers who signed up on `day`.
-    pub(super) async fn write_customers(&mut self, day: i64, rows: &Rows) -> Result<()> {
+    pub(super) async fn write_customers(&mut self, day: i64, rows: Rows) -> Result<()> {
         if rows.0.is_empty() || !self.writes(Some(day)) {
             return Ok(());
         }
@@ -434,8 +463,10 @@ impl RawWriter {
             .await
     }
 
-    /// `truth.json` at the raw root.
-    pub(super) async fn write_json(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+    /// `truth.json` at the raw root, once every table file is written: a lake with its truth is
+    /// complete.
+    pub(super) async fn write_json(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.finish().await?;
         let path = self.root.clone().join(name);
         put(&self.store, &path, bytes, &self.location).await
     }
