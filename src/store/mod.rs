@@ -130,6 +130,46 @@ impl Stores {
     }
 }
 
+/// A runtime's object stores that finds the stores it was not given: a bucket a query names is
+/// served by `Stores`, built from the URL and the environment on first use (a cluster worker,
+/// which reads whatever roots its coordinators plan over).
+#[derive(Debug)]
+pub struct DiscoveringRegistry {
+    known: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry>,
+    stores: Stores,
+}
+
+impl DiscoveringRegistry {
+    pub fn new(
+        known: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry>,
+        stores: Stores,
+    ) -> DiscoveringRegistry {
+        DiscoveringRegistry { known, stores }
+    }
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for DiscoveringRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.known.get_store(url) {
+            return Ok(store);
+        }
+        let (store, _) = self
+            .stores
+            .store_for(url)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        self.known.register_store(url, store.clone());
+        Ok(store)
+    }
+}
+
 /// `scheme://host` of a URL: the key one object store serves.
 pub fn root_key(url: &Url) -> String {
     format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""))
@@ -188,6 +228,26 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(pa.as_ref(), "raw/orders");
         assert_eq!(pb.as_ref(), "curated/x");
+    }
+
+    #[test]
+    fn a_worker_finds_a_bucket_it_was_not_given() {
+        use datafusion::execution::object_store::{
+            DefaultObjectStoreRegistry, ObjectStoreRegistry,
+        };
+        let stores = Stores::default();
+        let registry =
+            DiscoveringRegistry::new(Arc::new(DefaultObjectStoreRegistry::new()), stores.clone());
+        let url = Url::parse("memory:///").unwrap();
+        let found = registry.get_store(&url).unwrap();
+        let (served, _) = stores.store_for(&url).unwrap();
+        assert!(Arc::ptr_eq(&found, &served), "the project's own store");
+        assert!(Arc::ptr_eq(&found, &registry.get_store(&url).unwrap()));
+        let e = registry
+            .get_store(&Url::parse("ftp://nowhere/").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ftp"), "{e}");
     }
 
     #[test]

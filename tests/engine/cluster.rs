@@ -83,11 +83,10 @@ fn project(dir: &Path) -> PathBuf {
     project
 }
 
-fn retention(project: &Path, raw: &Path, curated: &Path, args: &[&str]) -> Command {
+fn retention(project: &Path, raw: &str, curated: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
     cmd.args(["-C", &project.display().to_string()])
-        .args(["--raw", &raw.display().to_string()])
-        .args(["--curated", &curated.display().to_string()])
+        .args(["--raw", raw, "--curated", curated])
         .args(args)
         .env("RUST_LOG", "off")
         .env_remove("RETENTION_WORKER_TOKEN");
@@ -104,29 +103,28 @@ fn succeeded(out: Output, what: &str) -> String {
     stdout
 }
 
-/// Every curated table's rows as sorted CSV lines, by table name.
-fn tables(project: &Path, raw: &Path, curated: &Path) -> Vec<(String, Vec<String>)> {
-    let mut names: Vec<String> = std::fs::read_dir(curated)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| !n.starts_with('_'))
-        .collect();
-    names.sort();
-    let out_dir = curated.with_extension("export");
+/// Each table's rows as sorted CSV lines.
+fn tables(
+    project: &Path,
+    raw: &str,
+    curated: &str,
+    names: &[String],
+    out_dir: &Path,
+) -> Vec<(String, Vec<String>)> {
     names
-        .into_iter()
+        .iter()
         .map(|name| {
             let out = out_dir.display().to_string();
-            let args = ["export", &name, "--format", "csv", "--out", &out];
+            let args = ["export", name, "--format", "csv", "--out", &out];
             succeeded(
                 retention(project, raw, curated, &args).output().unwrap(),
                 "export",
             );
             let text = std::fs::read_to_string(out_dir.join(format!("{name}.csv"))).unwrap();
-            std::fs::remove_dir_all(&out_dir).unwrap();
+            std::fs::remove_dir_all(out_dir).unwrap();
             let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
             lines.sort();
-            (name, lines)
+            (name.clone(), lines)
         })
         .collect()
 }
@@ -138,33 +136,44 @@ fn delta_commits(table: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn the_whole_dag_on_two_workers_matches_a_local_run() {
-    let dir = TempDir::new().unwrap();
-    let project = project(dir.path());
-    let raw = dir.path().join("raw");
-    let (local, distributed) = (dir.path().join("local"), dir.path().join("distributed"));
+/// What `rows_read` the run ledger under `curated` has for order_experience's latest run.
+fn rows_read(project: &Path, raw: &str, curated: &str) -> i64 {
+    let sql = "SELECT rows_read FROM _runs WHERE job = 'order_experience' ORDER BY finished_at DESC LIMIT 1";
+    let out = retention(project, raw, curated, &["query", sql, "--format", "csv"])
+        .output()
+        .unwrap();
+    let text = succeeded(out, "query");
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Generate a lake under `raw`, run the whole DAG locally into `dir/local`, then on two workers
+/// into `distributed`, and check every table has the same rows, the workers did the work, and
+/// the ledger counts what they read. Returns the workers and their addresses.
+fn whole_dag_on_two_workers(
+    dir: &Path,
+    project: &Path,
+    raw: &str,
+    distributed: &str,
+) -> ([WorkerProcess; 2], String) {
+    let local = dir.join("local");
+    let local = local.to_str().unwrap();
     let generate = ["generate", "--customers", "300", "--months", "4"];
     succeeded(
-        retention(&project, &raw, &local, &generate)
-            .output()
-            .unwrap(),
+        retention(project, raw, local, &generate).output().unwrap(),
         "generate",
     );
     succeeded(
-        retention(&project, &raw, &local, &["run", "--all"])
+        retention(project, raw, local, &["run", "--all"])
             .output()
             .unwrap(),
         "local run",
     );
-
-    let workers =
-        [1, 2].map(|i| WorkerProcess::start(&project, dir.path().join(format!("w{i}.log"))));
+    let workers = [1, 2].map(|i| WorkerProcess::start(project, dir.join(format!("w{i}.log"))));
     let addresses = format!("{},{}", workers[0].url, workers[1].url);
     let run = retention(
-        &project,
-        &raw,
-        &distributed,
+        project,
+        raw,
+        distributed,
         &["--workers", &addresses, "run", "--all"],
     )
     .env("RETENTION_WORKER_TOKEN", TOKEN)
@@ -181,13 +190,16 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
         "no worker ran SortedWindowExec"
     );
 
-    let expected = tables(&project, &raw, &local);
-    assert_eq!(expected.len(), 20);
-    let found = tables(&project, &raw, &distributed);
-    assert_eq!(
-        found.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        expected.iter().map(|(n, _)| n).collect::<Vec<_>>()
-    );
+    let mut names: Vec<String> = std::fs::read_dir(local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 20);
+    let out_dir = dir.join("export");
+    let expected = tables(project, raw, local, &names, &out_dir);
+    let found = tables(project, raw, distributed, &names, &out_dir);
     for ((name, want), (_, got)) in expected.iter().zip(&found) {
         assert!(want.len() > 1, "{name} has no rows");
         assert_eq!(got, want, "table {name} differs from the local run");
@@ -196,29 +208,40 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
     // The run ledger has what the workers' scans read, folded back from their stages. At least
     // what a local run reads: a hash join's dynamic filter prunes its probe side's scan locally,
     // and does not cross from one stage to another.
-    let rows_read = |curated: &Path| -> i64 {
-        let sql = "SELECT rows_read FROM _runs WHERE job = 'order_experience' ORDER BY finished_at LIMIT 1";
-        let out = retention(&project, &raw, curated, &["query", sql, "--format", "csv"])
-            .output()
-            .unwrap();
-        let text = succeeded(out, "query");
-        text.lines().nth(1).unwrap().trim().parse().unwrap()
-    };
-    let (here, there) = (rows_read(&local), rows_read(&distributed));
+    let (here, there) = (
+        rows_read(project, raw, local),
+        rows_read(project, raw, distributed),
+    );
     assert!(here > 1000, "{here}");
     assert!(
         there >= here && there < 2 * here,
         "local {here}, distributed {there}"
     );
+    (workers, addresses)
+}
+
+#[test]
+fn the_whole_dag_on_two_workers_matches_a_local_run() {
+    let dir = TempDir::new().unwrap();
+    let project = project(dir.path());
+    let raw = dir.path().join("raw");
+    let distributed = dir.path().join("distributed");
+    let (_workers, addresses) = whole_dag_on_two_workers(
+        dir.path(),
+        &project,
+        raw.to_str().unwrap(),
+        distributed.to_str().unwrap(),
+    );
 
     // A coordinator without the token is refused, and the table keeps its version.
     let table = distributed.join("order_experience");
     let before = delta_commits(&table);
+    let args = ["--workers", &addresses, "run", "order_experience"];
     let run = retention(
         &project,
-        &raw,
-        &distributed,
-        &["--workers", &addresses, "run", "order_experience"],
+        raw.to_str().unwrap(),
+        distributed.to_str().unwrap(),
+        &args,
     )
     .env("RETENTION_WORKER_TOKEN", "not-the-token-0123456789")
     .output()
@@ -236,6 +259,25 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
     );
     assert!(!said.contains("not-the-token"), "{said}");
     assert_eq!(delta_commits(&table), before);
+}
+
+/// The same on the S3 server `.ci/run` starts: raw and the distributed run's tables in the
+/// bucket, which the workers reach with the credentials in their environment.
+#[test]
+fn the_whole_dag_on_two_workers_over_s3_matches_a_local_run() {
+    let Ok(bucket) = std::env::var("RETENTION_TEST_S3_BUCKET") else {
+        eprintln!("skipped: needs RETENTION_TEST_S3_BUCKET and AWS_ENDPOINT (.ci/run starts moto)");
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let project = project(dir.path());
+    let prefix = format!("s3://{bucket}/cluster-{}", uuid::Uuid::new_v4().simple());
+    whole_dag_on_two_workers(
+        dir.path(),
+        &project,
+        &format!("{prefix}/raw/"),
+        &format!("{prefix}/distributed/"),
+    );
 }
 
 #[test]
