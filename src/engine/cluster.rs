@@ -2,12 +2,17 @@
 //! stages that run on the configured workers, and the token coordinators and workers share,
 //! sent on every request. The worker itself is `engine::worker`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
+use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
+use datafusion_distributed::{
+    ChannelResolver, DistributedExt, SessionStateBuilderExt, WorkerChannel, WorkerResolver,
+};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use subtle::ConstantTimeEq;
 use url::Url;
@@ -99,14 +104,94 @@ impl WorkerResolver for ConfiguredWorkers {
 }
 
 /// A coordinator's session: its queries are planned into stages that run on `cluster`'s workers,
-/// each request carrying the token from `RETENTION_WORKER_TOKEN`.
-pub fn coordinator(builder: SessionStateBuilder, cluster: &Cluster) -> Result<SessionStateBuilder> {
+/// each request carrying the token from `RETENTION_WORKER_TOKEN`, over TLS with `tls`.
+pub fn coordinator(
+    builder: SessionStateBuilder,
+    cluster: &Cluster,
+    tls: Option<&TlsChannels>,
+) -> Result<SessionStateBuilder> {
     let token = WorkerToken::from_env()?;
-    Ok(builder
+    let mut builder = builder
         .with_distributed_worker_resolver(ConfiguredWorkers(cluster.workers.clone()))
         .with_distributed_passthrough_headers(auth_headers(token.as_ref()))?
-        .with_distributed_user_codec(crate::engine::codec::RetentionCodec)
-        .with_distributed_planner())
+        .with_distributed_user_codec(crate::engine::codec::RetentionCodec);
+    if let Some(tls) = tls {
+        builder = builder.with_distributed_channel_resolver(tls.clone());
+    }
+    Ok(builder.with_distributed_planner())
+}
+
+/// Install the process's TLS provider (ring) before TLS is served or used; a second call is a
+/// no-op.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Connections to workers over TLS, trusting the CA that signed their certificates: one channel
+/// per worker, kept for the process's life.
+#[derive(Clone)]
+pub struct TlsChannels {
+    ca: tonic::transport::Certificate,
+    open: Arc<std::sync::Mutex<HashMap<Url, BoxCloneSyncChannel>>>,
+}
+
+impl fmt::Debug for TlsChannels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsChannels")
+    }
+}
+
+impl TlsChannels {
+    /// Channels trusting the CA in the PEM file at `ca`.
+    pub fn from_pem_file(ca: &Path) -> Result<TlsChannels> {
+        let pem = std::fs::read(ca).map_err(|source| Error::ReadFile {
+            path: ca.to_path_buf(),
+            source,
+        })?;
+        install_tls_provider();
+        Ok(TlsChannels {
+            ca: tonic::transport::Certificate::from_pem(pem),
+            open: Arc::default(),
+        })
+    }
+
+    async fn channel(
+        &self,
+        url: &Url,
+    ) -> std::result::Result<BoxCloneSyncChannel, DataFusionError> {
+        if let Some(open) = self.open.lock().expect("not poisoned").get(url) {
+            return Ok(open.clone());
+        }
+        let failed = |e: tonic::transport::Error| {
+            DataFusionError::Execution(format!(
+                "Error connecting to Distributed DataFusion worker on '{url}' over TLS: {e} ({e:?})"
+            ))
+        };
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(self.ca.clone());
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .map_err(|e| DataFusionError::Configuration(format!("worker address {url}: {e}")))?
+            .tls_config(tls)
+            .map_err(failed)?
+            .connect()
+            .await
+            .map_err(failed)?;
+        let channel = BoxCloneSyncChannel::new(channel);
+        self.open
+            .lock()
+            .expect("not poisoned")
+            .insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelResolver for TlsChannels {
+    async fn get_worker_client_for_url(
+        &self,
+        url: &Url,
+    ) -> std::result::Result<Box<dyn WorkerChannel>, DataFusionError> {
+        self.channel(url).await.map(create_worker_client)
+    }
 }
 
 /// An executed distributed plan with each stage's metrics, summed over its tasks, folded back

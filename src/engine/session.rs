@@ -31,6 +31,8 @@ pub struct Engine {
     pub clock: SharedClock,
     /// Installed by the layers above (month close), called on every session and job.
     pub hooks: Vec<Arc<dyn SessionHook>>,
+    /// Connections to workers over TLS (`[engine] worker_ca`), shared by every session.
+    pub worker_tls: Option<crate::engine::cluster::TlsChannels>,
 }
 
 impl Engine {
@@ -53,7 +55,12 @@ impl Engine {
                 .any(|u| !matches!(u.scheme(), "file" | "memory"));
         stores.set_read_cache(project.read_cache.bytes(remote));
         stores.register_with(&runtime, &[&project.raw, &project.curated])?;
+        let worker_tls = match &project.worker_ca {
+            Some(ca) => Some(crate::engine::cluster::TlsChannels::from_pem_file(ca)?),
+            None => None,
+        };
         Ok(Engine {
+            worker_tls,
             project,
             stores,
             runtime,
@@ -196,7 +203,8 @@ impl Engine {
             // is sent it through engine/codec.rs.
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows));
         if let Placement::Cluster(cluster) = placement {
-            builder = crate::engine::cluster::coordinator(builder, cluster)?;
+            builder =
+                crate::engine::cluster::coordinator(builder, cluster, self.worker_tls.as_ref())?;
         }
         let mut state = builder.build();
         register_functions(&mut state)?;

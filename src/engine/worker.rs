@@ -38,13 +38,17 @@ impl WorkerSessionBuilder for WorkerSessions {
             .engine
             .tune(config)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let mut state = builder
+        let mut builder = builder
             .with_config(config)
             // Calls this worker makes to other workers (shuffles) carry the token on.
             .with_distributed_passthrough_headers(auth_headers(self.token.as_ref()))?
             .with_distributed_worker_plan_rewrite_handler(refuse_writes)
-            .with_distributed_user_codec(crate::engine::codec::RetentionCodec)
-            .build();
+            .with_distributed_user_codec(crate::engine::codec::RetentionCodec);
+        // ... and reach them over TLS when the cluster uses it.
+        if let Some(tls) = &self.engine.worker_tls {
+            builder = builder.with_distributed_channel_resolver(tls.clone());
+        }
+        let mut state = builder.build();
         register_functions(&mut state).map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(state)
     }
@@ -69,12 +73,35 @@ fn refuse_writes(
     Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
 }
 
+/// The worker's certificate and key (PEM files), when it serves over TLS.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl WorkerIdentity {
+    fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| Error::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        crate::engine::cluster::install_tls_provider();
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    }
+}
+
 /// Serve plan fragments on `listener` until `stop` resolves; `token` (when some) must be on every
-/// request. Fragments run on `engine`'s runtime: its stores, memory limit and spill directory.
+/// request, over TLS with `identity`. Fragments run on `engine`'s runtime: its stores, memory
+/// limit and spill directory.
 pub async fn serve_worker(
     engine: Engine,
     listener: tokio::net::TcpListener,
     token: Option<WorkerToken>,
+    identity: Option<&WorkerIdentity>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     // Buckets beyond the project's own roots are found from the environment, on first use.
@@ -103,7 +130,16 @@ pub async fn serve_worker(
         }
         _ => Ok(request),
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        server = server
+            .tls_config(identity.server_config()?)
+            .map_err(|e| Error::Worker {
+                message: format!("TLS with {}: {e}", identity.cert.display()),
+                source: Some(Box::new(e)),
+            })?;
+    }
+    server
         .layer(tonic::service::InterceptorLayer::new(check))
         .add_service(worker.into_worker_server())
         .serve_with_incoming_shutdown(

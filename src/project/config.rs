@@ -193,6 +193,10 @@ pub struct EngineSettings {
     /// comma-separated on the command line).
     #[arg(long, global = true, env = "RETENTION_WORKERS", value_delimiter = ',')]
     pub workers: Option<Vec<String>>,
+    /// PEM file of the CA that signed the workers' TLS certificates: with it, coordinators and
+    /// workers reach workers over TLS (`https://` addresses) (engine.worker_ca).
+    #[arg(long, global = true, env = "RETENTION_WORKER_CA")]
+    pub worker_ca: Option<String>,
 }
 
 /// `[history]`: how long old curated versions stay readable.
@@ -251,6 +255,7 @@ impl EngineSettings {
             jobs: self.jobs.or(file.jobs),
             kind: self.kind.or(file.kind),
             workers: self.workers.or(file.workers),
+            worker_ca: self.worker_ca.or(file.worker_ca),
         }
     }
 }
@@ -284,6 +289,8 @@ pub struct Project {
     pub jobs: usize,
     /// The workers that execute jobs' queries, when the engine is distributed.
     pub cluster: Option<Cluster>,
+    /// The CA that signed the workers' certificates: calls to workers use TLS.
+    pub worker_ca: Option<PathBuf>,
     pub log_retention_days: u32,
     pub deleted_file_retention_hours: u32,
     /// DataFusion `key = value` settings, in file order.
@@ -448,9 +455,20 @@ impl Project {
         if jobs == 0 {
             problems.push(bad("engine.jobs", "must be at least 1".into()));
         }
+        let worker_ca = engine.worker_ca.as_deref().map(|p| root.join(p));
         let cluster = cluster(engine.kind.as_deref(), engine.workers, &bad)
             .map_err(|e| problems.push(e))
             .unwrap_or(None);
+        let plain_and_tls = cluster.as_ref().is_some_and(|c| {
+            let tls = c.workers.iter().filter(|u| u.scheme() == "https").count();
+            (tls > 0 && worker_ca.is_none()) || (worker_ca.is_some() && tls < c.workers.len())
+        });
+        if plain_and_tls {
+            problems.push(bad(
+                "engine.worker_ca",
+                "workers are reached over TLS exactly when engine.worker_ca is set: give it with https:// addresses, and only then".into(),
+            ));
+        }
         let datafusion = datafusion_settings(raw.datafusion, &bad, &mut problems);
         let params = project_params(&raw.params, &bad, &mut problems);
         let http_text = raw.serve.http.as_deref().unwrap_or(DEFAULT_HTTP);
@@ -475,6 +493,7 @@ impl Project {
             target_partitions: engine.target_partitions,
             jobs,
             cluster,
+            worker_ca,
             log_retention_days: history.log_retention_days.unwrap_or(30),
             deleted_file_retention_hours: history.deleted_file_retention_hours.unwrap_or(168),
             datafusion,
@@ -651,7 +670,7 @@ mod tests {
             cluster("[engine]\nkind = \"local\"\n", &none).unwrap(),
             None
         );
-        let two = "[engine]\nkind = \"distributed\"\nworkers = [\"http://10.0.0.7:7470\", \"https://w2.internal:443\"]\n";
+        let two = "[engine]\nkind = \"distributed\"\nworkers = [\"http://10.0.0.7:7470\", \"http://w2.internal:80\"]\n";
         let workers: Vec<String> = cluster(two, &none)
             .unwrap()
             .unwrap()
@@ -659,7 +678,14 @@ mod tests {
             .iter()
             .map(Url::to_string)
             .collect();
-        assert_eq!(workers, ["http://10.0.0.7:7470/", "https://w2.internal/"]);
+        assert_eq!(workers, ["http://10.0.0.7:7470/", "http://w2.internal/"]);
+        // TLS: https:// addresses with the CA that signed the workers' certificates.
+        let tls = load(
+            "[engine]\nworkers = [\"https://w1.internal:7470\"]\nworker_ca = \"certs/ca.pem\"\n",
+            &none,
+        )
+        .unwrap();
+        assert_eq!(tls.worker_ca, Some(PathBuf::from("/proj/certs/ca.pem")));
         // Workers alone mean distributed; the flag's list wins over the file's.
         let mut over = Overrides::default();
         over.engine.workers = Some(vec!["http://127.0.0.1:9001".into()]);

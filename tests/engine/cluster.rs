@@ -27,10 +27,21 @@ impl Drop for WorkerProcess {
 
 impl WorkerProcess {
     /// Start a worker on a free port and wait for the address it prints.
-    fn start(project: &Path, log: PathBuf) -> WorkerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_retention"))
-            .args(["-C", &project.display().to_string()])
-            .args(["worker", "--listen", "127.0.0.1:0"])
+    fn start(project: &Path, log: PathBuf, tls: Option<&Tls>) -> WorkerProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
+        cmd.args(["-C", &project.display().to_string()]).args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        if let Some(tls) = tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .env("RETENTION_WORKER_CA", &tls.ca);
+        }
+        let mut child = cmd
             .env("RETENTION_WORKER_TOKEN", TOKEN)
             .env("RUST_LOG", "retention=debug")
             .env("NO_COLOR", "1")
@@ -154,6 +165,7 @@ fn whole_dag_on_two_workers(
     project: &Path,
     raw: &str,
     distributed: &str,
+    tls: Option<&Tls>,
 ) -> ([WorkerProcess; 2], String) {
     let local = dir.join("local");
     let local = local.to_str().unwrap();
@@ -168,7 +180,7 @@ fn whole_dag_on_two_workers(
             .unwrap(),
         "local run",
     );
-    let workers = [1, 2].map(|i| WorkerProcess::start(project, dir.join(format!("w{i}.log"))));
+    let workers = [1, 2].map(|i| WorkerProcess::start(project, dir.join(format!("w{i}.log")), tls));
     let addresses = format!("{},{}", workers[0].url, workers[1].url);
     let run = retention(
         project,
@@ -177,6 +189,7 @@ fn whole_dag_on_two_workers(
         &["--workers", &addresses, "run", "--all"],
     )
     .env("RETENTION_WORKER_TOKEN", TOKEN)
+    .envs(tls.map(|t| ("RETENTION_WORKER_CA", &t.ca)))
     .output()
     .unwrap();
     let summary = succeeded(run, "distributed run");
@@ -231,6 +244,7 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
         &project,
         raw.to_str().unwrap(),
         distributed.to_str().unwrap(),
+        None,
     );
 
     // A coordinator without the token is refused, and the table keeps its version.
@@ -277,7 +291,122 @@ fn the_whole_dag_on_two_workers_over_s3_matches_a_local_run() {
         &project,
         &format!("{prefix}/raw/"),
         &format!("{prefix}/distributed/"),
+        None,
     );
+}
+
+/// A test CA and a worker certificate for 127.0.0.1 it signed, made with `openssl`.
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_tls(dir: &Path) -> Option<Tls> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "w.key",
+        "-out",
+        "w.csr",
+    ]) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "w.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "w.pem",
+        "-extfile",
+        "ext",
+    ]);
+    made.then(|| Tls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("w.pem"),
+        key: dir.join("w.key"),
+    })
+}
+
+/// The same over TLS: workers serve with a certificate, and the coordinator and the workers
+/// trust its CA (`RETENTION_WORKER_CA`); a coordinator that does not is refused.
+#[test]
+fn the_whole_dag_on_two_workers_over_tls_matches_a_local_run() {
+    let dir = TempDir::new().unwrap();
+    let Some(tls) = make_tls(dir.path()) else {
+        eprintln!("skipped: needs the openssl command to make test certificates");
+        return;
+    };
+    let project = project(dir.path());
+    let raw = dir.path().join("raw");
+    let distributed = dir.path().join("distributed");
+    let (raw, distributed) = (raw.to_str().unwrap(), distributed.to_str().unwrap());
+    let (workers, addresses) =
+        whole_dag_on_two_workers(dir.path(), &project, raw, distributed, Some(&tls));
+    assert!(workers[0].url.starts_with("https://"), "{}", workers[0].url);
+    // https:// addresses without the CA are refused at load; plain HTTP to a TLS worker fails.
+    let plain = addresses.replace("https://", "http://");
+    for (workers, says) in [
+        (addresses.as_str(), "engine.worker_ca"),
+        (plain.as_str(), "transport"),
+    ] {
+        let run = retention(
+            &project,
+            raw,
+            distributed,
+            &["--workers", workers, "run", "order_experience"],
+        )
+        .env("RETENTION_WORKER_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_ne!(run.status.code(), Some(0), "{said}");
+        assert!(said.contains(says), "{says}: {said}");
+    }
 }
 
 #[test]

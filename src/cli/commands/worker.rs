@@ -25,6 +25,13 @@ pub struct WorkerArgs {
     /// Accept requests without the token in RETENTION_WORKER_TOKEN (a trusted network only).
     #[arg(long)]
     pub no_auth: bool,
+    /// Serve over TLS with this certificate (PEM; with --tls-key). Coordinators and the other
+    /// workers then need `[engine] worker_ca` and https:// addresses.
+    #[arg(long, env = "RETENTION_WORKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "RETENTION_WORKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Serve until a signal. The project gives the stores (and their credentials, from the
@@ -39,14 +46,19 @@ pub async fn run(project: Project, stores: Stores, args: WorkerArgs) -> Result<(
             source: None,
         });
     }
+    let identity = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(worker::WorkerIdentity { cert, key }),
+        _ => None,
+    };
     let engine = Engine::new(project, stores)?;
     let (listener, bound) = worker::bind(args.listen).await?;
-    println!("worker listening on http://{bound}");
-    tracing::info!(address = %bound, auth = token.is_some(), "worker listening");
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    println!("worker listening on {scheme}://{bound}");
+    tracing::info!(address = %bound, auth = token.is_some(), tls = identity.is_some(), "worker listening");
     let mut signals = crate::cli::commands::serve::signals();
     let stop = async move {
         signals.recv().await;
         tracing::info!("worker stopping");
     };
-    worker::serve_worker(engine, listener, token, stop).await
+    worker::serve_worker(engine, listener, token, identity.as_ref(), stop).await
 }
