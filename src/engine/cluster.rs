@@ -1,6 +1,6 @@
 //! A distributed engine's coordinator side (datafusion-distributed): a job's session planned into
-//! stages that run on the configured workers, and the token coordinators and workers share,
-//! sent on every request. The worker itself is `engine::worker`.
+//! stages that run on the configured workers, the token coordinators and workers share, sent on
+//! every request, and the TLS connections to workers. The worker itself is `engine::worker`.
 
 use std::collections::HashMap;
 use std::fmt;

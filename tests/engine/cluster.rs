@@ -140,6 +140,15 @@ fn tables(
         .collect()
 }
 
+/// What a command printed: the run's summary on stdout gives each job's error.
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn delta_commits(table: &Path) -> usize {
     std::fs::read_dir(table.join("_delta_log"))
         .unwrap()
@@ -260,12 +269,7 @@ fn the_whole_dag_on_two_workers_matches_a_local_run() {
     .env("RETENTION_WORKER_TOKEN", "not-the-token-0123456789")
     .output()
     .unwrap();
-    // The run's summary on stdout gives each job's error.
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let said = said(&run);
     assert_eq!(run.status.code(), Some(1), "{said}");
     assert!(
         said.contains("needs the token in RETENTION_WORKER_TOKEN"),
@@ -399,11 +403,7 @@ fn the_whole_dag_on_two_workers_over_tls_matches_a_local_run() {
         .env("RETENTION_WORKER_TOKEN", TOKEN)
         .output()
         .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let said = said(&run);
         assert_ne!(run.status.code(), Some(0), "{said}");
         assert!(said.contains(says), "{says}: {said}");
     }
