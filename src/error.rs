@@ -472,6 +472,16 @@ mod tests {
         assert!(worker_down.is_transient());
         let refused = tonic::Status::unauthenticated("this worker needs the token");
         assert!(!Error::storage("http://10.0.0.7:7470", refused).is_transient());
+        // The same, as the job's query error the writer saw (execute/job.rs).
+        let query = Error::JobEngine {
+            job: "j".into(),
+            source: datafusion::error::DataFusionError::Shared(std::sync::Arc::new(
+                datafusion::error::DataFusionError::Execution(
+                    "Error connecting to Distributed DataFusion worker on 'http://10.0.0.7:7470/': transport error".into(),
+                ),
+            )),
+        };
+        assert!(query.is_transient());
         let gone = tonic::Status::unavailable("connection reset");
         assert!(Error::storage("http://10.0.0.7:7470", gone).is_transient());
     }

@@ -16,7 +16,9 @@ use crate::engine::job::date_value;
 use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
-use crate::execute::publish::{PreparedPlan, distinct_partitions, leaf_metrics, spilled_bytes};
+use crate::execute::publish::{
+    PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics, spilled_bytes,
+};
 use crate::ledger;
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan, SlotClaim};
@@ -97,7 +99,7 @@ pub async fn run_job(
         vec![]
     };
     let physical = df.create_physical_plan().await.map_err(engine_err)?;
-    let logical = checked_result(&ctx, spec, job, physical.clone(), as_of).await?;
+    let (logical, failure) = checked_result(&ctx, spec, job, physical.clone(), as_of).await?;
     if let Some(claim) = claim {
         Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
             .check(&claim.lease, ws.engine.clock.now())
@@ -121,7 +123,10 @@ pub async fn run_job(
             replace_where,
         },
     )
-    .await?;
+    .await
+    // The query itself failed (resources exhausted, a worker gone): say so, not how the writer
+    // wrapped it.
+    .map_err(|e| failure.take().map_or(e, engine_err))?;
     let physical = crate::engine::cluster::with_worker_metrics(physical)
         .await
         .map_err(engine_err)?;
@@ -199,13 +204,17 @@ async fn checked_result(
     job: &PlannedJob,
     physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     as_of: Option<chrono::NaiveDate>,
-) -> Result<LogicalPlan> {
+) -> Result<(LogicalPlan, QueryFailure)> {
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
         source,
     };
+    let failure = QueryFailure::default();
     let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
-        Arc::new(PreparedPlan { plan: physical })
+        Arc::new(PreparedPlan {
+            plan: physical,
+            failure: failure.clone(),
+        })
     } else {
         let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
             .await
@@ -218,9 +227,10 @@ async fn checked_result(
         run_checks(ctx, spec, as_of).await?;
         result
     };
-    LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
+    let plan = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
         .and_then(|b| b.build())
-        .map_err(engine_err)
+        .map_err(engine_err)?;
+    Ok((plan, failure))
 }
 
 /// Open every input of `job`. The close log first: a close that commits while this job opens its

@@ -68,11 +68,35 @@ pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
         .sum::<usize>()
 }
 
+/// The first error the job's query raised while Delta's writer streamed it, if any: what a failed
+/// publish reports instead of the writer's wrapping of it.
+#[derive(Debug, Clone, Default)]
+pub struct QueryFailure(Arc<std::sync::Mutex<Option<Arc<datafusion::error::DataFusionError>>>>);
+
+impl QueryFailure {
+    /// The query's error, when the query failed.
+    pub fn take(&self) -> Option<datafusion::error::DataFusionError> {
+        let first = self.0.lock().expect("not poisoned").take()?;
+        Some(datafusion::error::DataFusionError::Shared(first))
+    }
+
+    /// `e`, kept when it is the first, and returned shared.
+    fn record(&self, e: datafusion::error::DataFusionError) -> datafusion::error::DataFusionError {
+        let shared = Arc::new(e);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(|| shared.clone());
+        datafusion::error::DataFusionError::Shared(shared)
+    }
+}
+
 /// A table whose scan is an already-planned physical plan: lets Delta's writer stream the job's
-/// result while we keep the plan to read its metrics afterwards.
+/// result while we keep the plan to read its metrics afterwards, and the query's own error.
 #[derive(Debug)]
 pub struct PreparedPlan {
     pub plan: Arc<dyn ExecutionPlan>,
+    pub failure: QueryFailure,
 }
 
 #[async_trait]
@@ -106,11 +130,13 @@ impl TableProvider for PreparedPlan {
                     exprs,
                     Arc::new(SealedPlan {
                         inner: self.plan.clone(),
+                        failure: self.failure.clone(),
                     }),
                 )?))
             }
             _ => Ok(Arc::new(SealedPlan {
                 inner: self.plan.clone(),
+                failure: self.failure.clone(),
             })),
         }
     }
@@ -121,6 +147,7 @@ impl TableProvider for PreparedPlan {
 #[derive(Debug)]
 struct SealedPlan {
     inner: Arc<dyn ExecutionPlan>,
+    failure: QueryFailure,
 }
 
 impl DisplayAs for SealedPlan {
@@ -169,6 +196,16 @@ impl ExecutionPlan for SealedPlan {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        self.inner.execute(partition, context)
+        use futures::StreamExt;
+        let failure = self.failure.clone();
+        let stream = self
+            .inner
+            .execute(partition, context)
+            .map_err(|e| failure.record(e))?;
+        let schema = stream.schema();
+        let recorded = stream.map(move |batch| batch.map_err(|e| failure.record(e)));
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, recorded),
+        ))
     }
 }

@@ -237,3 +237,26 @@ async fn store_that_refuses_writes() {
         .inject(&Url::parse("memory:///").unwrap(), inner);
     assert_eq!(readable.snapshot().await, before);
 }
+
+/// A query that fails while its result is written (a cast no row can take) is reported as the
+/// job's query error, not as the writer's publish failure, and nothing is published.
+#[tokio::test]
+async fn a_query_failing_mid_write_is_named_as_the_query() {
+    let (fx, before) = published().await;
+    write(
+        fx.dir(),
+        "sql/daily_revenue.sql",
+        "SELECT substr(dt, 1, 7) AS order_month, CAST(status AS BIGINT) AS orders FROM orders",
+    );
+    write(fx.dir(), "jobs/daily_revenue.toml", "description = \"d\"\n");
+    let err = expect_error(&fx, &["run", "daily_revenue"], &before).await;
+    assert_eq!(err, "1 of 1 job(s) failed");
+    let msg = fx
+        .rows("select error from _runs where status = 'failed'")
+        .await;
+    assert!(
+        msg.contains("job `daily_revenue`: ") && msg.contains("Cannot cast string 'completed'"),
+        "{msg}"
+    );
+    assert!(!msg.contains("publish failed"), "{msg}");
+}
