@@ -462,17 +462,17 @@ async fn write(
         .iter()
         .map(|((month, currency), rate)| vec![V::Str(month.clone()), V::S(currency), V::M(*rate)])
         .collect();
-    raw.write_file("fx_rates", None, fx_schema(), &fx).await?;
+    raw.write_file("fx_rates", None, fx_schema(), fx).await?;
     let plan: Rows = plan.iter().map(PlanLine::row).collect();
-    raw.write_file("budget_plan", None, plan_schema(), &plan)
+    raw.write_file("budget_plan", None, plan_schema(), plan)
         .await?;
     let mut by_day: BTreeMap<NaiveDate, Rows> = BTreeMap::new();
     for e in entries {
         by_day.entry(e.posted).or_default().0.push(e.row());
     }
     let schema = ledger_schema();
-    for (day, rows) in &by_day {
-        raw.write_file("spend_ledger", Some(*day), schema.clone(), rows)
+    for (day, rows) in by_day {
+        raw.write_file("spend_ledger", Some(day), schema.clone(), rows)
             .await?;
     }
     raw.counts.entry("spend_ledger".into()).or_insert(0);

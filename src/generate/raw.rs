@@ -174,7 +174,7 @@ pub(super) enum V {
 }
 
 /// Rows of one table, to become one Parquet file.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(super) struct Rows(pub(super) Vec<Vec<V>>);
 
 impl FromIterator<Vec<V>> for Rows {
@@ -411,14 +411,14 @@ impl RawWriter {
         table: &str,
         day: Option<NaiveDate>,
         schema: SchemaRef,
-        rows: &Rows,
+        rows: Rows,
     ) -> Result<()> {
         if !self.writes(day.map(day_of_date)) {
             return Ok(());
         }
         let dir = day.map(|d| format!("dt={d}"));
         let path = self.part_path(table, dir.as_deref(), "0000");
-        self.write_rows(table, &path, schema, rows.clone()).await
+        self.write_rows(table, &path, schema, rows).await
     }
 
     /// One day of event tables, written when the day closes: one file per table with rows.
@@ -468,7 +468,7 @@ impl RawWriter {
                 ]
             })
             .collect();
-        self.write_file("programs", None, schema("programs"), &rows)
+        self.write_file("programs", None, schema("programs"), rows)
             .await
     }
 
