@@ -154,20 +154,30 @@ impl Engine {
         tables: &[(String, Arc<dyn TableProvider>)],
         memory: &Arc<JobMemory>,
     ) -> Result<SessionContext> {
-        // Fields behind DataFusion features this build leaves off keep their defaults.
-        #[allow(clippy::needless_update)]
-        let runtime = RuntimeEnv {
-            memory_pool: memory.clone(),
-            disk_manager: self.runtime.disk_manager.clone(),
-            cache_manager: self.runtime.cache_manager.clone(),
-            object_store_registry: self.runtime.object_store_registry.clone(),
-            ..RuntimeEnv::default()
-        };
+        let runtime = self.runtime_with(memory.clone(), self.runtime.object_store_registry.clone());
         let placement = match &self.project.cluster {
             Some(cluster) => Placement::Cluster(cluster),
             None => Placement::Local,
         };
-        self.session_in(Arc::new(runtime), self.config()?, tables, placement)
+        self.session_in(runtime, self.config()?, tables, placement)
+    }
+
+    /// The shared runtime's spill directory and caches, with `memory_pool` and `object_stores`
+    /// in place of its own (a job's counted pool; a worker's store discovery).
+    pub fn runtime_with(
+        &self,
+        memory_pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+        object_stores: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry>,
+    ) -> Arc<RuntimeEnv> {
+        // Fields behind DataFusion features this build leaves off keep their defaults.
+        #[allow(clippy::needless_update)]
+        Arc::new(RuntimeEnv {
+            memory_pool,
+            disk_manager: self.runtime.disk_manager.clone(),
+            cache_manager: self.runtime.cache_manager.clone(),
+            object_store_registry: object_stores,
+            ..RuntimeEnv::default()
+        })
     }
 
     /// As `session`, with `config` (from `config()`, adjusted) instead of the project's.

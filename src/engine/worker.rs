@@ -105,17 +105,13 @@ pub async fn serve_worker(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     // Buckets beyond the project's own roots are found from the environment, on first use.
-    #[allow(clippy::needless_update)]
-    let runtime = Arc::new(datafusion::execution::runtime_env::RuntimeEnv {
-        memory_pool: engine.runtime.memory_pool.clone(),
-        disk_manager: engine.runtime.disk_manager.clone(),
-        cache_manager: engine.runtime.cache_manager.clone(),
-        object_store_registry: Arc::new(crate::store::DiscoveringRegistry::new(
+    let runtime = engine.runtime_with(
+        engine.runtime.memory_pool.clone(),
+        Arc::new(crate::store::DiscoveringRegistry::new(
             engine.runtime.object_store_registry.clone(),
             engine.stores.clone(),
         )),
-        ..datafusion::execution::runtime_env::RuntimeEnv::default()
-    });
+    );
     let worker = Worker::from_session_builder(WorkerSessions {
         engine,
         token: token.clone(),
