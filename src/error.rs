@@ -269,6 +269,22 @@ impl Error {
         false
     }
 
+    /// Whether DataFusion ran out of its memory pool ("Resources exhausted") anywhere in the
+    /// chain of causes.
+    pub fn is_out_of_memory(&self) -> bool {
+        use datafusion::error::DataFusionError;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(e) = e.downcast_ref::<DataFusionError>()
+                && matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Collapse a list of problems: none is `Ok`, one is itself, more is `Many`.
     pub fn from_many(mut errors: Vec<Error>) -> Result<()> {
         match errors.len() {

@@ -7,8 +7,11 @@
 //! query. Each becomes a table of the job's own session before the query is planned: its query
 //! (with the CTEs before it) is planned and bound like the job's; the first read of it that runs
 //! computes it and keeps the batches, and every read streams them. The batches are reserved in
-//! the session's memory pool, so a CTE too large for `memory_limit` fails with DataFusion's
-//! "resources exhausted" error and the job publishes nothing.
+//! the session's memory pool; when the pool cannot hold them, they are written to a spill file
+//! (DataFusion's spill manager, in the engine's spill directory) that every read streams, and the
+//! job's `spilled_bytes` counts it. Without a spill directory, a CTE too large for
+//! `memory_limit` fails with DataFusion's "resources exhausted" error and the job publishes
+//! nothing.
 
 use std::sync::Arc;
 
@@ -18,17 +21,22 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ParamValues;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SpillFile;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
+use datafusion::physical_plan::spill::SpillManager;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Cte, CteAsMaterialized, Query, Statement, With};
+use futures::StreamExt;
 use futures::TryStreamExt;
 use tokio::sync::OnceCell;
 
@@ -182,11 +190,26 @@ struct MaterializedCte {
     computed: Arc<OnceCell<Computed>>,
 }
 
-#[derive(Debug)]
-struct Computed {
-    batches: Vec<RecordBatch>,
-    /// Holds the batches' memory in the session's pool while the job runs.
-    _reservation: MemoryReservation,
+/// A computed CTE: its batches in memory, reserved in the session's pool while the job runs, or,
+/// when the pool could not hold them, in a spill file every read streams from disk.
+enum Computed {
+    Held {
+        batches: Vec<RecordBatch>,
+        _reservation: MemoryReservation,
+    },
+    Spilled {
+        file: Option<Arc<dyn SpillFile>>,
+        spill: SpillManager,
+    },
+}
+
+impl std::fmt::Debug for Computed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Computed::Held { batches, .. } => write!(f, "Held({} batches)", batches.len()),
+            Computed::Spilled { .. } => write!(f, "Spilled"),
+        }
+    }
 }
 
 impl MaterializedCte {
@@ -235,6 +258,7 @@ impl TableProvider for MaterializedCte {
             projection: projection.cloned(),
             computed: self.computed.clone(),
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
 }
@@ -247,30 +271,80 @@ struct MaterializedCteExec {
     projection: Option<Vec<usize>>,
     computed: Arc<OnceCell<Computed>>,
     properties: Arc<PlanProperties>,
+    /// Where the computing read counts what it spilled.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl MaterializedCteExec {
+    /// Run the CTE's query once, keeping its batches in memory while the pool has room for them
+    /// and writing them all to a spill file (through DataFusion's spill manager) once it has not.
     async fn compute(
         name: String,
         query: Arc<dyn ExecutionPlan>,
         task: Arc<TaskContext>,
+        metrics: ExecutionPlanMetricsSet,
     ) -> Result<Computed> {
-        let batches = datafusion::physical_plan::collect(query, task.clone()).await?;
-        // Each batch gets buffers of its own: an aggregate emits slices of one buffer, and an
-        // operator reading the CTE (a sort) would count every slice as that whole buffer.
-        let batches: Vec<RecordBatch> = batches.iter().map(owned).collect::<Result<_>>()?;
-        let reservation =
-            MemoryConsumer::new(format!("materialized CTE {name}")).register(task.memory_pool());
-        // Buffers still shared after the copy (a dictionary's values) are counted once.
-        let mut counter = datafusion::common::utils::memory::RecordBatchMemoryCounter::new();
-        let bytes = batches.iter().map(|b| counter.count_batch(b)).sum();
-        reservation.try_grow(bytes)?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        tracing::debug!(cte = %name, rows, bytes, "materialized CTE computed");
-        Ok(Computed {
-            batches,
+        let schema = query.schema();
+        let mut stream = datafusion::physical_plan::execute_stream(query, task.clone())?;
+        let reservation = MemoryConsumer::new(format!("materialized CTE {name}"))
+            .with_can_spill(true)
+            .register(task.memory_pool());
+        let (mut held, mut counter) = (Vec::new(), RecordBatchMemoryCounter::new());
+        while let Some(batch) = stream.next().await {
+            // Each batch gets buffers of its own: an aggregate emits slices of one buffer, and an
+            // operator reading the CTE (a sort) would count every slice as that whole buffer.
+            let batch = owned(&batch?)?;
+            // Buffers still shared after the copy (a dictionary's values) are counted once.
+            let bytes = counter.count_batch(&batch);
+            if reservation.try_grow(bytes).is_ok() {
+                held.push(batch);
+                continue;
+            }
+            let spill = SpillManager::new(
+                task.runtime_env(),
+                SpillMetrics::new(&metrics, 0),
+                schema.clone(),
+            );
+            let mut file = spill.create_in_progress_file(&format!("materialized CTE {name}"))?;
+            for batch in held.drain(..).chain([batch]) {
+                file.append_batch(&batch)?;
+            }
+            reservation.free();
+            tracing::debug!(cte = %name, "materialized CTE spilled to disk");
+            while let Some(batch) = stream.next().await {
+                file.append_batch(&owned(&batch?)?)?;
+            }
+            let file = file.finish()?;
+            return Ok(Computed::Spilled { file, spill });
+        }
+        Ok(Computed::Held {
+            batches: held,
             _reservation: reservation,
         })
+    }
+
+    /// A stream of the computed CTE's batches, projected.
+    fn read(&self, done: &Computed) -> Result<SendableRecordBatchStream> {
+        let schema = self.properties.eq_properties.schema().clone();
+        let projection = self.projection.clone();
+        let project = move |b: RecordBatch| match &projection {
+            Some(p) => b.project(p).map_err(DataFusionError::from),
+            None => Ok(b),
+        };
+        let batches: futures::stream::BoxStream<'static, Result<RecordBatch>> = match done {
+            Computed::Held { batches, .. } => {
+                futures::stream::iter(batches.clone().into_iter().map(project)).boxed()
+            }
+            Computed::Spilled {
+                file: Some(file),
+                spill,
+            } => spill
+                .read_spill_as_stream(file.clone(), None)?
+                .map(move |b| b.and_then(&project))
+                .boxed(),
+            Computed::Spilled { file: None, .. } => futures::stream::empty().boxed(),
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }
 
@@ -313,25 +387,30 @@ impl ExecutionPlan for MaterializedCteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let (name, query) = (self.name.clone(), self.query.clone());
-        let (computed, projection) = (self.computed.clone(), self.projection.clone());
+        let metrics = self.metrics.clone();
+        let computed = self.computed.clone();
+        let this = MaterializedCteExec {
+            name: self.name.clone(),
+            query: self.query.clone(),
+            projection: self.projection.clone(),
+            computed: self.computed.clone(),
+            properties: self.properties.clone(),
+            metrics: self.metrics.clone(),
+        };
         let batches = async move {
             let done = computed
-                .get_or_try_init(|| Self::compute(name, query, context))
+                .get_or_try_init(|| Self::compute(name, query, context, metrics))
                 .await?;
-            let projected: Result<Vec<_>> = done
-                .batches
-                .iter()
-                .map(|b| match &projection {
-                    Some(p) => b.project(p).map_err(DataFusionError::from),
-                    None => Ok(b.clone()),
-                })
-                .collect();
-            Ok::<_, DataFusionError>(futures::stream::iter(projected?.into_iter().map(Ok)))
+            this.read(done)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.properties.eq_properties.schema().clone(),
             futures::stream::once(batches).try_flatten(),
         )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 }
 
@@ -407,26 +486,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cte_larger_than_the_memory_limit_fails_with_resources_exhausted() {
+    async fn a_cte_larger_than_the_memory_limit_spills_or_without_disk_fails() {
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
         use datafusion::execution::memory_pool::GreedyMemoryPool;
         use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
-            .build_arc()
+        // 100,000 values, 800 KB, read twice under a 64 KiB pool.
+        let sql = "WITH m AS MATERIALIZED (SELECT x * 2 AS y FROM t)\n\
+                   SELECT count(*), sum(y) FROM (SELECT y FROM m UNION ALL SELECT y FROM m)";
+        for disk in [DiskManagerMode::OsTmpDirectory, DiskManagerMode::Disabled] {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
+                .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk.clone()))
+                .build_arc()
+                .unwrap();
+            // One partition: no repartition that would spill before the CTE does.
+            let config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+            let ctx = SessionContext::new_with_config_rt(config, runtime);
+            let big = Int64Array::from_iter_values(0..100_000);
+            ctx.register_batch(
+                "t",
+                RecordBatch::try_from_iter([("x", Arc::new(big) as _)]).unwrap(),
+            )
             .unwrap();
-        let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
-        let big = Int64Array::from_iter_values(0..100_000);
-        ctx.register_batch(
-            "t",
-            RecordBatch::try_from_iter([("x", Arc::new(big) as _)]).unwrap(),
-        )
-        .unwrap();
-        let sql = "WITH m AS MATERIALIZED (SELECT x * 2 AS y FROM t) SELECT count(*) FROM m a JOIN m b ON a.y = b.y";
-        let err = rows(&ctx, sql, ParamValues::List(vec![]))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("Resources exhausted"), "{err}");
-        assert!(err.to_string().contains("materialized CTE m"), "{err}");
+            let plan = plan_sql(&ctx, sql, &ParamValues::List(vec![]), true)
+                .await
+                .unwrap();
+            let physical = DataFrame::new(ctx.state(), plan)
+                .create_physical_plan()
+                .await
+                .unwrap();
+            let result = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await;
+            if matches!(disk, DiskManagerMode::Disabled) {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("Resources exhausted"), "{err}");
+                assert!(err.contains("materialized CTE m"), "{err}");
+                continue;
+            }
+            let batches = result.unwrap();
+            // Twice the sum of 2x for x in 0..100,000: 2 * 2 * 4,999,950,000.
+            let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+            let sum = batches[0].column(1).as_primitive::<Int64Type>().value(0);
+            assert_eq!((count, sum), (200_000, 19_999_800_000));
+            fn spilled(plan: &Arc<dyn ExecutionPlan>) -> usize {
+                let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
+                own + plan.children().into_iter().map(spilled).sum::<usize>()
+            }
+            assert!(spilled(&physical) > 800_000, "{}", spilled(&physical));
+        }
     }
 
     #[tokio::test]

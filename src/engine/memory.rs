@@ -1,9 +1,12 @@
 //! A job's share of the engine's memory pool: every reservation the job's operators make passes
 //! through it to the shared pool (so `memory_limit` still bounds the whole run), and it keeps what
-//! the job holds and the most it ever held, its peak memory.
+//! the job holds and the most it ever held, its peak memory. A job retried because it ran out of
+//! memory passes them through the sharing rules of engine/share_pool.rs first.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::engine::share_pool::SharePool;
 
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::{
@@ -14,6 +17,8 @@ use datafusion::execution::memory_pool::{
 #[derive(Debug)]
 pub struct JobMemory {
     shared: Arc<dyn MemoryPool>,
+    /// Set by [`JobMemory::share_spilling`]: the sharing rules in front of `shared`.
+    sharing: OnceLock<SharePool>,
     held: AtomicUsize,
     peak: AtomicUsize,
 }
@@ -23,9 +28,24 @@ impl JobMemory {
     pub fn over(shared: Arc<dyn MemoryPool>) -> Arc<JobMemory> {
         Arc::new(JobMemory {
             shared,
+            sharing: OnceLock::new(),
             held: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
         })
+    }
+
+    /// From now on, the job's spilling operators share its memory (engine/share_pool.rs). Call it
+    /// between attempts, when the job holds nothing.
+    pub fn share_spilling(&self) {
+        let _ = self.sharing.set(SharePool::over(self.shared.clone()));
+    }
+
+    /// Where reservations go: the sharing rules when set, else the shared pool.
+    fn pool(&self) -> &dyn MemoryPool {
+        match self.sharing.get() {
+            Some(sharing) => sharing,
+            None => self.shared.as_ref(),
+        }
     }
 
     /// The most the job's operators held at once, in bytes.
@@ -57,25 +77,25 @@ impl MemoryPool for JobMemory {
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
-        self.shared.register(consumer)
+        self.pool().register(consumer)
     }
 
     fn unregister(&self, consumer: &MemoryConsumer) {
-        self.shared.unregister(consumer)
+        self.pool().unregister(consumer)
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        self.shared.grow(reservation, additional);
+        self.pool().grow(reservation, additional);
         self.added(additional);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        self.shared.shrink(reservation, shrink);
+        self.pool().shrink(reservation, shrink);
         self.held.fetch_sub(shrink, Ordering::Relaxed);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        self.shared.try_grow(reservation, additional)?;
+        self.pool().try_grow(reservation, additional)?;
         self.added(additional);
         Ok(())
     }

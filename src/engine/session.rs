@@ -35,6 +35,9 @@ pub struct Engine {
     pub worker_tls: Option<crate::engine::cluster::TlsChannels>,
 }
 
+/// The most spilled runs one merge step reads at once; more runs are merged in several passes.
+const SPILL_MERGE_FAN_IN: usize = 16;
+
 impl Engine {
     /// Build the runtime for `project` over `stores` (which tests may have pre-filled).
     pub fn new(project: Project, stores: Stores) -> Result<Engine> {
@@ -44,6 +47,12 @@ impl Engine {
         let mut builder = RuntimeEnvBuilder::new().with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
                 .with_list_files_cache_limit(0),
+        );
+        // DataFusion's merge of spilled runs otherwise reads as many runs at once as the pool
+        // lets it reserve buffers for, starving the operators beside it.
+        builder = builder.with_disk_manager_builder(
+            datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                .with_max_spill_merge_fan_in(SPILL_MERGE_FAN_IN),
         );
         if let Some(limit) = project.memory_limit {
             builder = builder.with_memory_limit(limit, 1.0);
@@ -128,6 +137,15 @@ impl Engine {
         options
             .optimizer
             .hash_join_inlist_pushdown_max_distinct_values = 0;
+        // Each sort holds this much back for merging what it spilled, outside what it may spill:
+        // DataFusion's 10 MiB, or a 64th of a smaller memory limit (a few sorts at once must not
+        // take the whole pool before any of them has read a row). Overridable.
+        if let Some(limit) = self.project.memory_limit
+            && std::env::var_os("DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES").is_none()
+        {
+            let held_back = &mut options.execution.sort_spill_reservation_bytes;
+            *held_back = (*held_back).min(limit / 64);
+        }
         for (k, v) in &self.project.datafusion {
             // A DATAFUSION_* environment variable for the same key wins over the file.
             if std::env::var_os(k.to_ascii_uppercase().replace('.', "_")).is_some() {
@@ -211,7 +229,9 @@ impl Engine {
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
             // is sent it through engine/codec.rs.
-            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows));
+            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
+            // A cross join with one row keeps that row in memory (engine/cross_join.rs).
+            .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow));
         if let Placement::Cluster(cluster) = placement {
             builder =
                 crate::engine::cluster::coordinator(builder, cluster, self.worker_tls.as_ref())?;

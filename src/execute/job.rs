@@ -9,6 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::engine::checks::run_checks;
@@ -81,52 +82,40 @@ pub async fn run_job(
         _ => incremental_work(ws, job, spec, as_of, plan.forward_only).await?,
     };
     let ctx = ws.engine.job_session(&inputs.tables, memory)?;
-    let df = ws
-        .engine
-        .plan_job(&ctx, spec, as_of, work.map(|w| w.range()))
-        .await?;
-    let replace_where = match (work, &spec.incremental) {
-        (Some(Work::Intervals(range)), Some(inc)) => {
-            Some(interval_predicate(inc, df.schema().inner(), range))
+    let attempt = JobAttempt {
+        ws,
+        job,
+        spec,
+        as_of,
+        work,
+        run_id,
+        claim,
+    };
+    let first = attempt.publish(&ctx).await;
+    drop(ctx); // its materialized CTEs hold memory until then
+    let (physical, published) = match first {
+        Err(e) if e.is_out_of_memory() => {
+            // The job ran out of memory with DataFusion's defaults: hash joins, whose build side
+            // cannot spill, and a pool where the first operator to ask takes it all. Nothing was
+            // published. Again with sort-merge joins (sorts spill) and the job's spilling
+            // operators sharing the pool (engine/share_pool.rs).
+            tracing::warn!(
+                job = %job.name,
+                error = %e,
+                "out of memory; running the job again with sort-merge joins and shared memory"
+            );
+            memory.share_spilling();
+            let ctx = ws.engine.job_session(&inputs.tables, memory)?;
+            ctx.state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .prefer_hash_join = false;
+            attempt.publish(&ctx).await?
         }
-        _ => None,
+        other => other?,
     };
-    let partitions = if spec.mode == WriteMode::OverwritePartitions {
-        distinct_partitions(df.clone(), &spec.partition_by)
-            .await
-            .map_err(engine_err)?
-    } else {
-        vec![]
-    };
-    let physical = df.create_physical_plan().await.map_err(engine_err)?;
-    let (logical, failure) = checked_result(&ctx, spec, job, physical.clone(), as_of).await?;
-    if let Some(claim) = claim {
-        Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
-            .check(&claim.lease, ws.engine.clock.now())
-            .await?;
-    }
-    let published = delta::publish(
-        &ws.engine.stores,
-        // The writer runs here; only the job's query (already planned) runs on the workers.
-        Arc::new(crate::engine::session::Engine::local_state(&ctx)),
-        logical,
-        delta::Publish {
-            table: &job.table,
-            url: &job.url,
-            mode: spec.mode,
-            partition_by: &spec.partition_by,
-            partitions,
-            description: &spec.description,
-            configuration: table_properties(ws),
-            commit_metadata: commit_metadata(run_id, &job.name, claim),
-            base_version: claim.map(|c| c.base_version),
-            replace_where,
-        },
-    )
-    .await
-    // The query itself failed (resources exhausted, a worker gone): say so, not how the writer
-    // wrapped it.
-    .map_err(|e| failure.take().map_or(e, engine_err))?;
     let physical = crate::engine::cluster::with_worker_metrics(physical)
         .await
         .map_err(engine_err)?;
@@ -141,6 +130,89 @@ pub async fn run_job(
         as_of,
         interval: work.map(|w| w.range()),
     })
+}
+
+/// One planning and publishing of a job's result, which a job that ran out of memory repeats with
+/// other settings.
+#[derive(Clone, Copy)]
+struct JobAttempt<'a> {
+    ws: &'a Workspace,
+    job: &'a PlannedJob,
+    spec: &'a JobSpec,
+    as_of: Option<chrono::NaiveDate>,
+    work: Option<Work>,
+    run_id: &'a str,
+    claim: Option<&'a SlotClaim>,
+}
+
+impl JobAttempt<'_> {
+    /// Plan the job's SQL in `ctx`, check its result and publish it in one Delta commit; returns
+    /// the executed plan (for its metrics) and what the commit wrote.
+    async fn publish(
+        self,
+        ctx: &SessionContext,
+    ) -> Result<(Arc<dyn ExecutionPlan>, delta::Published)> {
+        let JobAttempt {
+            ws,
+            job,
+            spec,
+            as_of,
+            work,
+            run_id,
+            claim,
+        } = self;
+        let engine_err = |source| Error::JobEngine {
+            job: job.name.clone(),
+            source,
+        };
+        let df = ws
+            .engine
+            .plan_job(ctx, spec, as_of, work.map(|w| w.range()))
+            .await?;
+        let replace_where = match (work, &spec.incremental) {
+            (Some(Work::Intervals(range)), Some(inc)) => {
+                Some(interval_predicate(inc, df.schema().inner(), range))
+            }
+            _ => None,
+        };
+        let partitions = if spec.mode == WriteMode::OverwritePartitions {
+            distinct_partitions(df.clone(), &spec.partition_by)
+                .await
+                .map_err(engine_err)?
+        } else {
+            vec![]
+        };
+        let physical = df.create_physical_plan().await.map_err(engine_err)?;
+        let (logical, failure) = checked_result(ctx, spec, job, physical.clone(), as_of).await?;
+        if let Some(claim) = claim {
+            Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
+                .check(&claim.lease, ws.engine.clock.now())
+                .await?;
+        }
+        let published = delta::publish(
+            &ws.engine.stores,
+            // The writer runs here; only the job's query (already planned) runs on the workers.
+            Arc::new(crate::engine::session::Engine::local_state(ctx)),
+            logical,
+            delta::Publish {
+                table: &job.table,
+                url: &job.url,
+                mode: spec.mode,
+                partition_by: &spec.partition_by,
+                partitions,
+                description: &spec.description,
+                configuration: table_properties(ws),
+                commit_metadata: commit_metadata(run_id, &job.name, claim),
+                base_version: claim.map(|c| c.base_version),
+                replace_where,
+            },
+        )
+        .await
+        // The query itself failed (resources exhausted, a worker gone): say so, not how the writer
+        // wrapped it.
+        .map_err(|e| failure.take().map_or(e, engine_err))?;
+        Ok((physical, published))
+    }
 }
 
 /// What an incremental job computes in this run: a rebuild the first time, after its SQL or spec

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::logical_expr::{Expr, LogicalPlan, col, lit};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -159,6 +160,19 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The size at which Delta's writer closes a data file: its default of 100 MiB, or a 128th of a
+/// smaller memory limit (at least 8 MiB). The writer keeps each partition's open file in memory,
+/// outside DataFusion's pool, and a run of `order_experience` writes 24 month partitions at once.
+fn target_file_size(limit: MemoryLimit) -> std::num::NonZeroU64 {
+    const DEFAULT: u64 = 100 * 1024 * 1024;
+    const SMALLEST: u64 = 8 * 1024 * 1024;
+    let bytes = match limit {
+        MemoryLimit::Finite(limit) => (limit as u64 / 128).clamp(SMALLEST, DEFAULT),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => DEFAULT,
+    };
+    std::num::NonZeroU64::new(bytes).expect("at least 8 MiB")
+}
+
 /// What a publish should do.
 pub struct Publish<'a> {
     /// Table name (for messages and the Delta metadata).
@@ -243,10 +257,12 @@ pub async fn publish_to(
     };
     let current = table.version().map(|v| v as i64);
     let exists = current.is_some();
+    let target_file_size = target_file_size(session.runtime_env().memory_pool.memory_limit());
     let mut write = table
         .write(vec![])
         .with_input_plan(plan)
         .with_session_state(session)
+        .with_target_file_size(Some(target_file_size))
         .with_writer_properties(writer_properties())
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(commit_properties(&p));

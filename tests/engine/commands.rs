@@ -447,3 +447,108 @@ async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
          slow|500000|true|true|true"
     );
 }
+
+/// Two sides of 1.5M keys each (0..1,499,999, built from 1,500 x 1,000), joined on the key: a hash
+/// join's build side of 1.5M rows does not fit in 24 MiB and cannot spill; a sort-merge join sorts
+/// both sides, spilling.
+const WIDE_JOIN: &str = "WITH i AS (SELECT unnest(range(0, 1500)) AS i),\n\
+     j AS (SELECT unnest(range(0, 1000)) AS j),\n\
+     a AS (SELECT i * 1000 + j AS k FROM i CROSS JOIN j),\n\
+     b AS (SELECT i * 1000 + j AS k, (i * 1000 + j) % 7 AS r FROM i CROSS JOIN j)\n\
+     SELECT count(*) AS matched, sum(a.k) AS key_total, sum(b.r) AS r_total\n\
+     FROM a JOIN b ON a.k = b.k";
+
+#[tokio::test]
+async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[engine]\nmemory_limit = \"24MiB\"\n",
+    );
+    write(
+        fx.dir(),
+        "jobs/joined.toml",
+        "description = \"A join too wide for memory.\"\n",
+    );
+    write(fx.dir(), "sql/joined.sql", WIDE_JOIN);
+    let outcome = fx.cmd(&["run", "joined"]).await;
+    assert!(
+        outcome.is_ok(),
+        "{}",
+        fx.rows("SELECT job, error FROM _runs").await
+    );
+    // sum(0..1,499,999) = 1,124,999,250,000; the residues mod 7 of 0..1,499,999: 214,285 full
+    // cycles of 21, then 0..4 (10).
+    assert_eq!(
+        fx.rows("SELECT * FROM joined").await,
+        "matched|key_total|r_total\n1500000|1124999250000|4499995"
+    );
+    assert_eq!(
+        fx.rows("SELECT job, status, spilled_bytes > 0 AS spilled FROM _runs")
+            .await,
+        "job|status|spilled\njoined|succeeded|true"
+    );
+    // The same job with hash joins alone does not fit: the retry is what made it succeed.
+    let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+        datafusion::prelude::SessionConfig::new(),
+        datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(24 * 1024 * 1024, 1.0)
+            .build_arc()
+            .unwrap(),
+    );
+    let err = ctx
+        .sql(WIDE_JOIN)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Resources exhausted"), "{err}");
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_fit_fails_as_resources_exhausted_and_publishes_nothing() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[engine]\nmemory_limit = \"24MiB\"\n",
+    );
+    // Every sort holds 32 MiB back for its merge: no sort can start under 24 MiB, in either
+    // attempt (with hash joins, then with sort-merge joins).
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[engine]\nmemory_limit = \"24MiB\"\n\
+         [datafusion]\n\"execution.sort_spill_reservation_bytes\" = \"33554432\"\n",
+    );
+    write(
+        fx.dir(),
+        "jobs/hoard.toml",
+        "description = \"Sorted keys.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/hoard.sql",
+        "SELECT i * 1000 + j AS k\n\
+         FROM (SELECT unnest(range(0, 3000)) AS i) CROSS JOIN (SELECT unnest(range(0, 1000)) AS j)\n\
+         ORDER BY k DESC",
+    );
+    let err = fx.cmd(&["run", "hoard"]).await.unwrap_err().to_string();
+    assert!(err.contains("1 of 1 job(s) failed"), "{err}");
+    assert_eq!(fx.version("hoard").await, None);
+    let runs = fx.rows("SELECT job, status, error FROM _runs").await;
+    assert!(
+        runs.starts_with("job|status|error\nhoard|failed|job `hoard`: "),
+        "{runs}"
+    );
+    // DataFusion's error, from the second attempt: the job's memory shared (engine/share_pool.rs).
+    assert!(
+        runs.contains("Resources exhausted: Failed to allocate"),
+        "{runs}"
+    );
+    assert!(runs.contains("share(the job holds"), "{runs}");
+}

@@ -401,6 +401,8 @@ impl Fixture {
             "daily_orders_full",
             "order_days",
             "slow",
+            "joined",
+            "hoard",
             "_runs",
             "_month_close",
         ] {
