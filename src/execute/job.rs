@@ -106,12 +106,15 @@ pub async fn run_job(
             );
             memory.share_spilling();
             let ctx = ws.engine.job_session(&inputs.tables, memory)?;
-            ctx.state_ref()
-                .write()
-                .config_mut()
-                .options_mut()
-                .optimizer
-                .prefer_hash_join = false;
+            {
+                // DataFusion plans a sort-merge join only over repartitioned inputs.
+                let state = ctx.state_ref();
+                let mut state = state.write();
+                let options = state.config_mut().options_mut();
+                options.optimizer.prefer_hash_join = false;
+                options.optimizer.repartition_joins = true;
+                options.execution.target_partitions = options.execution.target_partitions.max(2);
+            }
             attempt.publish(&ctx).await?
         }
         other => other?,

@@ -448,10 +448,10 @@ async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
     );
 }
 
-/// Two sides of 1.5M keys each (0..1,499,999, built from 1,500 x 1,000), joined on the key: a hash
-/// join's build side of 1.5M rows does not fit in 24 MiB and cannot spill; a sort-merge join sorts
+/// Two sides of 3M keys each (0..2,999,999, built from 3,000 x 1,000), joined on the key: a hash
+/// join's build side of 3M rows does not fit in 24 MiB and cannot spill; a sort-merge join sorts
 /// both sides, spilling.
-const WIDE_JOIN: &str = "WITH i AS (SELECT unnest(range(0, 1500)) AS i),\n\
+const WIDE_JOIN: &str = "WITH i AS (SELECT unnest(range(0, 3000)) AS i),\n\
      j AS (SELECT unnest(range(0, 1000)) AS j),\n\
      a AS (SELECT i * 1000 + j AS k FROM i CROSS JOIN j),\n\
      b AS (SELECT i * 1000 + j AS k, (i * 1000 + j) % 7 AS r FROM i CROSS JOIN j)\n\
@@ -465,13 +465,17 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
     write(
         fx.dir(),
         "retention.toml",
-        "[engine]\nmemory_limit = \"24MiB\"\n",
+        "[engine]\nmemory_limit = \"24MiB\"\ntarget_partitions = 1\n\
+         [datafusion]\n\"execution.batch_size\" = \"8192\"\n",
     );
     write(
         fx.dir(),
         "jobs/joined.toml",
         "description = \"A join too wide for memory.\"\n",
     );
+    // One partition (the retry plans two: a sort-merge join needs repartitioned inputs) and
+    // batches of 8,192 rows, so the sorts' merges at this tiny scale stay inside the pool on any
+    // machine.
     write(fx.dir(), "sql/joined.sql", WIDE_JOIN);
     let outcome = fx.cmd(&["run", "joined"]).await;
     assert!(
@@ -479,11 +483,11 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
         "{}",
         fx.rows("SELECT job, error FROM _runs").await
     );
-    // sum(0..1,499,999) = 1,124,999,250,000; the residues mod 7 of 0..1,499,999: 214,285 full
-    // cycles of 21, then 0..4 (10).
+    // sum(0..2,999,999) = 4,499,998,500,000; the residues mod 7 of 0..2,999,999: 428,571 full
+    // cycles of 21, then 0, 1, 2 (3).
     assert_eq!(
         fx.rows("SELECT * FROM joined").await,
-        "matched|key_total|r_total\n1500000|1124999250000|4499995"
+        "matched|key_total|r_total\n3000000|4499998500000|8999994"
     );
     assert_eq!(
         fx.rows("SELECT job, status, spilled_bytes > 0 AS spilled FROM _runs")
@@ -492,7 +496,9 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
     );
     // The same job with hash joins alone does not fit: the retry is what made it succeed.
     let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
-        datafusion::prelude::SessionConfig::new(),
+        datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(8192),
         datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_limit(24 * 1024 * 1024, 1.0)
             .build_arc()
