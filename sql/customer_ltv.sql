@@ -39,7 +39,9 @@ valued AS (
 ),
 -- CLV = margin x the published value per purchase x the discounted purchases, exact in decimal
 -- and rounded half-even to the cent, so that it ties out to expected_average_order_value.
-scored AS (
+-- Materialized: ranked counts it once and ranks it once (count(*) OVER () would hold every row in
+-- one batch outside the memory pool; docs/jobs.md#memory).
+scored AS MATERIALIZED (
   SELECT customer_id, segment, historical_ltv, p_alive,
          expected_purchases_90d, expected_purchases_180d, expected_purchases_365d,
          expected_average_order_value,
@@ -52,8 +54,9 @@ scored AS (
 ranked AS (
   SELECT scored.*,
          row_number() OVER (ORDER BY predicted_clv_12m DESC NULLS LAST, customer_id) AS n,
-         count(*) OVER ()                                                          AS customers
+         c.customers
   FROM scored
+  CROSS JOIN (SELECT count(*) AS customers FROM scored) c
 )
 SELECT customer_id, segment, p_alive,
        expected_purchases_90d, expected_purchases_180d, expected_purchases_365d,

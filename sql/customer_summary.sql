@@ -57,13 +57,16 @@ measured AS (
 -- Computed exactly as NTILE(5) from row numbers (DataFusion's ntile is quadratic over a global
 -- ordering; checked equal to ntile for 1 to 39 rows): with n rows, q = n / 5 and r = n % 5 (integer division), the first r buckets hold q + 1 rows and the
 -- rest q; row i (0-based) is in bucket i / (q + 1) when i < r (q + 1), else r + (i - r (q + 1)) / q.
+-- n is counted from per_customer (one row per customer, as measured), not with count(*) OVER (),
+-- which holds every row in one batch outside the memory pool (docs/jobs.md#memory).
 ranked AS (
   SELECT m.*,
          CAST(row_number() OVER (ORDER BY recency_days DESC, customer_id) AS BIGINT) - 1 AS r_row,
          CAST(row_number() OVER (ORDER BY orders ASC, customer_id) AS BIGINT) - 1        AS f_row,
          CAST(row_number() OVER (ORDER BY net_revenue ASC, customer_id) AS BIGINT) - 1   AS m_row,
-         CAST(count(*) OVER () AS BIGINT)                                                AS n_customers
+         n.n_customers
   FROM measured m
+  CROSS JOIN (SELECT CAST(count(*) AS BIGINT) AS n_customers FROM per_customer) n
 ),
 buckets AS (
   SELECT ranked.*, n_customers / 5 AS q, n_customers % 5 AS r FROM ranked

@@ -32,8 +32,10 @@ history AS (
   GROUP BY order_id
 ),
 -- Predicted 12-month CLV at the issue, from the pre-issue history (BG/NBD inputs as in
--- customer_summary, with the issue's day as the as-of day).
-pre_issue AS (
+-- customer_summary, with the issue's day as the as-of day). Materialized: ranked counts it once
+-- and ranks it once (count(*) OVER () would hold every row in one batch outside the memory pool;
+-- docs/jobs.md#memory).
+pre_issue AS MATERIALIZED (
   SELECT c.*,
          clv(m.r, m.alpha, m.a, m.b, m.p, m.q, m.gamma,
              CAST(h.x AS DOUBLE),
@@ -52,8 +54,9 @@ pre_issue AS (
 ranked AS (
   SELECT p.*,
          row_number() OVER (ORDER BY p.pre_issue_clv_12m DESC, p.order_id) AS n,
-         count(*) OVER ()                                                AS cases
+         c.cases
   FROM pre_issue p
+  CROSS JOIN (SELECT count(*) AS cases FROM pre_issue) c
 ),
 tiered AS (
   SELECT r.*, l.predicted_clv_12m AS clv_12m_now,

@@ -317,9 +317,14 @@ impl MaterializedCteExec {
             let file = file.finish()?;
             return Ok(Computed::Spilled { file, spill });
         }
+        // Held, it can no longer spill: the pool's sharing rules must count it as fixed.
+        let pinned = MemoryConsumer::new(format!("materialized CTE {name} (held)"))
+            .register(task.memory_pool());
+        pinned.grow(reservation.size());
+        reservation.free();
         Ok(Computed::Held {
             batches: held,
-            _reservation: reservation,
+            _reservation: pinned,
         })
     }
 
