@@ -10,8 +10,9 @@
 //! - a spilling operator's share is what the operators that cannot spill leave, divided by the
 //!   spilling operators that hold memory at the moment; one above its share spills at its next
 //!   request;
-//! - spilling operators that hold memory leave half the pool free: a sort that did not spill
-//!   merges its sorted runs through a reservation that cannot spill, about as large as the sort;
+//! - spilling operators that hold memory leave free half of what the operators that cannot spill
+//!   leave: a sort that did not spill merges its sorted runs through a reservation that cannot
+//!   spill, about as large as the sort, and what is free stays at least what the spillers hold;
 //! - a newcomer may start in that half, and any small reservation (a 32nd of the pool) grows while
 //!   the pool has room, so an operator merging what it spilled is not refused for what it held.
 
@@ -25,8 +26,10 @@ use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 
-/// The fraction of the pool (1 / `RESERVE_DIVISOR`) that spilling operators leave free, once they
-/// hold any memory, for operators that cannot spill and for newcomers.
+/// The fraction (1 / `RESERVE_DIVISOR`) of what the operators that cannot spill leave of the pool
+/// that spilling operators leave free, once they hold any memory, for operators that cannot spill
+/// and for newcomers. Of the pool less what cannot spill, not of the whole pool: a job whose hash
+/// builds and held CTEs take half the pool must still let its aggregates and sorts work.
 const RESERVE_DIVISOR: usize = 2;
 
 /// The part of the pool (1 / `FLOOR_DIVISOR`) that any one reservation may hold whenever the pool
@@ -106,7 +109,7 @@ impl SharePool {
         let reserve = if held == 0 {
             0
         } else {
-            available / RESERVE_DIVISOR
+            available.saturating_sub(state.unspillable) / RESERVE_DIVISOR
         };
         let holders = state.spillers.len() + usize::from(held == 0);
         let share = available.saturating_sub(state.unspillable) / holders.max(1);
@@ -284,12 +287,14 @@ mod tests {
         join.try_grow(400).unwrap();
         let first = spiller(&pool, "first");
         first.try_grow(1200).unwrap();
-        // The spillers hold 1,200 and the join 400: nothing is left outside the reserve, but a
-        // spiller that holds nothing may start with what is free.
-        assert!(first.try_grow(101).is_err());
+        // The join holds 400: the spillers may hold half of the 2,800 it leaves.
+        first.try_grow(200).unwrap();
+        assert!(first.try_grow(1).is_err());
+        // Nothing is left outside the reserve, but a spiller that holds nothing may start with
+        // what is free.
         let second = spiller(&pool, "second");
-        second.try_grow(1500).unwrap();
-        assert!(second.try_grow(101).is_err());
+        second.try_grow(1400).unwrap();
+        assert!(second.try_grow(1).is_err());
         // What is free is free, even for a newcomer.
         let third = spiller(&pool, "third");
         assert!(third.try_grow(101).is_err());
