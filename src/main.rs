@@ -7,11 +7,6 @@ use retention::redact::{redact, redacted_stderr};
 use retention::store::Stores;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc, as datafusion-cli uses: glibc's per-thread arenas keep the memory of freed Arrow
-/// buffers, so a run's RSS climbed well above its memory pool (docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Our own info logs; only warnings from libraries (the Delta kernel logs expected misses as errors).
 const DEFAULT_LOG_FILTER: &str = "warn,retention=info,buoyant_kernel=off";
 

@@ -320,8 +320,8 @@ impl MaterializedCteExec {
         // Held, it can no longer spill: the pool's sharing rules must count it as fixed.
         let pinned = MemoryConsumer::new(format!("materialized CTE {name} (held)"))
             .register(task.memory_pool());
-        pinned.grow(reservation.size());
-        reservation.free();
+        let held_bytes = reservation.free();
+        pinned.grow(held_bytes);
         Ok(Computed::Held {
             batches: held,
             _reservation: pinned,

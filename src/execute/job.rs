@@ -114,6 +114,12 @@ pub async fn run_job(
                 options.optimizer.prefer_hash_join = false;
                 options.optimizer.repartition_joins = true;
                 options.execution.target_partitions = options.execution.target_partitions.max(2);
+                // No partial aggregation: DataFusion 55.2's partial hash table keeps its doubled
+                // capacity after it emits under memory pressure, and fails on it (cohort_retention
+                // at 51.6M orders); the final aggregate, which spills, does the work.
+                options
+                    .execution
+                    .skip_partial_aggregation_probe_ratio_threshold = 0.0;
             }
             attempt.publish(&ctx).await?
         }
