@@ -264,7 +264,7 @@ impl TableProvider for MaterializedCte {
 }
 
 /// One read of a materialized CTE: the first read to run computes it, every read streams it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MaterializedCteExec {
     name: String,
     query: Arc<dyn ExecutionPlan>,
@@ -278,14 +278,11 @@ struct MaterializedCteExec {
 impl MaterializedCteExec {
     /// Run the CTE's query once, keeping its batches in memory while the pool has room for them
     /// and writing them all to a spill file (through DataFusion's spill manager) once it has not.
-    async fn compute(
-        name: String,
-        query: Arc<dyn ExecutionPlan>,
-        task: Arc<TaskContext>,
-        metrics: ExecutionPlanMetricsSet,
-    ) -> Result<Computed> {
-        let schema = query.schema();
-        let mut stream = datafusion::physical_plan::execute_stream(query, task.clone())?;
+    async fn compute(&self, task: Arc<TaskContext>) -> Result<Computed> {
+        let (name, metrics) = (&self.name, &self.metrics);
+        let schema = self.query.schema();
+        let mut stream =
+            datafusion::physical_plan::execute_stream(self.query.clone(), task.clone())?;
         let reservation = MemoryConsumer::new(format!("materialized CTE {name}"))
             .with_can_spill(true)
             .register(task.memory_pool());
@@ -302,7 +299,7 @@ impl MaterializedCteExec {
             }
             let spill = SpillManager::new(
                 task.runtime_env(),
-                SpillMetrics::new(&metrics, 0),
+                SpillMetrics::new(metrics, 0),
                 schema.clone(),
             );
             let mut file = spill.create_in_progress_file(&format!("materialized CTE {name}"))?;
@@ -391,20 +388,11 @@ impl ExecutionPlan for MaterializedCteExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let (name, query) = (self.name.clone(), self.query.clone());
-        let metrics = self.metrics.clone();
-        let computed = self.computed.clone();
-        let this = MaterializedCteExec {
-            name: self.name.clone(),
-            query: self.query.clone(),
-            projection: self.projection.clone(),
-            computed: self.computed.clone(),
-            properties: self.properties.clone(),
-            metrics: self.metrics.clone(),
-        };
+        let this = self.clone();
         let batches = async move {
-            let done = computed
-                .get_or_try_init(|| Self::compute(name, query, context, metrics))
+            let done = this
+                .computed
+                .get_or_try_init(|| this.compute(context))
                 .await?;
             this.read(done)
         };
@@ -532,11 +520,8 @@ mod tests {
             let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
             let sum = batches[0].column(1).as_primitive::<Int64Type>().value(0);
             assert_eq!((count, sum), (200_000, 19_999_800_000));
-            fn spilled(plan: &Arc<dyn ExecutionPlan>) -> usize {
-                let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
-                own + plan.children().into_iter().map(spilled).sum::<usize>()
-            }
-            assert!(spilled(&physical) > 800_000, "{}", spilled(&physical));
+            let spilled = crate::engine::memory::spilled_bytes(&physical);
+            assert!(spilled > 800_000, "{spilled}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! A job's share of the engine's memory pool: every reservation the job's operators make passes
 //! through it to the shared pool (so `memory_limit` still bounds the whole run), and it keeps what
 //! the job holds and the most it ever held, its peak memory. A job retried because it ran out of
-//! memory passes them through the sharing rules of engine/share_pool.rs first.
+//! memory passes them through the sharing rules of engine/share_pool.rs first. Also what a job's
+//! executed plan spilled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -111,6 +112,16 @@ impl MemoryPool for JobMemory {
     fn memory_limit(&self) -> MemoryLimit {
         self.shared.memory_limit()
     }
+}
+
+/// Bytes every operator of an executed `plan` wrote to spill files.
+pub fn spilled_bytes(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> usize {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(spilled_bytes)
+        .sum::<usize>()
 }
 
 /// Whether `consumer` holds the batches waiting in one of a `RepartitionExec`'s output channels.

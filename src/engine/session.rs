@@ -180,6 +180,34 @@ impl Engine {
         self.session_in(runtime, self.config()?, tables, placement)
     }
 
+    /// A job's session for its second attempt, once it ran out of memory: its spilling operators
+    /// share the job's memory (engine/share_pool.rs), joins are sort-merge joins (sorts spill, a
+    /// hash join's build side cannot), and no aggregate is partial.
+    pub fn spilling_job_session(
+        &self,
+        tables: &[(String, Arc<dyn TableProvider>)],
+        memory: &Arc<JobMemory>,
+    ) -> Result<SessionContext> {
+        memory.share_spilling();
+        let ctx = self.job_session(tables, memory)?;
+        {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            options.optimizer.prefer_hash_join = false;
+            // DataFusion plans a sort-merge join only over repartitioned inputs.
+            options.optimizer.repartition_joins = true;
+            options.execution.target_partitions = options.execution.target_partitions.max(2);
+            // No partial aggregation: DataFusion 55.2's partial hash table keeps its doubled
+            // capacity after it emits under memory pressure, and fails on it (cohort_retention
+            // at 51.6M orders); the final aggregate, which spills, does the work.
+            options
+                .execution
+                .skip_partial_aggregation_probe_ratio_threshold = 0.0;
+        }
+        Ok(ctx)
+    }
+
     /// The shared runtime's spill directory and caches, with `memory_pool` and `object_stores`
     /// in place of its own (a job's counted pool; a worker's store discovery).
     pub fn runtime_with(

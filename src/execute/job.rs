@@ -17,9 +17,7 @@ use crate::engine::job::date_value;
 use crate::engine::memory::JobMemory;
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
-use crate::execute::publish::{
-    PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics, spilled_bytes,
-};
+use crate::execute::publish::{PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics};
 use crate::ledger;
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan, SlotClaim};
@@ -97,30 +95,13 @@ pub async fn run_job(
         Err(e) if e.is_out_of_memory() => {
             // The job ran out of memory with DataFusion's defaults: hash joins, whose build side
             // cannot spill, and a pool where the first operator to ask takes it all. Nothing was
-            // published. Again with sort-merge joins (sorts spill) and the job's spilling
-            // operators sharing the pool (engine/share_pool.rs).
+            // published.
             tracing::warn!(
                 job = %job.name,
                 error = %e,
                 "out of memory; running the job again with sort-merge joins and shared memory"
             );
-            memory.share_spilling();
-            let ctx = ws.engine.job_session(&inputs.tables, memory)?;
-            {
-                // DataFusion plans a sort-merge join only over repartitioned inputs.
-                let state = ctx.state_ref();
-                let mut state = state.write();
-                let options = state.config_mut().options_mut();
-                options.optimizer.prefer_hash_join = false;
-                options.optimizer.repartition_joins = true;
-                options.execution.target_partitions = options.execution.target_partitions.max(2);
-                // No partial aggregation: DataFusion 55.2's partial hash table keeps its doubled
-                // capacity after it emits under memory pressure, and fails on it (cohort_retention
-                // at 51.6M orders); the final aggregate, which spills, does the work.
-                options
-                    .execution
-                    .skip_partial_aggregation_probe_ratio_threshold = 0.0;
-            }
+            let ctx = ws.engine.spilling_job_session(&inputs.tables, memory)?;
             attempt.publish(&ctx).await?
         }
         other => other?,
@@ -130,7 +111,7 @@ pub async fn run_job(
         .map_err(engine_err)?;
     let (rows_read, bytes_read) = leaf_metrics(&physical);
     Ok(JobDone {
-        spilled_bytes: spilled_bytes(&physical) as i64,
+        spilled_bytes: crate::engine::memory::spilled_bytes(&physical) as i64,
         rows_read,
         rows_written: published.rows_written,
         bytes_read,

@@ -58,16 +58,6 @@ pub fn leaf_metrics(plan: &Arc<dyn ExecutionPlan>) -> (i64, i64) {
     })
 }
 
-/// Bytes every operator of `plan` wrote to spill files.
-pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
-    own + plan
-        .children()
-        .into_iter()
-        .map(spilled_bytes)
-        .sum::<usize>()
-}
-
 /// The first error the job's query raised while Delta's writer streamed it, if any: what a failed
 /// publish reports instead of the writer's wrapping of it.
 #[derive(Debug, Clone, Default)]
