@@ -59,15 +59,22 @@ grid AS (
   FROM cohort c
   CROSS JOIN last_month l
 ),
+-- Each customer's completed orders per month: one row per active customer-month, so counting rows
+-- below counts distinct customers without a count(DISTINCT) holding every group's customer set.
+customer_month AS (
+  SELECT customer_id, month_idx, count(*) AS orders, sum(net_revenue) AS net_revenue
+  FROM completed
+  GROUP BY customer_id, month_idx
+),
 activity AS (
   SELECT m.cohort_idx,
          m.acquisition_channel,
          m.first_order_bad_experience,
          o.month_idx - m.cohort_idx                         AS months_since_first,
-         count(DISTINCT o.customer_id)                      AS active_customers,
-         count(*)                                           AS orders,
+         count(*)                                           AS active_customers,
+         sum(o.orders)                                      AS orders,
          sum(o.net_revenue)                                 AS net_revenue
-  FROM completed o
+  FROM customer_month o
   JOIN member m ON m.customer_id = o.customer_id
   GROUP BY m.cohort_idx, m.acquisition_channel, m.first_order_bad_experience, o.month_idx - m.cohort_idx
 ),
