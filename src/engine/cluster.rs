@@ -27,9 +27,11 @@ pub const TOKEN_VAR: &str = "RETENTION_WORKER_TOKEN";
 const MIN_TOKEN_CHARS: usize = 16;
 
 /// The secret shared by a cluster's coordinators and workers, sent as `authorization: Bearer`.
-/// Never printed.
+/// Never printed. Held as the header that carries it, built once.
 #[derive(Clone)]
-pub struct WorkerToken(Arc<str>);
+pub struct WorkerToken {
+    header: HeaderValue,
+}
 
 impl fmt::Debug for WorkerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,20 +62,15 @@ impl WorkerToken {
                 "may hold only visible ASCII characters, no spaces",
             ));
         }
-        Ok(WorkerToken(text.into()))
-    }
-
-    /// The `authorization` header value that carries it.
-    fn header(&self) -> HeaderValue {
-        let mut value =
-            HeaderValue::try_from(format!("Bearer {}", self.0)).expect("checked: visible ASCII");
-        value.set_sensitive(true);
-        value
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {text}")).expect("checked: visible ASCII");
+        header.set_sensitive(true);
+        Ok(WorkerToken { header })
     }
 
     /// Whether a request's `authorization` header carries this token (constant time).
     pub(crate) fn admits(&self, header: Option<&HeaderValue>) -> bool {
-        header.is_some_and(|h| h.as_bytes().ct_eq(self.header().as_bytes()).into())
+        header.is_some_and(|h| h.as_bytes().ct_eq(self.header.as_bytes()).into())
     }
 }
 
@@ -88,7 +85,7 @@ fn token_error(message: &str) -> Error {
 pub(crate) fn auth_headers(token: Option<&WorkerToken>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(token) = token {
-        headers.insert(AUTHORIZATION, token.header());
+        headers.insert(AUTHORIZATION, token.header.clone());
     }
     headers
 }
@@ -104,16 +101,17 @@ impl WorkerResolver for ConfiguredWorkers {
 }
 
 /// A coordinator's session: its queries are planned into stages that run on `cluster`'s workers,
-/// each request carrying the token from `RETENTION_WORKER_TOKEN`, over TLS with `tls`.
+/// each request carrying `token` (the engine read it once from `RETENTION_WORKER_TOKEN`), over
+/// TLS with `tls`.
 pub fn coordinator(
     builder: SessionStateBuilder,
     cluster: &Cluster,
+    token: Option<&WorkerToken>,
     tls: Option<&TlsChannels>,
 ) -> Result<SessionStateBuilder> {
-    let token = WorkerToken::from_env()?;
     let mut builder = builder
         .with_distributed_worker_resolver(ConfiguredWorkers(cluster.workers.clone()))
-        .with_distributed_passthrough_headers(auth_headers(token.as_ref()))?
+        .with_distributed_passthrough_headers(auth_headers(token))?
         .with_distributed_user_codec(crate::engine::codec::RetentionCodec);
     if let Some(tls) = tls {
         builder = builder.with_distributed_channel_resolver(tls.clone());
@@ -220,7 +218,7 @@ mod tests {
         assert!(WorkerToken::new("has a space in it, sixteen+").is_err());
         let t = WorkerToken::new("0123456789abcdef").unwrap();
         assert_eq!(format!("{t:?}"), "WorkerToken(***)");
-        assert!(t.header().is_sensitive());
+        assert!(t.header.is_sensitive());
         assert!(t.admits(Some(&HeaderValue::from_static("Bearer 0123456789abcdef"))));
         assert!(!t.admits(Some(&HeaderValue::from_static("Bearer 0123456789abcdeF"))));
         assert!(!t.admits(Some(&HeaderValue::from_static("0123456789abcdef"))));

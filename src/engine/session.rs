@@ -33,6 +33,8 @@ pub struct Engine {
     pub hooks: Vec<Arc<dyn SessionHook>>,
     /// Connections to workers over TLS (`[engine] worker_ca`), shared by every session.
     pub worker_tls: Option<crate::engine::cluster::TlsChannels>,
+    /// The token a coordinator sends its workers, read once from `RETENTION_WORKER_TOKEN`.
+    worker_token: Option<crate::engine::cluster::WorkerToken>,
 }
 
 /// The most spilled runs one merge step reads at once; more runs are merged in several passes.
@@ -68,8 +70,13 @@ impl Engine {
             Some(ca) => Some(crate::engine::cluster::TlsChannels::from_pem_file(ca)?),
             None => None,
         };
+        let worker_token = match project.cluster {
+            Some(_) => crate::engine::cluster::WorkerToken::from_env()?,
+            None => None,
+        };
         Ok(Engine {
             worker_tls,
+            worker_token,
             project,
             stores,
             runtime,
@@ -261,8 +268,12 @@ impl Engine {
             // A cross join with one row keeps that row in memory (engine/cross_join.rs).
             .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow));
         if let Placement::Cluster(cluster) = placement {
-            builder =
-                crate::engine::cluster::coordinator(builder, cluster, self.worker_tls.as_ref())?;
+            builder = crate::engine::cluster::coordinator(
+                builder,
+                cluster,
+                self.worker_token.as_ref(),
+                self.worker_tls.as_ref(),
+            )?;
         }
         let mut state = builder.build();
         register_functions(&mut state)?;
