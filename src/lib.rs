@@ -5,6 +5,7 @@
 // The foundation every layer uses.
 pub mod clock;
 pub mod error;
+pub mod listen;
 pub mod redact;
 pub mod values;
 

@@ -151,13 +151,12 @@ pub async fn serve_worker(
 
 /// Bind the worker's address (port 0 picks a free one); returns the listener and where it is.
 pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let failed = |e: std::io::Error| Error::Worker {
-        message: format!("cannot listen on {addr}: {e}"),
-        source: Some(Box::new(e)),
-    };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
-    Ok((listener, bound))
+    crate::listen::listen(addr)
+        .await
+        .map_err(|e| Error::Worker {
+            message: format!("cannot listen on {addr}: {e}"),
+            source: Some(Box::new(e)),
+        })
 }
 
 #[cfg(test)]

@@ -23,12 +23,12 @@ const MAX_RUNS: usize = 1000;
 
 /// Bind `addr` (port 0 picks a free one); the bound address is logged and returned.
 pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let fail = |e: std::io::Error| Error::Schedule {
-        message: format!("cannot listen on {addr}: {e}"),
-        source: Some(Box::new(e)),
-    };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
-    let bound = listener.local_addr().map_err(fail)?;
+    let (listener, bound) = crate::listen::listen(addr)
+        .await
+        .map_err(|e| Error::Schedule {
+            message: format!("cannot listen on {addr}: {e}"),
+            source: Some(Box::new(e)),
+        })?;
     tracing::info!(addr = %bound, "http listening: /healthz /metrics /runs");
     Ok((listener, bound))
 }

@@ -279,14 +279,13 @@ async fn start_flight(
 }
 
 async fn bind(endpoint: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
-    let failed = |e: std::io::Error| Error::SqlServer {
-        endpoint: endpoint.into(),
-        message: format!("cannot listen on {addr}: {e}"),
-        source: Some(Box::new(e)),
-    };
-    let listener = TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
-    Ok((listener, bound))
+    crate::listen::listen(addr)
+        .await
+        .map_err(|e| Error::SqlServer {
+            endpoint: endpoint.into(),
+            message: format!("cannot listen on {addr}: {e}"),
+            source: Some(Box::new(e)),
+        })
 }
 
 /// Flight's TLS from the same PEM files.
