@@ -105,14 +105,16 @@ impl SharePool {
                 Err(free)
             };
         }
+        // What the operators that cannot spill leave: the reserve and the shares come from it.
+        let for_spillers = available.saturating_sub(state.unspillable);
         // A newcomer may use the reserve to start; the others spill down to their shares.
         let reserve = if held == 0 {
             0
         } else {
-            available.saturating_sub(state.unspillable) / RESERVE_DIVISOR
+            for_spillers / RESERVE_DIVISOR
         };
         let holders = state.spillers.len() + usize::from(held == 0);
-        let share = available.saturating_sub(state.unspillable) / holders.max(1);
+        let share = for_spillers / holders.max(1);
         if additional <= free.saturating_sub(reserve) && (held == 0 || held + additional <= share) {
             Ok(())
         } else {
