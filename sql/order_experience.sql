@@ -32,6 +32,18 @@ review AS (
   WHERE CAST(dt AS DATE) >= $start
   GROUP BY order_id
 ),
+-- Each order's first support ticket opened at or after the order. The contact window's end is
+-- the same for all of an order's tickets, so the order has a support contact exactly when this
+-- first ticket falls inside it (checked in `flagged`): no second pass over `base`.
+first_ticket AS (
+  SELECT t.order_id, min(t.created_ts) AS first_ticket_ts
+  FROM cs_tickets t
+  JOIN orders o ON o.order_id = t.order_id
+  WHERE CAST(t.dt AS DATE) >= $start
+    AND CAST(o.dt AS DATE) >= $start
+    AND t.created_ts >= o.order_ts
+  GROUP BY t.order_id
+),
 base AS (
   SELECT o.order_id, o.customer_id, o.order_ts, o.region, o.category,
          o.gmv, o.discount, o.voucher_id, o.status,
@@ -44,34 +56,33 @@ base AS (
          r.first_refund_ts,
          rr.return_requested_ts,
          rv.min_rating,
-         rv.low_rating_ts
+         rv.low_rating_ts,
+         ft.first_ticket_ts
   FROM orders o
   LEFT JOIN shipment s        ON s.order_id = o.order_id
   LEFT JOIN refund r          ON r.order_id = o.order_id
   LEFT JOIN return_request rr ON rr.order_id = o.order_id
   LEFT JOIN review rv         ON rv.order_id = o.order_id
+  LEFT JOIN first_ticket ft   ON ft.order_id = o.order_id
   WHERE CAST(o.dt AS DATE) >= $start
     AND CAST(o.order_ts AS DATE) >= $start AND CAST(o.order_ts AS DATE) < $end
 ),
-contact AS (
-  SELECT b.order_id, min(t.created_ts) AS first_contact_ts
+contacted AS (
+  SELECT b.*,
+         CASE
+           WHEN extract(epoch FROM b.first_ticket_ts)
+                <= extract(epoch FROM coalesce(b.delivered_ts, b.promised_ts, b.order_ts)) + $contact_window_days * 86400
+           THEN b.first_ticket_ts
+         END                                    AS first_contact_ts
   FROM base b
-  JOIN cs_tickets t ON t.order_id = b.order_id
-  WHERE CAST(t.dt AS DATE) >= $start
-    AND t.created_ts >= b.order_ts
-    AND extract(epoch FROM t.created_ts)
-        <= extract(epoch FROM coalesce(b.delivered_ts, b.promised_ts, b.order_ts)) + $contact_window_days * 86400
-  GROUP BY b.order_id
 ),
 flagged AS (
-  SELECT b.*,
-         b.first_refund_ts IS NOT NULL          AS is_refunded,
-         b.return_requested_ts IS NOT NULL      AS is_returned,
+  SELECT c.*,
+         c.first_refund_ts IS NOT NULL          AS is_refunded,
+         c.return_requested_ts IS NOT NULL      AS is_returned,
          c.first_contact_ts IS NOT NULL         AS has_support_contact,
-         c.first_contact_ts,
-         b.low_rating_ts IS NOT NULL            AS is_low_rating
-  FROM base b
-  LEFT JOIN contact c ON c.order_id = b.order_id
+         c.low_rating_ts IS NOT NULL            AS is_low_rating
+  FROM contacted c
 )
 SELECT
   order_id,

@@ -8,6 +8,7 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
+use crate::engine::memory::MemoryPlan;
 use crate::engine::session::Engine;
 use crate::error::Result;
 use crate::project::incremental::Range;
@@ -90,6 +91,10 @@ pub struct RunRecord {
     pub peak_memory_bytes: Option<i64>,
     /// What the job's operators wrote to spill files, in bytes.
     pub spilled_bytes: Option<i64>,
+    /// The memory plan the job succeeded with (NULL when it did not succeed).
+    pub memory_plan: Option<MemoryPlan>,
+    /// The run's memory limit in bytes (NULL when unlimited, and for rows that are not job runs).
+    pub memory_limit_bytes: Option<i64>,
 }
 
 impl RunRecord {
@@ -126,6 +131,8 @@ impl RunRecord {
             spec_hash: None,
             peak_memory_bytes: None,
             spilled_bytes: None,
+            memory_plan: None,
+            memory_limit_bytes: None,
         }
     }
 
@@ -224,6 +231,48 @@ const LAST_SPEC_HASHES: &str = "SELECT job, spec_hash FROM ( \
     SELECT job, spec_hash, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n \
     FROM _runs WHERE status = 'succeeded') WHERE n = 1";
 
+/// The jobs whose newest succeeded run needed the spilling plan under a memory limit of `limit`
+/// bytes, each with the spec hash it ran: run again unchanged under the same limit, such a job
+/// would run out of memory again with the default plan, so it starts with the spilling one. Empty
+/// before the ledger exists or records memory plans.
+pub async fn spilling_jobs(
+    engine: &Engine,
+    curated_root: &url::Url,
+    limit: Option<i64>,
+) -> Result<std::collections::BTreeMap<String, Option<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(ctx) = session(engine, curated_root).await? else {
+        return Ok(out);
+    };
+    let runs = ctx.table(RUNS_TABLE).await?;
+    if !runs
+        .schema()
+        .has_column_with_unqualified_name("memory_plan")
+    {
+        return Ok(out);
+    }
+    let batches = ctx
+        .sql(SPILLING_JOBS)
+        .await?
+        .with_param_values(vec![ScalarValue::Int64(limit)])?
+        .collect()
+        .await?;
+    for b in &batches {
+        let jobs = b.column(0).as_string::<i32>();
+        for row in 0..b.num_rows() {
+            out.insert(jobs.value(row).to_string(), text(b.column(1), row));
+        }
+    }
+    Ok(out)
+}
+
+/// Each job's newest succeeded run, when it ran the spilling plan under the memory limit `$1`.
+const SPILLING_JOBS: &str = "SELECT job, spec_hash FROM ( \
+    SELECT job, spec_hash, memory_plan, memory_limit_bytes, \
+           row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n \
+    FROM _runs WHERE status = 'succeeded') \
+    WHERE n = 1 AND memory_plan = 'spilling' AND memory_limit_bytes IS NOT DISTINCT FROM $1";
+
 /// A succeeded run of an incremental job: the days it computed, the spec hash it ran with, and
 /// its reason (a backfill's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +357,8 @@ mod tests {
             spec_hash: Some("ab12".into()),
             peak_memory_bytes: Some(4096),
             spilled_bytes: Some(0),
+            memory_plan: Some(MemoryPlan::Spilling),
+            memory_limit_bytes: Some(1 << 30),
         };
         let b = to_batch(&[r]).unwrap();
         assert_eq!(b.num_rows(), 1);
@@ -336,5 +387,7 @@ mod tests {
             NaiveDate::from_ymd_opt(2026, 11, 1)
         );
         assert_eq!(b.column(20).as_string::<i32>().value(0), "ab12");
+        assert_eq!(b.column(23).as_string::<i32>().value(0), "spilling");
+        assert_eq!(b.column(24).as_primitive::<Int64Type>().value(0), 1 << 30);
     }
 }

@@ -275,6 +275,13 @@ struct MaterializedCteExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// The name and query of a materialized CTE's node in a physical plan (a leaf: its query runs
+/// once, when the node is first read).
+pub fn cte_query(plan: &dyn ExecutionPlan) -> Option<(&str, &Arc<dyn ExecutionPlan>)> {
+    let cte = plan.downcast_ref::<MaterializedCteExec>()?;
+    Some((&cte.name, &cte.query))
+}
+
 impl MaterializedCteExec {
     /// Run the CTE's query once, keeping its batches in memory while the pool has room for them
     /// and writing them all to a spill file (through DataFusion's spill manager) once it has not.

@@ -9,10 +9,33 @@ use std::sync::{Arc, OnceLock};
 
 use crate::engine::share_pool::SharePool;
 
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
+
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
+
+/// How a job's query is planned for memory: DataFusion's defaults, or the plan a job that ran out
+/// of memory is retried with (sort-merge joins, no partial aggregation, and spilling operators
+/// sharing the job's memory: `Engine::spilling_job_session`). `_runs.memory_plan` records which
+/// one a job succeeded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryPlan {
+    Default,
+    Spilling,
+}
+
+/// The pool's limit in bytes, as `_runs.memory_limit_bytes` stores it: `None` when unlimited.
+pub fn limit_bytes(pool: &dyn MemoryPool) -> Option<i64> {
+    match pool.memory_limit() {
+        MemoryLimit::Finite(n) => Some(n as i64),
+        _ => None,
+    }
+}
 
 /// One job's view of the shared pool, counting its own reservations.
 #[derive(Debug)]
@@ -114,8 +137,64 @@ impl MemoryPool for JobMemory {
     }
 }
 
+/// What the build sides of a planned query's hash joins would hold, estimated from the planner's
+/// statistics: each side's bytes (else its rows times a row's width from its schema) plus 24 bytes
+/// a row for the hash table. They cannot spill. A materialized CTE's query runs before the rest,
+/// so it is its own stage; the answer is the largest stage. Joins without statistics count 0.
+pub fn hash_join_build_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let (mut stages, mut seen) = (Vec::new(), std::collections::HashSet::new());
+    let stats = StatisticsContext::new();
+    let main = stage_build_bytes(plan, &stats, (&mut stages, &mut seen));
+    stages.into_iter().fold(main, usize::max)
+}
+
+/// The hash join build bytes of one stage of `plan`; materialized CTEs' stages go to `stages`.
+fn stage_build_bytes<'a>(
+    plan: &'a Arc<dyn ExecutionPlan>,
+    stats: &StatisticsContext,
+    (stages, seen): (&mut Vec<usize>, &mut std::collections::HashSet<&'a str>),
+) -> usize {
+    if let Some((name, query)) = crate::engine::materialize::cte_query(plan.as_ref()) {
+        if seen.insert(name) {
+            let bytes = stage_build_bytes(query, stats, (&mut *stages, &mut *seen));
+            stages.push(bytes);
+        }
+        return 0;
+    }
+    let own = match plan.downcast_ref::<HashJoinExec>() {
+        Some(join) => estimated_bytes(join.left(), stats).unwrap_or(0),
+        None => 0,
+    };
+    let mut children = 0;
+    for child in plan.children() {
+        children += stage_build_bytes(child, stats, (&mut *stages, &mut *seen));
+    }
+    own + children
+}
+
+/// The bytes `plan`'s output would hold in a hash join's build side, from its statistics.
+fn estimated_bytes(plan: &Arc<dyn ExecutionPlan>, stats: &StatisticsContext) -> Option<usize> {
+    let stats = stats.compute(plan.as_ref(), &StatisticsArgs::new()).ok()?;
+    let rows = *stats.num_rows.get_value()?;
+    let bytes = match stats.total_byte_size.get_value() {
+        Some(b) => *b,
+        None => rows * row_width(&plan.schema()),
+    };
+    Some(bytes + rows * 24)
+}
+
+/// A row's width in bytes: fixed-width columns their width, others 16 (a view, or an offset and
+/// a short value).
+fn row_width(schema: &datafusion::arrow::datatypes::Schema) -> usize {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().primitive_width().unwrap_or(16))
+        .sum()
+}
+
 /// Bytes every operator of an executed `plan` wrote to spill files.
-pub fn spilled_bytes(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> usize {
+pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
     let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
     own + plan
         .children()

@@ -10,11 +10,11 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::engine::checks::run_checks;
 use crate::engine::job::date_value;
-use crate::engine::memory::JobMemory;
+use crate::engine::memory::{JobMemory, MemoryPlan, hash_join_build_bytes, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics};
@@ -30,6 +30,9 @@ use crate::store::system::{
     CLOSE_LOG, CLOSED_MONTHS, empty_until_written, fixed_schema, is_snapshot_table,
 };
 
+/// A job's executed plan (for its metrics) and what its commit wrote.
+type Published = (Arc<dyn ExecutionPlan>, delta::Published);
+
 /// What a job that succeeded did.
 pub struct JobDone {
     pub rows_read: i64,
@@ -44,6 +47,8 @@ pub struct JobDone {
     pub as_of: Option<chrono::NaiveDate>,
     /// For an incremental job: the days it computed.
     pub interval: Option<Range>,
+    /// The memory plan it succeeded with.
+    pub memory_plan: MemoryPlan,
 }
 
 /// A job's inputs registered by table name, and the version each was read at.
@@ -52,14 +57,16 @@ struct OpenedInputs {
     versions: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Run one job: register its inputs, plan its SQL, publish the result in one Delta commit.
+/// Run one job: register its inputs, plan its SQL, publish the result in one Delta commit. It
+/// starts with the `start` memory plan; with the default one, a job that runs out of memory runs
+/// again with the spilling plan.
 pub async fn run_job(
     ws: &Workspace,
     job: &PlannedJob,
     sources: &SourceProviders,
     plan: &RunPlan,
     days: &RunDays,
-    memory: &Arc<JobMemory>,
+    (memory, start): (&Arc<JobMemory>, MemoryPlan),
 ) -> Result<JobDone> {
     let (run_id, claim) = (plan.run_id.as_str(), plan.claim.as_ref());
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
@@ -79,7 +86,6 @@ pub async fn run_job(
         (Some(range), Some(_)) => Some(Work::Intervals(range)),
         _ => incremental_work(ws, job, spec, as_of, plan.forward_only).await?,
     };
-    let ctx = ws.engine.job_session(&inputs.tables, memory)?;
     let attempt = JobAttempt {
         ws,
         job,
@@ -89,22 +95,22 @@ pub async fn run_job(
         run_id,
         claim,
     };
-    let first = attempt.publish(&ctx).await;
-    drop(ctx); // its materialized CTEs hold memory until then
-    let (physical, published) = match first {
-        Err(e) if e.is_out_of_memory() => {
-            // The job ran out of memory with DataFusion's defaults: hash joins, whose build side
-            // cannot spill, and a pool where the first operator to ask takes it all. Nothing was
-            // published.
-            tracing::warn!(
+    let first = match start {
+        MemoryPlan::Default => attempt.with_defaults(&inputs, memory).await?,
+        MemoryPlan::Spilling => {
+            tracing::info!(
                 job = %job.name,
-                error = %e,
-                "out of memory; running the job again with sort-merge joins and shared memory"
+                "starting with the spilling plan: the job's last run under this memory limit needed it"
             );
-            let ctx = ws.engine.spilling_job_session(&inputs.tables, memory)?;
-            attempt.publish(&ctx).await?
+            None
         }
-        other => other?,
+    };
+    let (memory_plan, (physical, published)) = match first {
+        Some(done) => (MemoryPlan::Default, done),
+        None => (
+            MemoryPlan::Spilling,
+            attempt.spilling(&inputs, memory).await?,
+        ),
     };
     let physical = crate::engine::cluster::with_worker_metrics(physical)
         .await
@@ -119,6 +125,7 @@ pub async fn run_job(
         input_versions: serde_json::Value::Object(inputs.versions).to_string(),
         as_of,
         interval: work.map(|w| w.range()),
+        memory_plan,
     })
 }
 
@@ -136,12 +143,83 @@ struct JobAttempt<'a> {
 }
 
 impl JobAttempt<'_> {
-    /// Plan the job's SQL in `ctx`, check its result and publish it in one Delta commit; returns
-    /// the executed plan (for its metrics) and what the commit wrote.
+    /// Publish with DataFusion's defaults; `None` when the job ran out of memory (nothing was
+    /// published) or was not run because its plan would not fit: the build sides of its hash
+    /// joins, which cannot spill, would take more than half the memory limit
+    /// (`memory::hash_join_build_bytes`, from the planner's statistics).
+    async fn with_defaults(
+        self,
+        inputs: &OpenedInputs,
+        memory: &Arc<JobMemory>,
+    ) -> Result<Option<Published>> {
+        let ws = self.ws;
+        let ctx = ws.engine.job_session(&inputs.tables, memory)?;
+        let planned = self.plan(&ctx).await?;
+        let build = hash_join_build_bytes(&planned.1);
+        let limit = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
+        if let Some(limit) = limit.filter(|l| build as i64 > l / 2) {
+            tracing::info!(
+                job = %self.job.name,
+                hash_join_build_bytes = build,
+                memory_limit_bytes = limit,
+                "starting with the spilling plan: its hash joins' build sides would take more than half the memory limit"
+            );
+            return Ok(None);
+        }
+        let result = self.publish(&ctx, planned).await;
+        drop(ctx); // its materialized CTEs hold memory until then
+        match result {
+            Ok(done) => Ok(Some(done)),
+            Err(e) if e.is_out_of_memory() => {
+                // Hash joins, whose build side cannot spill, and a pool where the first operator
+                // to ask takes it all.
+                tracing::warn!(
+                    job = %self.job.name,
+                    error = %e,
+                    "out of memory; running the job again with sort-merge joins and shared memory"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publish with the spilling memory plan.
+    async fn spilling(self, inputs: &OpenedInputs, memory: &Arc<JobMemory>) -> Result<Published> {
+        let ctx = self
+            .ws
+            .engine
+            .spilling_job_session(&inputs.tables, memory)?;
+        let planned = self.plan(&ctx).await?;
+        self.publish(&ctx, planned).await
+    }
+
+    /// The job's SQL planned in `ctx`, logically and physically.
+    async fn plan(self, ctx: &SessionContext) -> Result<(DataFrame, Arc<dyn ExecutionPlan>)> {
+        let range = self.work.map(|w| w.range());
+        let df = self
+            .ws
+            .engine
+            .plan_job(ctx, self.spec, self.as_of, range)
+            .await?;
+        let physical =
+            df.clone()
+                .create_physical_plan()
+                .await
+                .map_err(|source| Error::JobEngine {
+                    job: self.job.name.clone(),
+                    source,
+                })?;
+        Ok((df, physical))
+    }
+
+    /// Run the job's planned SQL in `ctx`, check its result and publish it in one Delta commit;
+    /// returns the executed plan (for its metrics) and what the commit wrote.
     async fn publish(
         self,
         ctx: &SessionContext,
-    ) -> Result<(Arc<dyn ExecutionPlan>, delta::Published)> {
+        (df, physical): (DataFrame, Arc<dyn ExecutionPlan>),
+    ) -> Result<Published> {
         let JobAttempt {
             ws,
             job,
@@ -155,10 +233,6 @@ impl JobAttempt<'_> {
             job: job.name.clone(),
             source,
         };
-        let df = ws
-            .engine
-            .plan_job(ctx, spec, as_of, work.map(|w| w.range()))
-            .await?;
         let replace_where = match (work, &spec.incremental) {
             (Some(Work::Intervals(range)), Some(inc)) => {
                 Some(interval_predicate(inc, df.schema().inner(), range))
@@ -172,7 +246,6 @@ impl JobAttempt<'_> {
         } else {
             vec![]
         };
-        let physical = df.create_physical_plan().await.map_err(engine_err)?;
         let (logical, failure) = checked_result(ctx, spec, job, physical.clone(), as_of).await?;
         if let Some(claim) = claim {
             Leases::new(&ws.engine.stores, &ws.engine.project.curated)?

@@ -7,7 +7,7 @@ pub mod backfill;
 pub mod job;
 pub mod publish;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::engine::freshness::{Finding, Level};
-use crate::engine::memory::JobMemory;
+use crate::engine::memory::{JobMemory, MemoryPlan, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::job::{JobDone, run_job};
@@ -122,6 +122,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
             None => ws.engine.today(),
         };
         let days = Arc::new(RunDays::new(plan.as_of, today));
+        let spilling = spilling_starts(&ws).await;
         let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
         let mut records: Vec<RunRecord> = Vec::new();
         let mut pending: Vec<&PlannedJob> = plan.jobs.iter().collect();
@@ -158,7 +159,11 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 {
                     let job = pending.remove(i).clone();
                     let run = (sources.clone(), days.clone());
-                    spawn_job(&mut running, ws.clone(), run, plan, job);
+                    let start = match spilling.contains(&job.name) {
+                        true => MemoryPlan::Spilling,
+                        false => MemoryPlan::Default,
+                    };
+                    spawn_job(&mut running, ws.clone(), run, plan, (job, start));
                     continue;
                 }
                 i += 1;
@@ -192,6 +197,28 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
     }
     .instrument(span)
     .await
+}
+
+/// The jobs that start with the spilling memory plan: those whose newest succeeded run needed it,
+/// under this run's memory limit and with their spec and SQL unchanged (`ledger::spilling_jobs`).
+/// A ledger that cannot be read only loses the hint.
+async fn spilling_starts(ws: &Workspace) -> BTreeSet<String> {
+    let limit = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
+    let curated = &ws.engine.project.curated;
+    match ledger::spilling_jobs(&ws.engine, curated, limit).await {
+        Ok(jobs) => jobs
+            .into_iter()
+            .filter(|(job, hash)| {
+                let spec = ws.graph.node(job).map(|n| &n.spec.spec_hash);
+                hash.is_some() && spec == hash.as_ref()
+            })
+            .map(|(job, _)| job)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %crate::redact::error_text(&e), "run ledger not read for memory plans");
+            BTreeSet::new()
+        }
+    }
 }
 
 /// The sources the plan's jobs read, each once.
@@ -258,7 +285,7 @@ fn spawn_job(
     ws: Arc<Workspace>,
     (sources, days): (Arc<SourceProviders>, Arc<RunDays>),
     plan: &RunPlan,
-    job: PlannedJob,
+    (job, start): (PlannedJob, MemoryPlan),
 ) {
     let span = tracing::info_span!("job", job = %job.name, run_id = %plan.run_id);
     let plan = RunPlan {
@@ -271,11 +298,12 @@ fn spawn_job(
             let clock = Instant::now();
             tracing::info!("job started");
             let memory = JobMemory::over(ws.engine.runtime.memory_pool.clone());
-            let result = run_job(&ws, &job, &sources, &plan, &days, &memory).await;
+            let result = run_job(&ws, &job, &sources, &plan, &days, (&memory, start)).await;
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
             let (outcome, mut facts) = outcome_of(&job, result, seconds, memory.peak());
             facts.spec_hash = ws.graph.node(&job.name).map(|n| n.spec.spec_hash.clone());
+            facts.memory_limit_bytes = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
             let rec = record(&plan, &outcome, (started, finished), facts);
             (outcome, rec)
         }
@@ -292,6 +320,10 @@ struct RunFacts {
     /// The days an incremental job computed.
     interval: Option<Range>,
     spec_hash: Option<String>,
+    /// The memory plan the job succeeded with.
+    memory_plan: Option<MemoryPlan>,
+    /// The run's memory limit in bytes, when it has one.
+    memory_limit_bytes: Option<i64>,
 }
 
 /// A finished job's outcome (errors redacted: they leave the process), its peak memory, and what it
@@ -328,7 +360,8 @@ fn outcome_of(
                     inputs: done.input_versions,
                     as_of: done.as_of,
                     interval: done.interval,
-                    spec_hash: None,
+                    memory_plan: Some(done.memory_plan),
+                    ..RunFacts::default()
                 },
             )
         }
@@ -382,6 +415,8 @@ fn record(
         interval_start: facts.interval.map(|r| r.start),
         interval_end: facts.interval.map(|r| r.end),
         spec_hash: facts.spec_hash,
+        memory_plan: facts.memory_plan,
+        memory_limit_bytes: facts.memory_limit_bytes,
         ..RunRecord::at(
             plan.run_id.clone(),
             o.job.clone(),

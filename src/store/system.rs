@@ -61,6 +61,8 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("spec_hash", DataType::Utf8, true),
         Field::new("peak_memory_bytes", DataType::Int64, true),
         Field::new("spilled_bytes", DataType::Int64, true),
+        Field::new("memory_plan", DataType::Utf8, true),
+        Field::new("memory_limit_bytes", DataType::Int64, true),
     ]))
 }
 

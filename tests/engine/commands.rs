@@ -490,9 +490,43 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
         "matched|key_total|r_total\n3000000|4499998500000|8999994"
     );
     assert_eq!(
-        fx.rows("SELECT job, status, spilled_bytes > 0 AS spilled FROM _runs")
+        fx.rows(
+            "SELECT job, status, spilled_bytes > 0 AS spilled, memory_plan, memory_limit_bytes \
+             FROM _runs"
+        )
+        .await,
+        "job|status|spilled|memory_plan|memory_limit_bytes\njoined|succeeded|true|spilling|25165824"
+    );
+    // Run again unchanged under the same limit, the job starts with the spilling plan.
+    let log = LogCapture::default();
+    {
+        let _guard = log.install();
+        fx.cmd(&["run", "joined"]).await.unwrap();
+    }
+    let text = log.text();
+    assert!(text.contains("starting with the spilling plan"), "{text}");
+    assert!(!text.contains("out of memory"), "{text}");
+    // With its SQL changed, it starts with the defaults again, runs out of memory and retries.
+    write(
+        fx.dir(),
+        "sql/joined.sql",
+        &format!("{WIDE_JOIN}\n-- changed"),
+    );
+    let log = LogCapture::default();
+    {
+        let _guard = log.install();
+        fx.cmd(&["run", "joined"]).await.unwrap();
+    }
+    let text = log.text();
+    assert!(!text.contains("starting with the spilling plan"), "{text}");
+    assert!(
+        text.contains("out of memory; running the job again"),
+        "{text}"
+    );
+    assert_eq!(
+        fx.rows("SELECT memory_plan, count(*) AS runs FROM _runs GROUP BY memory_plan")
             .await,
-        "job|status|spilled\njoined|succeeded|true"
+        "memory_plan|runs\nspilling|3"
     );
     // The same job with hash joins alone does not fit: the retry is what made it succeed.
     let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
@@ -512,6 +546,60 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Resources exhausted"), "{err}");
+}
+
+/// 400,000 orders joined to themselves under 16 MiB: the planner's statistics (exact row counts
+/// from the Parquet footers) put the hash join's build side at more than 400,000 x 24 bytes, over
+/// half the limit, so the job starts with the spilling plan and never tries the hash join.
+#[tokio::test]
+async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling_plan() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let many: Vec<(i64, i64, i128, i128, &str)> = (1..=400_000)
+        .map(|i| (100 + i, 1, 100, 0, "completed"))
+        .collect();
+    fx.put_raw(
+        "orders/dt=2026-03-01/part-0.parquet",
+        parquet(&orders_batch(&many)),
+    )
+    .await;
+    write(
+        fx.dir(),
+        "retention.toml",
+        "[engine]\nmemory_limit = \"16MiB\"\ntarget_partitions = 1\n\
+         [datafusion]\n\"execution.batch_size\" = \"8192\"\n",
+    );
+    write(
+        fx.dir(),
+        "jobs/paired.toml",
+        "description = \"Orders paired.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/paired.sql",
+        "SELECT count(*) AS pairs, sum(a.gmv) AS gmv FROM orders a JOIN orders b ON a.order_id = b.order_id",
+    );
+    let log = LogCapture::default();
+    {
+        let _guard = log.install();
+        fx.cmd(&["run", "paired"]).await.unwrap();
+    }
+    let text = log.text();
+    assert!(
+        text.contains("build sides would take more than half"),
+        "{text}"
+    );
+    assert!(!text.contains("out of memory"), "{text}");
+    // 400,000 orders of 1.00 and the hand data's five (10.00 + 20.50 + 5.25 + 100.00 + 7.75).
+    assert_eq!(
+        fx.rows("SELECT * FROM paired").await,
+        "pairs|gmv\n400005|400143.50"
+    );
+    assert_eq!(
+        fx.rows("SELECT memory_plan, memory_limit_bytes FROM _runs")
+            .await,
+        "memory_plan|memory_limit_bytes\nspilling|16777216"
+    );
 }
 
 #[tokio::test]
@@ -557,4 +645,35 @@ async fn a_job_that_cannot_fit_fails_as_resources_exhausted_and_publishes_nothin
         "{runs}"
     );
     assert!(runs.contains("share(the job holds"), "{runs}");
+}
+
+/// The log lines written while its guard is installed (a current-thread test runtime runs every
+/// task on the test's thread, where the guard applies).
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -402,6 +402,7 @@ impl Fixture {
             "order_days",
             "slow",
             "joined",
+            "paired",
             "hoard",
             "_runs",
             "_month_close",
