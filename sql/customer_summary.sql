@@ -13,19 +13,12 @@ completed AS MATERIALIZED (
   WHERE oe.status = 'completed'
     AND oe.order_date <= p.as_of_date
 ),
--- Each completed order numbered in its customer's order (order_ts, then order_id). One sort
--- gives the first order, the first bad experience and the first purchase day, which the
--- aggregate below then reads as plain filtered values: no first_value(... ORDER BY ...)
--- aggregate (it keeps a list of ordering values per customer outside the memory pool) and no
--- join back to the orders for the first day's revenue (docs/jobs.md#memory).
+-- Each customer's completed orders in order (order_ts, then order_id): the window only sorts them
+-- (a row_number by customer runs run by run, engine/window.rs), so the aggregate below streams,
+-- one customer at a time, and its first_value(... ORDER BY ...) finds its input already ordered.
 sequenced AS (
-  SELECT c.*,
-         row_number() OVER by_time                                                    AS order_seq,
-         sum(CASE WHEN c.bad_experience THEN 1 ELSE 0 END) OVER by_time               AS bad_seq,
-         first_value(c.order_date) OVER by_time                                       AS first_day
+  SELECT c.*, row_number() OVER (PARTITION BY c.customer_id ORDER BY c.order_ts, c.order_id) AS order_seq
   FROM completed c
-  WINDOW by_time AS (PARTITION BY c.customer_id ORDER BY c.order_ts, c.order_id
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ),
 -- One row per customer (keyed aggregate before any join).
 per_customer AS MATERIALIZED (
@@ -40,13 +33,18 @@ per_customer AS MATERIALIZED (
          sum(refund_amount)                                                  AS refund_amount,
          sum(net_revenue)                                                    AS net_revenue,
          count(*) FILTER (WHERE bad_experience)                              AS bad_experiences,
-         -- The one row of the first bad experience, and of the first order.
-         max(primary_issue) FILTER (WHERE bad_experience AND bad_seq = 1)    AS first_bad_experience_type,
-         max(primary_issue) FILTER (WHERE order_seq = 1)                     AS first_order_primary_issue,
-         -- Net revenue of the first purchase day, to leave it out of the mean repeat value.
-         sum(net_revenue) FILTER (WHERE order_date = first_day)              AS first_day_revenue
+         first_value(primary_issue ORDER BY order_ts, order_id) FILTER (WHERE bad_experience)
+                                                                             AS first_bad_experience_type,
+         max(primary_issue) FILTER (WHERE order_seq = 1)                     AS first_order_primary_issue
   FROM sequenced
   GROUP BY customer_id
+),
+-- Net revenue of each customer's first purchase day, to leave it out of the mean repeat value.
+first_day AS (
+  SELECT c.customer_id, sum(c.net_revenue) AS first_day_revenue
+  FROM completed c
+  JOIN per_customer pc ON pc.customer_id = c.customer_id AND c.order_date = pc.first_order_date
+  GROUP BY c.customer_id
 ),
 measured AS (
   SELECT pc.*,
@@ -125,7 +123,8 @@ SELECT
   s.first_order_primary_issue,
   s.net_revenue                                                              AS historical_ltv,
   -- Gamma-Gamma's monetary value: mean net revenue of the repeat purchase days.
-  CAST((s.net_revenue - s.first_day_revenue) / NULLIF(s.order_days - 1, 0) AS DECIMAL(18,2))
+  CAST((s.net_revenue - fd.first_day_revenue) / NULLIF(s.order_days - 1, 0) AS DECIMAL(18,2))
                                                                              AS repeat_monetary_value
 FROM scored s
 LEFT JOIN customers c ON c.customer_id = s.customer_id
+LEFT JOIN first_day fd ON fd.customer_id = s.customer_id

@@ -22,7 +22,7 @@ attributed AS (
    AND extract(epoch FROM o.order_ts) <= extract(epoch FROM t.touch_ts) + $attribution_window_days * 86400
   GROUP BY t.program_id, t.month, t.customer_id, t.is_holdout
 ),
-arms AS (
+arms AS MATERIALIZED (
   SELECT program_id, month,
          sum(CASE WHEN NOT is_holdout THEN 1 ELSE 0 END)                              AS treated_customers,
          sum(CASE WHEN is_holdout THEN 1 ELSE 0 END)                                  AS holdout_customers,
@@ -35,17 +35,19 @@ arms AS (
   FROM attributed
   GROUP BY program_id, month
 ),
-marketing AS (
+marketing AS MATERIALIZED (
   SELECT program_id, to_char(spend_date, '%Y-%m') AS month, sum(amount) AS marketing_spend
   FROM marketing_spend
   GROUP BY program_id, to_char(spend_date, '%Y-%m')
 ),
-redeemed AS (
+redeemed AS MATERIALIZED (
   SELECT program_id, to_char(issued_ts, '%Y-%m') AS month, sum(face_value) AS redeemed_voucher_value
   FROM vouchers
   WHERE redeemed_order_id IS NOT NULL
   GROUP BY program_id, to_char(issued_ts, '%Y-%m')
 ),
+-- arms, marketing and redeemed are read twice (the cells, then the join): materialized, each is
+-- computed once, the touches' attribution join included.
 cells AS (
   SELECT program_id, month FROM arms
   UNION SELECT program_id, month FROM marketing
