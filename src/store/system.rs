@@ -123,6 +123,6 @@ mod tests {
         assert!(!is_snapshot_table(CLOSED_MONTHS));
         assert!(!is_snapshot_table(RUNS_TABLE));
         assert!(fixed_schema("_closed_x").is_none());
-        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 23);
+        assert_eq!(fixed_schema(RUNS_TABLE).unwrap().fields().len(), 25);
     }
 }

@@ -462,12 +462,7 @@ const WIDE_JOIN: &str = "WITH i AS (SELECT unnest(range(0, 3000)) AS i),\n\
 async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() {
     let fx = Fixture::new(Backend::Memory).unwrap();
     fx.write_hand_data().await;
-    write(
-        fx.dir(),
-        "retention.toml",
-        "[engine]\nmemory_limit = \"24MiB\"\ntarget_partitions = 1\n\
-         [datafusion]\n\"execution.batch_size\" = \"8192\"\n",
-    );
+    memory_limited(&fx, "24MiB");
     write(
         fx.dir(),
         "jobs/joined.toml",
@@ -498,12 +493,7 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
         "job|status|spilled|memory_plan|memory_limit_bytes\njoined|succeeded|true|spilling|25165824"
     );
     // Run again unchanged under the same limit, the job starts with the spilling plan.
-    let log = LogCapture::default();
-    {
-        let _guard = log.install();
-        fx.cmd(&["run", "joined"]).await.unwrap();
-    }
-    let text = log.text();
+    let text = logged_run(&fx, "joined").await;
     assert!(text.contains("starting with the spilling plan"), "{text}");
     assert!(!text.contains("out of memory"), "{text}");
     // With its SQL changed, it starts with the defaults again, runs out of memory and retries.
@@ -512,12 +502,7 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
         "sql/joined.sql",
         &format!("{WIDE_JOIN}\n-- changed"),
     );
-    let log = LogCapture::default();
-    {
-        let _guard = log.install();
-        fx.cmd(&["run", "joined"]).await.unwrap();
-    }
-    let text = log.text();
+    let text = logged_run(&fx, "joined").await;
     assert!(!text.contains("starting with the spilling plan"), "{text}");
     assert!(
         text.contains("out of memory; running the job again"),
@@ -563,12 +548,7 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
         parquet(&orders_batch(&many)),
     )
     .await;
-    write(
-        fx.dir(),
-        "retention.toml",
-        "[engine]\nmemory_limit = \"16MiB\"\ntarget_partitions = 1\n\
-         [datafusion]\n\"execution.batch_size\" = \"8192\"\n",
-    );
+    memory_limited(&fx, "16MiB");
     write(
         fx.dir(),
         "jobs/paired.toml",
@@ -579,12 +559,7 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
         "sql/paired.sql",
         "SELECT count(*) AS pairs, sum(a.gmv) AS gmv FROM orders a JOIN orders b ON a.order_id = b.order_id",
     );
-    let log = LogCapture::default();
-    {
-        let _guard = log.install();
-        fx.cmd(&["run", "paired"]).await.unwrap();
-    }
-    let text = log.text();
+    let text = logged_run(&fx, "paired").await;
     assert!(
         text.contains("build sides would take more than half"),
         "{text}"
@@ -645,6 +620,25 @@ async fn a_job_that_cannot_fit_fails_as_resources_exhausted_and_publishes_nothin
         "{runs}"
     );
     assert!(runs.contains("share(the job holds"), "{runs}");
+}
+
+/// A project whose runs have `limit` of memory, one partition and batches of 8,192 rows.
+fn memory_limited(fx: &Fixture, limit: &str) {
+    let toml = format!(
+        "[engine]\nmemory_limit = \"{limit}\"\ntarget_partitions = 1\n\
+         [datafusion]\n\"execution.batch_size\" = \"8192\"\n"
+    );
+    write(fx.dir(), "retention.toml", &toml);
+}
+
+/// Run `job`, which must succeed, and return what it logged.
+async fn logged_run(fx: &Fixture, job: &str) -> String {
+    let log = LogCapture::default();
+    {
+        let _guard = log.install();
+        fx.cmd(&["run", job]).await.unwrap();
+    }
+    log.text()
 }
 
 /// The log lines written while its guard is installed (a current-thread test runtime runs every
