@@ -162,7 +162,9 @@ fn stage_build_bytes<'a>(
         return 0;
     }
     let own = match plan.downcast_ref::<HashJoinExec>() {
-        Some(join) => estimated_bytes(join.left(), stats).unwrap_or(0),
+        Some(join) => {
+            estimated_bytes(join.left(), stats).map_or(0, |(bytes, rows)| bytes + rows * 24)
+        }
         None => 0,
     };
     let mut children = 0;
@@ -172,15 +174,46 @@ fn stage_build_bytes<'a>(
     own + children
 }
 
-/// The bytes `plan`'s output would hold in a hash join's build side, from its statistics.
-fn estimated_bytes(plan: &Arc<dyn ExecutionPlan>, stats: &StatisticsContext) -> Option<usize> {
+/// What a planned query reads, estimated from the statistics of its scans (their bytes, else
+/// rows times a row's width); a materialized CTE's query counts once. Scans without statistics
+/// count 0.
+pub fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    fn walk<'a>(
+        plan: &'a Arc<dyn ExecutionPlan>,
+        stats: &StatisticsContext,
+        seen: &mut std::collections::HashSet<&'a str>,
+    ) -> usize {
+        if let Some((name, query)) = crate::engine::materialize::cte_query(plan.as_ref()) {
+            return match seen.insert(name) {
+                true => walk(query, stats, seen),
+                false => 0,
+            };
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return estimated_bytes(plan, stats).map_or(0, |(bytes, _)| bytes);
+        }
+        children.into_iter().map(|c| walk(c, stats, seen)).sum()
+    }
+    walk(
+        plan,
+        &StatisticsContext::new(),
+        &mut std::collections::HashSet::new(),
+    )
+}
+
+/// The bytes `plan`'s output would hold, and its rows, from its statistics.
+fn estimated_bytes(
+    plan: &Arc<dyn ExecutionPlan>,
+    stats: &StatisticsContext,
+) -> Option<(usize, usize)> {
     let stats = stats.compute(plan.as_ref(), &StatisticsArgs::new()).ok()?;
     let rows = *stats.num_rows.get_value()?;
     let bytes = match stats.total_byte_size.get_value() {
         Some(b) => *b,
         None => rows * row_width(&plan.schema()),
     };
-    Some(bytes + rows * 24)
+    Some((bytes, rows))
 }
 
 /// A row's width in bytes: fixed-width columns their width, others 16 (a view, or an offset and

@@ -14,7 +14,9 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::engine::checks::run_checks;
 use crate::engine::job::date_value;
-use crate::engine::memory::{JobMemory, MemoryPlan, hash_join_build_bytes, limit_bytes};
+use crate::engine::memory::{
+    JobMemory, MemoryPlan, hash_join_build_bytes, input_bytes, limit_bytes,
+};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics};
@@ -144,9 +146,10 @@ struct JobAttempt<'a> {
 
 impl JobAttempt<'_> {
     /// Publish with DataFusion's defaults; `None` when the job ran out of memory (nothing was
-    /// published) or was not run because its plan would not fit: the build sides of its hash
-    /// joins, which cannot spill, would take more than half the memory limit
-    /// (`memory::hash_join_build_bytes`, from the planner's statistics).
+    /// published) or was not run because its plan would not fit: it reads more than the memory
+    /// limit (`memory::input_bytes`), or the build sides of its hash joins, which cannot spill,
+    /// would take more than half of it (`memory::hash_join_build_bytes`); both estimated from the
+    /// planner's statistics.
     async fn with_defaults(
         self,
         inputs: &OpenedInputs,
@@ -155,14 +158,15 @@ impl JobAttempt<'_> {
         let ws = self.ws;
         let ctx = ws.engine.job_session(&inputs.tables, memory)?;
         let planned = self.plan(&ctx).await?;
-        let build = hash_join_build_bytes(&planned.1);
+        let (build, input) = (hash_join_build_bytes(&planned.1), input_bytes(&planned.1));
         let limit = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
-        if let Some(limit) = limit.filter(|l| build as i64 > l / 2) {
+        if let Some(limit) = limit.filter(|l| build as i64 > l / 2 || input as i64 > *l) {
             tracing::info!(
                 job = %self.job.name,
                 hash_join_build_bytes = build,
+                input_bytes = input,
                 memory_limit_bytes = limit,
-                "starting with the spilling plan: its hash joins' build sides would take more than half the memory limit"
+                "starting with the spilling plan: its input is larger than the memory limit, or its hash joins' build sides would take more than half of it"
             );
             return Ok(None);
         }

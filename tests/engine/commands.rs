@@ -577,6 +577,49 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
     );
 }
 
+/// An aggregate over 400,000 orders under 4 MiB: its input, from the Parquet footers' row counts,
+/// is larger than the limit, so it starts with the spilling plan (no partial aggregation, shared
+/// memory) and never tries DataFusion's defaults.
+#[tokio::test]
+async fn a_job_that_reads_more_than_its_memory_limit_starts_with_the_spilling_plan() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let many: Vec<(i64, i64, i128, i128, &str)> = (1..=400_000)
+        .map(|i| (100 + i, 1, 100, 0, "completed"))
+        .collect();
+    fx.put_raw(
+        "orders/dt=2026-03-01/part-0.parquet",
+        parquet(&orders_batch(&many)),
+    )
+    .await;
+    memory_limited(&fx, "4MiB");
+    write(
+        fx.dir(),
+        "jobs/by_status.toml",
+        "description = \"Orders by status.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/by_status.sql",
+        "SELECT status, count(*) AS orders, sum(gmv) AS gmv FROM orders GROUP BY status",
+    );
+    let text = logged_run(&fx, "by_status").await;
+    assert!(
+        text.contains("its input is larger than the memory limit"),
+        "{text}"
+    );
+    assert!(!text.contains("out of memory"), "{text}");
+    // The hand data: 4 completed (10.00 + 20.50 + 100.00 + 7.75) and 1 cancelled (5.25).
+    assert_eq!(
+        fx.rows("SELECT * FROM by_status ORDER BY status").await,
+        "status|orders|gmv\ncancelled|1|5.25\ncompleted|400004|400138.25"
+    );
+    assert_eq!(
+        fx.rows("SELECT memory_plan FROM _runs").await,
+        "memory_plan\nspilling"
+    );
+}
+
 #[tokio::test]
 async fn a_job_that_cannot_fit_fails_as_resources_exhausted_and_publishes_nothing() {
     let fx = Fixture::new(Backend::Memory).unwrap();

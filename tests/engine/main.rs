@@ -403,6 +403,7 @@ impl Fixture {
             "slow",
             "joined",
             "paired",
+            "by_status",
             "hoard",
             "_runs",
             "_month_close",
