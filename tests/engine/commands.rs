@@ -538,16 +538,7 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
 /// half the limit, so the job starts with the spilling plan and never tries the hash join.
 #[tokio::test]
 async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling_plan() {
-    let fx = Fixture::new(Backend::Memory).unwrap();
-    fx.write_hand_data().await;
-    let many: Vec<(i64, i64, i128, i128, &str)> = (1..=400_000)
-        .map(|i| (100 + i, 1, 100, 0, "completed"))
-        .collect();
-    fx.put_raw(
-        "orders/dt=2026-03-01/part-0.parquet",
-        parquet(&orders_batch(&many)),
-    )
-    .await;
+    let fx = with_many_orders().await;
     memory_limited(&fx, "16MiB");
     write(
         fx.dir(),
@@ -582,16 +573,7 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
 /// memory) and never tries DataFusion's defaults.
 #[tokio::test]
 async fn a_job_that_reads_more_than_its_memory_limit_starts_with_the_spilling_plan() {
-    let fx = Fixture::new(Backend::Memory).unwrap();
-    fx.write_hand_data().await;
-    let many: Vec<(i64, i64, i128, i128, &str)> = (1..=400_000)
-        .map(|i| (100 + i, 1, 100, 0, "completed"))
-        .collect();
-    fx.put_raw(
-        "orders/dt=2026-03-01/part-0.parquet",
-        parquet(&orders_batch(&many)),
-    )
-    .await;
+    let fx = with_many_orders().await;
     memory_limited(&fx, "4MiB");
     write(
         fx.dir(),
@@ -663,6 +645,21 @@ async fn a_job_that_cannot_fit_fails_as_resources_exhausted_and_publishes_nothin
         "{runs}"
     );
     assert!(runs.contains("share(the job holds"), "{runs}");
+}
+
+/// The hand data and 400,000 more completed orders of 1.00 (ids 101 to 400,100, customer 1).
+async fn with_many_orders() -> Fixture {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let many: Vec<(i64, i64, i128, i128, &str)> = (1..=400_000)
+        .map(|i| (100 + i, 1, 100, 0, "completed"))
+        .collect();
+    fx.put_raw(
+        "orders/dt=2026-03-01/part-0.parquet",
+        parquet(&orders_batch(&many)),
+    )
+    .await;
+    fx
 }
 
 /// A project whose runs have `limit` of memory, one partition and batches of 8,192 rows.
