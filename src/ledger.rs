@@ -213,11 +213,18 @@ pub async fn last_spec_hashes(
     engine: &Engine,
     curated_root: &url::Url,
 ) -> Result<std::collections::BTreeMap<String, Option<String>>> {
-    let mut out = std::collections::BTreeMap::new();
     let Some(ctx) = session(engine, curated_root).await? else {
-        return Ok(out);
+        return Ok(Default::default());
     };
-    for b in ctx.sql(LAST_SPEC_HASHES).await?.collect().await? {
+    job_hashes(ctx.sql(LAST_SPEC_HASHES).await?).await
+}
+
+/// The `(job, spec_hash)` rows of a ledger query, by job.
+async fn job_hashes(
+    rows: datafusion::prelude::DataFrame,
+) -> Result<std::collections::BTreeMap<String, Option<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for b in rows.collect().await? {
         let jobs = b.column(0).as_string::<i32>();
         for row in 0..b.num_rows() {
             out.insert(jobs.value(row).to_string(), text(b.column(1), row));
@@ -240,30 +247,21 @@ pub async fn spilling_jobs(
     curated_root: &url::Url,
     limit: Option<i64>,
 ) -> Result<std::collections::BTreeMap<String, Option<String>>> {
-    let mut out = std::collections::BTreeMap::new();
     let Some(ctx) = session(engine, curated_root).await? else {
-        return Ok(out);
+        return Ok(Default::default());
     };
     let runs = ctx.table(RUNS_TABLE).await?;
     if !runs
         .schema()
         .has_column_with_unqualified_name("memory_plan")
     {
-        return Ok(out);
+        return Ok(Default::default());
     }
-    let batches = ctx
+    let rows = ctx
         .sql(SPILLING_JOBS)
         .await?
-        .with_param_values(vec![ScalarValue::Int64(limit)])?
-        .collect()
-        .await?;
-    for b in &batches {
-        let jobs = b.column(0).as_string::<i32>();
-        for row in 0..b.num_rows() {
-            out.insert(jobs.value(row).to_string(), text(b.column(1), row));
-        }
-    }
-    Ok(out)
+        .with_param_values(vec![ScalarValue::Int64(limit)])?;
+    job_hashes(rows).await
 }
 
 /// Each job's newest succeeded run, when it ran the spilling plan under the memory limit `$1`.

@@ -137,69 +137,73 @@ impl MemoryPool for JobMemory {
     }
 }
 
-/// What the build sides of a planned query's hash joins would hold, estimated from the planner's
-/// statistics: each side's bytes (else its rows times a row's width from its schema) plus 24 bytes
-/// a row for the hash table. They cannot spill. A materialized CTE's query runs before the rest,
-/// so it is its own stage; the answer is the largest stage. Joins without statistics count 0.
-pub fn hash_join_build_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let (mut stages, mut seen) = (Vec::new(), std::collections::HashSet::new());
-    let stats = StatisticsContext::new();
-    let main = stage_build_bytes(plan, &stats, (&mut stages, &mut seen));
-    stages.into_iter().fold(main, usize::max)
+/// What a planned query would hold in memory, estimated from the planner's statistics (each
+/// operator's bytes, else its rows times a row's width from its schema); what has no statistics
+/// counts 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanEstimate {
+    /// What its scans read; a materialized CTE's query counts once.
+    pub input_bytes: usize,
+    /// What the build sides of its hash joins, which cannot spill, would hold, plus 24 bytes a
+    /// row for the hash table. A materialized CTE's query runs before the rest, so it is its own
+    /// stage; this is the largest stage.
+    pub hash_join_build_bytes: usize,
 }
 
-/// The hash join build bytes of one stage of `plan`; materialized CTEs' stages go to `stages`.
-fn stage_build_bytes<'a>(
-    plan: &'a Arc<dyn ExecutionPlan>,
-    stats: &StatisticsContext,
-    (stages, seen): (&mut Vec<usize>, &mut std::collections::HashSet<&'a str>),
-) -> usize {
-    if let Some((name, query)) = crate::engine::materialize::cte_query(plan.as_ref()) {
-        if seen.insert(name) {
-            let bytes = stage_build_bytes(query, stats, (&mut *stages, &mut *seen));
-            stages.push(bytes);
+impl PlanEstimate {
+    /// The estimate of `plan`, in one walk over it.
+    pub fn of(plan: &Arc<dyn ExecutionPlan>) -> PlanEstimate {
+        let mut walk = EstimateWalk {
+            stats: StatisticsContext::new(),
+            seen: std::collections::HashSet::new(),
+            input_bytes: 0,
+            stages: Vec::new(),
+        };
+        let main = walk.stage(plan);
+        PlanEstimate {
+            input_bytes: walk.input_bytes,
+            hash_join_build_bytes: walk.stages.into_iter().fold(main, usize::max),
         }
-        return 0;
     }
-    let own = match plan.downcast_ref::<HashJoinExec>() {
-        Some(join) => {
-            estimated_bytes(join.left(), stats).map_or(0, |(bytes, rows)| bytes + rows * 24)
-        }
-        None => 0,
-    };
-    let mut children = 0;
-    for child in plan.children() {
-        children += stage_build_bytes(child, stats, (&mut *stages, &mut *seen));
-    }
-    own + children
 }
 
-/// What a planned query reads, estimated from the statistics of its scans (their bytes, else
-/// rows times a row's width); a materialized CTE's query counts once. Scans without statistics
-/// count 0.
-pub fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    fn walk<'a>(
-        plan: &'a Arc<dyn ExecutionPlan>,
-        stats: &StatisticsContext,
-        seen: &mut std::collections::HashSet<&'a str>,
-    ) -> usize {
+/// The state of one [`PlanEstimate::of`] walk.
+struct EstimateWalk<'a> {
+    stats: StatisticsContext,
+    /// Materialized CTEs already walked, by name.
+    seen: std::collections::HashSet<&'a str>,
+    input_bytes: usize,
+    /// The build bytes of each materialized CTE's stage.
+    stages: Vec<usize>,
+}
+
+impl<'a> EstimateWalk<'a> {
+    /// The hash join build bytes of `plan`'s stage; scans add to `input_bytes`, and materialized
+    /// CTEs' stages go to `stages`.
+    fn stage(&mut self, plan: &'a Arc<dyn ExecutionPlan>) -> usize {
         if let Some((name, query)) = crate::engine::materialize::cte_query(plan.as_ref()) {
-            return match seen.insert(name) {
-                true => walk(query, stats, seen),
-                false => 0,
-            };
+            if self.seen.insert(name) {
+                let bytes = self.stage(query);
+                self.stages.push(bytes);
+            }
+            return 0;
         }
         let children = plan.children();
         if children.is_empty() {
-            return estimated_bytes(plan, stats).map_or(0, |(bytes, _)| bytes);
+            self.input_bytes += self.estimated(plan).map_or(0, |(bytes, _)| bytes);
         }
-        children.into_iter().map(|c| walk(c, stats, seen)).sum()
+        let own = match plan.downcast_ref::<HashJoinExec>() {
+            Some(join) => self
+                .estimated(join.left())
+                .map_or(0, |(bytes, rows)| bytes + rows * 24),
+            None => 0,
+        };
+        own + children.into_iter().map(|c| self.stage(c)).sum::<usize>()
     }
-    walk(
-        plan,
-        &StatisticsContext::new(),
-        &mut std::collections::HashSet::new(),
-    )
+
+    fn estimated(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<(usize, usize)> {
+        estimated_bytes(plan, &self.stats)
+    }
 }
 
 /// The bytes `plan`'s output would hold, and its rows, from its statistics.

@@ -14,9 +14,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::engine::checks::run_checks;
 use crate::engine::job::date_value;
-use crate::engine::memory::{
-    JobMemory, MemoryPlan, hash_join_build_bytes, input_bytes, limit_bytes,
-};
+use crate::engine::memory::{JobMemory, MemoryPlan, PlanEstimate, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::publish::{PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics};
@@ -147,9 +145,8 @@ struct JobAttempt<'a> {
 impl JobAttempt<'_> {
     /// Publish with DataFusion's defaults; `None` when the job ran out of memory (nothing was
     /// published) or was not run because its plan would not fit: it reads more than the memory
-    /// limit (`memory::input_bytes`), or the build sides of its hash joins, which cannot spill,
-    /// would take more than half of it (`memory::hash_join_build_bytes`); both estimated from the
-    /// planner's statistics.
+    /// limit, or the build sides of its hash joins, which cannot spill, would take more than half
+    /// of it; both estimated from the planner's statistics (`memory::PlanEstimate`).
     async fn with_defaults(
         self,
         inputs: &OpenedInputs,
@@ -158,7 +155,10 @@ impl JobAttempt<'_> {
         let ws = self.ws;
         let ctx = ws.engine.job_session(&inputs.tables, memory)?;
         let planned = self.plan(&ctx).await?;
-        let (build, input) = (hash_join_build_bytes(&planned.1), input_bytes(&planned.1));
+        let PlanEstimate {
+            input_bytes: input,
+            hash_join_build_bytes: build,
+        } = PlanEstimate::of(&planned.1);
         let limit = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
         if let Some(limit) = limit.filter(|l| build as i64 > l / 2 || input as i64 > *l) {
             tracing::info!(
