@@ -3,6 +3,8 @@
 -- Orders without a shipment, and cancelled orders, are not in this table.
 -- Percentiles: percentile_cont (exact, linear interpolation between the two nearest values, as
 -- PostgreSQL's percentile_cont), rounded to 2 decimals; NULL when the group has no value.
+-- percentile_cont keeps every value of a group: the shipped orders reach it in group order, so
+-- it holds one group's values at a time (docs/jobs.md#memory).
 -- Incremental: the order months $start <= month < $end (DATEs on the 1st, bound by the engine).
 WITH shipped AS MATERIALIZED (
   SELECT order_id,
@@ -23,15 +25,21 @@ WITH shipped AS MATERIALIZED (
     AND status = 'completed'
     AND order_date >= $start AND order_date < $end
 ),
+in_groups AS (
+  -- sorted by group (the sort spills), so the aggregate below streams one group at a time
+  SELECT order_month, region, carrier, is_on_time, is_late, is_lost, delivery_days,
+         row_number() OVER (PARTITION BY order_month, region, carrier)        AS group_seq
+  FROM shipped
+),
 delivery AS (
   SELECT order_month, region, carrier,
-         count(*)                                                           AS shipped_orders,
+         count(group_seq)                                                   AS shipped_orders,
          sum(CASE WHEN is_on_time THEN 1 ELSE 0 END)                        AS on_time_orders,
          sum(CASE WHEN is_late THEN 1 ELSE 0 END)                           AS late_orders,
          sum(CASE WHEN is_lost THEN 1 ELSE 0 END)                           AS lost_orders,
          percentile_cont(0.5) WITHIN GROUP (ORDER BY delivery_days)         AS delivery_days_p50,
          percentile_cont(0.9) WITHIN GROUP (ORDER BY delivery_days)         AS delivery_days_p90
-  FROM shipped
+  FROM in_groups
   GROUP BY order_month, region, carrier
 ),
 refund_stats AS (

@@ -17,6 +17,8 @@ pub mod hook;
 pub mod job;
 pub mod materialize;
 pub mod memory;
+pub mod percentile;
+pub mod profile;
 pub mod session;
 pub mod share_pool;
 pub mod to_char;

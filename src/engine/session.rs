@@ -317,7 +317,10 @@ pub fn register_functions(state: &mut SessionState) -> Result<()> {
     for f in scalars {
         state.register_udf(Arc::new(f))?;
     }
-    for f in crate::engine::clv::sql::aggregates() {
+    let mut aggregates = crate::engine::clv::sql::aggregates();
+    // Replaces DataFusion's percentile_cont, which panics when a partial aggregate stops.
+    aggregates.push(crate::engine::percentile::udaf());
+    for f in aggregates {
         state.register_udaf(Arc::new(f))?;
     }
     Ok(())

@@ -115,6 +115,7 @@ pub async fn run_job(
     let physical = crate::engine::cluster::with_worker_metrics(physical)
         .await
         .map_err(engine_err)?;
+    crate::engine::profile::log_executed(&job.name, &physical);
     let (rows_read, bytes_read) = leaf_metrics(&physical);
     Ok(JobDone {
         spilled_bytes: crate::engine::memory::spilled_bytes(&physical) as i64,
