@@ -5,48 +5,45 @@ WITH as_of AS (
 ),
 -- The as-of cut is a constant predicate on the bound parameter: no join with the one-row as_of,
 -- so the orders are scanned once without a nested loop.
-completed AS MATERIALIZED (
+completed AS (
   SELECT e.customer_id, e.order_id, e.order_ts, CAST(e.order_ts AS DATE) AS order_date,
-         e.primary_issue, e.perfect_order
+         CASE WHEN e.perfect_order THEN 'perfect'
+              WHEN e.primary_issue = 'none' THEN 'not_delivered'
+              ELSE e.primary_issue END                                      AS experience
   FROM order_experience e
   WHERE NOT e.is_cancelled
     AND CAST(e.order_ts AS DATE) <= CAST($as_of AS DATE)
 ),
-first_order AS (
-  SELECT customer_id, first_order_experience
-  FROM (
-    SELECT customer_id,
-           CASE WHEN perfect_order THEN 'perfect'
-                WHEN primary_issue = 'none' THEN 'not_delivered'
-                ELSE primary_issue END                                      AS first_order_experience,
-           row_number() OVER (PARTITION BY customer_id ORDER BY order_ts, order_id) AS n
-    FROM completed
-  ) ranked
-  WHERE n = 1
-),
-order_days AS (
-  SELECT customer_id, min(order_date) AS first_date, max(order_date) AS last_date
+-- Each customer's orders in time order (a sort that spills); the aggregate below then streams one
+-- customer at a time (docs/jobs.md#memory). Order dates never decrease along a customer's orders,
+-- so the repeat day (same-day orders are one purchase: the first order on a later day) is the
+-- first date that differs from the order before it.
+sequenced AS (
+  SELECT customer_id, order_date, experience,
+         row_number() OVER by_time                                           AS order_seq,
+         lag(order_date) OVER by_time                                        AS previous_date
   FROM completed
+  WINDOW by_time AS (PARTITION BY customer_id ORDER BY order_ts, order_id)
+),
+per_customer AS (
+  SELECT customer_id,
+         max(experience) FILTER (WHERE order_seq = 1)                        AS first_order_experience,
+         min(order_date)                                                     AS first_date,
+         max(order_date)                                                     AS last_date,
+         min(order_date) FILTER (WHERE order_date > previous_date)           AS repeat_date
+  FROM sequenced
   GROUP BY customer_id
 ),
--- Same-day orders are one purchase: a repeat is the first order on a later day.
-repeat_day AS (
-  SELECT c.customer_id, min(c.order_date) AS repeat_date
-  FROM completed c JOIN order_days d ON d.customer_id = c.customer_id AND c.order_date > d.first_date
-  GROUP BY c.customer_id
-),
 flags AS (
-  SELECT f.first_order_experience,
+  SELECT d.first_order_experience,
          (extract(epoch FROM CAST(a.as_of_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.first_date AS TIMESTAMP))) / 86400
            >= $repeat_window_days                                             AS observed,
-         coalesce((extract(epoch FROM CAST(r.repeat_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.first_date AS TIMESTAMP))) / 86400
+         coalesce((extract(epoch FROM CAST(d.repeat_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.first_date AS TIMESTAMP))) / 86400
            <= $repeat_window_days, false)                                     AS repeated,
          (extract(epoch FROM CAST(a.as_of_date AS TIMESTAMP)) - extract(epoch FROM CAST(d.last_date AS TIMESTAMP))) / 86400
            >= $churn_days                                                     AS churned
   FROM as_of a
-  CROSS JOIN first_order f
-  JOIN order_days d ON d.customer_id = f.customer_id
-  LEFT JOIN repeat_day r ON r.customer_id = f.customer_id
+  CROSS JOIN per_customer d
 ),
 counts AS (
   SELECT first_order_experience,

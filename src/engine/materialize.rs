@@ -20,6 +20,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ParamValues;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::error::{DataFusionError, Result};
@@ -33,6 +35,7 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet, Sp
 use datafusion::physical_plan::spill::SpillManager;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Cte, CteAsMaterialized, Query, Statement, With};
@@ -411,6 +414,23 @@ impl ExecutionPlan for MaterializedCteExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    /// The CTE's query's statistics, inexact, for the columns read (their bytes unknown when
+    /// some are not read): the planner and the engine's memory estimates see its size.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        // One partition, which holds every row: its statistics are the whole CTE's.
+        let all = StatisticsContext::new().compute(self.query.as_ref(), &StatisticsArgs::new())?;
+        let mut stats = all.as_ref().clone().to_inexact();
+        if let Some(projection) = &self.projection {
+            stats = stats.project(Some(projection));
+            stats.total_byte_size = Precision::Absent;
+        }
+        Ok(Arc::new(stats))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::engine::share_pool::SharePool;
 
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
 
 use datafusion::error::Result;
@@ -148,6 +149,10 @@ pub struct PlanEstimate {
     /// row for the hash table. A materialized CTE's query runs before the rest, so it is its own
     /// stage; this is the largest stage.
     pub hash_join_build_bytes: usize,
+    /// What the largest sort would hold: a sort that kept its input in memory must then merge
+    /// it, and under DataFusion's greedy pool that merge cannot spill and fails when another
+    /// operator took the rest.
+    pub sort_input_bytes: usize,
 }
 
 impl PlanEstimate {
@@ -157,12 +162,14 @@ impl PlanEstimate {
             stats: StatisticsContext::new(),
             seen: std::collections::HashSet::new(),
             input_bytes: 0,
+            sort_input_bytes: 0,
             stages: Vec::new(),
         };
         let main = walk.stage(plan);
         PlanEstimate {
             input_bytes: walk.input_bytes,
             hash_join_build_bytes: walk.stages.into_iter().fold(main, usize::max),
+            sort_input_bytes: walk.sort_input_bytes,
         }
     }
 }
@@ -173,6 +180,7 @@ struct EstimateWalk<'a> {
     /// Materialized CTEs already walked, by name.
     seen: std::collections::HashSet<&'a str>,
     input_bytes: usize,
+    sort_input_bytes: usize,
     /// The build bytes of each materialized CTE's stage.
     stages: Vec<usize>,
 }
@@ -191,6 +199,10 @@ impl<'a> EstimateWalk<'a> {
         let children = plan.children();
         if children.is_empty() {
             self.input_bytes += self.estimated(plan).map_or(0, |(bytes, _)| bytes);
+        }
+        if let Some(sort) = plan.downcast_ref::<SortExec>() {
+            let bytes = self.estimated(sort.input()).map_or(0, |(bytes, _)| bytes);
+            self.sort_input_bytes = self.sort_input_bytes.max(bytes);
         }
         let own = match plan.downcast_ref::<HashJoinExec>() {
             Some(join) => self

@@ -146,8 +146,9 @@ struct JobAttempt<'a> {
 impl JobAttempt<'_> {
     /// Publish with DataFusion's defaults; `None` when the job ran out of memory (nothing was
     /// published) or was not run because its plan would not fit: it reads more than the memory
-    /// limit, or the build sides of its hash joins, which cannot spill, would take more than half
-    /// of it; both estimated from the planner's statistics (`memory::PlanEstimate`).
+    /// limit, or the build sides of its hash joins, which cannot spill, or its largest sort,
+    /// whose merge cannot, would take more than half of it; all estimated from the planner's
+    /// statistics (`memory::PlanEstimate`).
     async fn with_defaults(
         self,
         inputs: &OpenedInputs,
@@ -159,15 +160,20 @@ impl JobAttempt<'_> {
         let PlanEstimate {
             input_bytes: input,
             hash_join_build_bytes: build,
+            sort_input_bytes: sort,
         } = PlanEstimate::of(&planned.1);
         let limit = limit_bytes(ws.engine.runtime.memory_pool.as_ref());
-        if let Some(limit) = limit.filter(|l| build as i64 > l / 2 || input as i64 > *l) {
+        tracing::debug!(job = %self.job.name, hash_join_build_bytes = build, input_bytes = input,
+            sort_input_bytes = sort, memory_limit_bytes = limit, "memory estimate");
+        let half = |l: &i64| build.max(sort) as i64 > l / 2;
+        if let Some(limit) = limit.filter(|l| half(l) || input as i64 > *l) {
             tracing::info!(
                 job = %self.job.name,
                 hash_join_build_bytes = build,
                 input_bytes = input,
+                sort_input_bytes = sort,
                 memory_limit_bytes = limit,
-                "starting with the spilling plan: its input is larger than the memory limit, or its hash joins' build sides would take more than half of it"
+                "starting with the spilling plan: its input is larger than the memory limit, or its hash joins' build sides or its largest sort would take more than half of it"
             );
             return Ok(None);
         }

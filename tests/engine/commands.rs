@@ -552,7 +552,7 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
     );
     let text = logged_run(&fx, "paired").await;
     assert!(
-        text.contains("build sides would take more than half"),
+        text.contains("build sides or its largest sort would take more than half"),
         "{text}"
     );
     assert!(!text.contains("out of memory"), "{text}");
@@ -595,6 +595,52 @@ async fn a_job_that_reads_more_than_its_memory_limit_starts_with_the_spilling_pl
     assert_eq!(
         fx.rows("SELECT * FROM by_status ORDER BY status").await,
         "status|orders|gmv\ncancelled|1|5.25\ncompleted|400004|400138.25"
+    );
+    assert_eq!(
+        fx.rows("SELECT memory_plan FROM _runs").await,
+        "memory_plan\nspilling"
+    );
+}
+
+/// A window over 400,000 orders in one order, under 5 MiB: the job reads less than the limit, but
+/// its sort would hold more than half of it, and a sort that kept its input in memory cannot spill
+/// its merge. It starts with the spilling plan.
+#[tokio::test]
+async fn a_job_whose_sort_would_take_more_than_half_its_memory_starts_with_the_spilling_plan() {
+    let fx = with_many_orders().await;
+    memory_limited(&fx, "5MiB");
+    write(
+        fx.dir(),
+        "jobs/ranked.toml",
+        "description = \"Orders ranked.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/ranked.sql",
+        "SELECT order_id, row_number() OVER (ORDER BY order_id DESC) AS rank FROM orders",
+    );
+    let text = logged_run(&fx, "ranked").await;
+    let estimate = |name: &str| -> u64 {
+        let at = text
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{text}"));
+        let digits = text[at + name.len() + 1..].split(|c: char| !c.is_ascii_digit());
+        digits.into_iter().next().unwrap().parse().unwrap()
+    };
+    let limit = 5 * 1024 * 1024;
+    assert!(text.contains("starting with the spilling plan"), "{text}");
+    assert!(estimate("input_bytes") <= limit, "{text}");
+    assert!(estimate("sort_input_bytes") > limit / 2, "{text}");
+    assert!(!text.contains("out of memory"), "{text}");
+    // 400,005 orders (the hand data's five, 1 to 5, and 101 to 400,100): the highest ranks first.
+    assert_eq!(
+        fx.rows(
+            "SELECT count(*) AS n, sum(rank) AS rank_total, \
+             max(CASE WHEN rank = 1 THEN order_id END) AS first, \
+             max(CASE WHEN rank = 400005 THEN order_id END) AS last FROM ranked"
+        )
+        .await,
+        "n|rank_total|first|last\n400005|80002200015|400100|1"
     );
     assert_eq!(
         fx.rows("SELECT memory_plan FROM _runs").await,

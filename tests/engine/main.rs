@@ -404,6 +404,7 @@ impl Fixture {
             "joined",
             "paired",
             "by_status",
+            "ranked",
             "hoard",
             "_runs",
             "_month_close",
