@@ -41,6 +41,27 @@ pub async fn plan_user_sql(ctx: &SessionContext, sql: &str, access: Access) -> R
         .map_err(read_only_or_datafusion)
 }
 
+/// As [`plan_user_sql`], with `WITH x AS MATERIALIZED (...)` honoured as in jobs
+/// (engine/materialize.rs): each such CTE becomes a table of `ctx`, computed once. For a session
+/// of one statement's own (`retention query`), not one a server shares between clients.
+pub async fn plan_user_sql_materialized(
+    ctx: &SessionContext,
+    sql: &str,
+    access: Access,
+) -> Result<DataFrame> {
+    let no_params = datafusion::common::ParamValues::List(vec![]);
+    let plan = crate::engine::materialize::plan_sql(ctx, sql, &no_params, true)
+        .await
+        .map_err(read_only_or_datafusion)?;
+    access
+        .sql_options()
+        .verify_plan(&plan)
+        .map_err(read_only_or_datafusion)?;
+    ctx.execute_logical_plan(plan)
+        .await
+        .map_err(read_only_or_datafusion)
+}
+
 /// Plan one statement a SQL client sent (already parsed) under `access`, as `plan_user_sql`
 /// does: a refused plan is `Error::ReadOnly`.
 pub async fn plan_statement(
@@ -204,7 +225,33 @@ mod tests {
         let ctx = SessionContext::new();
         ctx.sql("CREATE TABLE t (x INT)").await.unwrap();
         let df = plan_user_sql(&ctx, sql, access).await?;
-        Ok(df.collect().await?.iter().map(|b| b.num_rows()).sum())
+        let rows = df.collect().await?.iter().map(|b| b.num_rows()).sum();
+        // The same statement through the planner that honours materialized CTEs.
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (x INT)").await.unwrap();
+        let df = plan_user_sql_materialized(&ctx, sql, access).await?;
+        let again: usize = df.collect().await?.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, again, "{sql}");
+        Ok(rows)
+    }
+
+    #[tokio::test]
+    async fn a_materialized_cte_in_user_sql_is_computed_once() {
+        use datafusion::arrow::array::AsArray;
+        // random() differs on every evaluation: equal values on both sides mean one computation.
+        let sql = "WITH r AS MATERIALIZED (SELECT random() AS v)\n\
+                   SELECT a.v = b.v AS same FROM r a CROSS JOIN r b";
+        let ctx = SessionContext::new();
+        let df = plan_user_sql_materialized(&ctx, sql, Access::ReadOnly)
+            .await
+            .unwrap();
+        let batches = df.collect().await.unwrap();
+        assert!(batches[0].column(0).as_boolean().value(0));
+        // DataFusion's own planner does not parse the keyword.
+        let err = plan_user_sql(&SessionContext::new(), sql, Access::ReadOnly)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("MATERIALIZED"), "{err}");
     }
 
     #[tokio::test]

@@ -441,12 +441,23 @@ fn owned(batch: &RecordBatch) -> Result<RecordBatch> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::common::ScalarValue;
     use datafusion::prelude::DataFrame;
+
+    /// The physical plan of `sql` (no parameters) in `ctx`, its materialized CTEs registered.
+    pub(crate) async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let plan = plan_sql(ctx, sql, &ParamValues::List(vec![]), true)
+            .await
+            .unwrap();
+        DataFrame::new(ctx.state(), plan)
+            .create_physical_plan()
+            .await
+            .unwrap()
+    }
 
     async fn rows(
         ctx: &SessionContext,
@@ -528,13 +539,7 @@ mod tests {
                 RecordBatch::try_from_iter([("x", Arc::new(big) as _)]).unwrap(),
             )
             .unwrap();
-            let plan = plan_sql(&ctx, sql, &ParamValues::List(vec![]), true)
-                .await
-                .unwrap();
-            let physical = DataFrame::new(ctx.state(), plan)
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let physical = physical_plan(&ctx, sql).await;
             let result = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await;
             if matches!(disk, DiskManagerMode::Disabled) {
                 let err = result.unwrap_err().to_string();

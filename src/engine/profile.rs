@@ -60,22 +60,14 @@ fn collect_ctes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::common::ParamValues;
-    use datafusion::prelude::{DataFrame, SessionContext};
+    use datafusion::prelude::SessionContext;
 
     #[tokio::test]
     async fn the_executed_plan_shows_metrics_and_each_materialized_ctes_query_once() {
         let ctx = SessionContext::new();
         let sql = "WITH m AS MATERIALIZED (SELECT column1 AS x FROM (VALUES (1), (2), (3)))\n\
                    SELECT count(*) FROM m a JOIN m b ON a.x = b.x";
-        let plan =
-            crate::engine::materialize::plan_sql(&ctx, sql, &ParamValues::List(vec![]), true)
-                .await
-                .unwrap();
-        let physical = DataFrame::new(ctx.state(), plan)
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let physical = crate::engine::materialize::tests::physical_plan(&ctx, sql).await;
         datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
             .await
             .unwrap();

@@ -1,10 +1,10 @@
 //! `retention query`: ad-hoc SQL over sources, curated tables and the system tables, read-only
-//! unless `--allow-write` is given.
+//! unless `--allow-write` is given; `WITH x AS MATERIALIZED (...)` works as in a job's SQL.
 
 use clap::Args;
 
 use crate::cli::output::{OutputFormat, print_batches};
-use crate::engine::guard::{Access, plan_user_sql};
+use crate::engine::guard::{Access, plan_user_sql_materialized};
 use crate::error::Result;
 use crate::plan::workspace::Workspace;
 
@@ -29,6 +29,6 @@ pub async fn run(ws: &Workspace, args: QueryArgs) -> Result<()> {
         Access::ReadOnly
     };
     let ctx = ws.query_session().await?;
-    let df = plan_user_sql(&ctx, &args.sql, access).await?;
+    let df = plan_user_sql_materialized(&ctx, &args.sql, access).await?;
     print_batches(&df.collect().await?, args.format)
 }
