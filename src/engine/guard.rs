@@ -53,11 +53,7 @@ pub async fn plan_user_sql_materialized(
     let plan = crate::engine::materialize::plan_sql(ctx, sql, &no_params, true)
         .await
         .map_err(read_only_or_datafusion)?;
-    access
-        .sql_options()
-        .verify_plan(&plan)
-        .map_err(read_only_or_datafusion)?;
-    ctx.execute_logical_plan(plan)
+    ctx.execute_logical_plan(verified(plan, access)?)
         .await
         .map_err(read_only_or_datafusion)
 }
@@ -73,6 +69,11 @@ pub async fn plan_statement(
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
         .await
         .map_err(read_only_or_datafusion)?;
+    verified(plan, access)
+}
+
+/// `plan` if `access` allows it, else `Error::ReadOnly`.
+fn verified(plan: LogicalPlan, access: Access) -> Result<LogicalPlan> {
     access
         .sql_options()
         .verify_plan(&plan)

@@ -538,18 +538,9 @@ async fn a_job_out_of_memory_with_hash_joins_runs_again_with_sort_merge_joins() 
 /// half the limit, so the job starts with the spilling plan and never tries the hash join.
 #[tokio::test]
 async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling_plan() {
-    let fx = with_many_orders().await;
-    memory_limited(&fx, "16MiB");
-    write(
-        fx.dir(),
-        "jobs/paired.toml",
-        "description = \"Orders paired.\"\n",
-    );
-    write(
-        fx.dir(),
-        "sql/paired.sql",
-        "SELECT count(*) AS pairs, sum(a.gmv) AS gmv FROM orders a JOIN orders b ON a.order_id = b.order_id",
-    );
+    let sql = "SELECT count(*) AS pairs, sum(a.gmv) AS gmv \
+               FROM orders a JOIN orders b ON a.order_id = b.order_id";
+    let fx = many_orders_job("16MiB", "paired", "Orders paired.", sql).await;
     let text = logged_run(&fx, "paired").await;
     assert!(
         text.contains("build sides or its largest sort would take more than half"),
@@ -573,18 +564,13 @@ async fn a_job_whose_hash_join_build_side_would_not_fit_starts_with_the_spilling
 /// memory) and never tries DataFusion's defaults.
 #[tokio::test]
 async fn a_job_that_reads_more_than_its_memory_limit_starts_with_the_spilling_plan() {
-    let fx = with_many_orders().await;
-    memory_limited(&fx, "4MiB");
-    write(
-        fx.dir(),
-        "jobs/by_status.toml",
-        "description = \"Orders by status.\"\n",
-    );
-    write(
-        fx.dir(),
-        "sql/by_status.sql",
+    let fx = many_orders_job(
+        "4MiB",
+        "by_status",
+        "Orders by status.",
         "SELECT status, count(*) AS orders, sum(gmv) AS gmv FROM orders GROUP BY status",
-    );
+    )
+    .await;
     let text = logged_run(&fx, "by_status").await;
     assert!(
         text.contains("its input is larger than the memory limit"),
@@ -607,18 +593,13 @@ async fn a_job_that_reads_more_than_its_memory_limit_starts_with_the_spilling_pl
 /// its merge. It starts with the spilling plan.
 #[tokio::test]
 async fn a_job_whose_sort_would_take_more_than_half_its_memory_starts_with_the_spilling_plan() {
-    let fx = with_many_orders().await;
-    memory_limited(&fx, "5MiB");
-    write(
-        fx.dir(),
-        "jobs/ranked.toml",
-        "description = \"Orders ranked.\"\n",
-    );
-    write(
-        fx.dir(),
-        "sql/ranked.sql",
+    let fx = many_orders_job(
+        "5MiB",
+        "ranked",
+        "Orders ranked.",
         "SELECT order_id, row_number() OVER (ORDER BY order_id DESC) AS rank FROM orders",
-    );
+    )
+    .await;
     let text = logged_run(&fx, "ranked").await;
     let estimate = |name: &str| -> u64 {
         let at = text
@@ -705,6 +686,16 @@ async fn with_many_orders() -> Fixture {
         parquet(&orders_batch(&many)),
     )
     .await;
+    fx
+}
+
+/// [`with_many_orders`] under `limit` of memory (see [`memory_limited`]), with one job.
+async fn many_orders_job(limit: &str, job: &str, description: &str, sql: &str) -> Fixture {
+    let fx = with_many_orders().await;
+    memory_limited(&fx, limit);
+    let spec = format!("description = \"{description}\"\n");
+    write(fx.dir(), &format!("jobs/{job}.toml"), &spec);
+    write(fx.dir(), &format!("sql/{job}.sql"), sql);
     fx
 }
 
