@@ -151,7 +151,7 @@ pub struct PlanEstimate {
     pub hash_join_build_bytes: usize,
     /// What the largest sort would hold: a sort that kept its input in memory must then merge
     /// it, and under DataFusion's greedy pool that merge cannot spill and fails when another
-    /// operator took the rest.
+    /// operator took the rest. A sort with a limit (a top-k) keeps only its k rows: it counts 0.
     pub sort_input_bytes: usize,
 }
 
@@ -200,7 +200,10 @@ impl<'a> EstimateWalk<'a> {
         if children.is_empty() {
             self.input_bytes += self.estimated(plan).map_or(0, |(bytes, _)| bytes);
         }
-        if let Some(sort) = plan.downcast_ref::<SortExec>() {
+        if let Some(sort) = plan
+            .downcast_ref::<SortExec>()
+            .filter(|s| s.fetch().is_none())
+        {
             let bytes = self.estimated(sort.input()).map_or(0, |(bytes, _)| bytes);
             self.sort_input_bytes = self.sort_input_bytes.max(bytes);
         }
@@ -375,5 +378,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_sort_counts_its_input_and_a_top_k_does_not() {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        let ctx = datafusion::prelude::SessionContext::new();
+        let keys = Int64Array::from_iter_values(0..10_000);
+        let batch = RecordBatch::try_from_iter([("k", Arc::new(keys) as _)]).unwrap();
+        // 10,000 BIGINTs: 80,000 bytes of values in a buffer the table reports with its padding.
+        let bytes = batch.get_array_memory_size();
+        assert!((80_000..81_000).contains(&bytes), "{bytes}");
+        ctx.register_batch("t", batch).unwrap();
+        let estimate = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let df = ctx.sql(sql).await.unwrap();
+                PlanEstimate::of(&df.create_physical_plan().await.unwrap())
+            }
+        };
+        // All of the input is sorted; a top-10 keeps 10 rows, not its input.
+        let full = estimate("SELECT k FROM t ORDER BY k DESC").await;
+        assert_eq!((full.input_bytes, full.sort_input_bytes), (bytes, bytes));
+        let top = estimate("SELECT k FROM t ORDER BY k DESC LIMIT 10").await;
+        assert_eq!((top.input_bytes, top.sort_input_bytes), (bytes, 0));
     }
 }
