@@ -219,7 +219,8 @@ impl MemoryLimit {
 /// `storage.read_cache`: how much memory keeps small Parquet files for later reads of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadCacheSize {
-    /// On (`AUTO_READ_CACHE` bytes) when a root is a cloud store or requests are slowed.
+    /// On for a cloud store or a local disk (`AUTO_READ_CACHE` bytes, at most a sixteenth of the
+    /// memory limit), off when every root is in memory.
     Auto,
     Off,
     Bytes(u64),
@@ -242,11 +243,21 @@ impl FromStr for ReadCacheSize {
 }
 
 impl ReadCacheSize {
-    /// The cache's bytes, if on: `auto` is on when `remote` (a root that is not a local disk or
-    /// memory, or a benchmark's added latency).
-    pub fn bytes(self, remote: bool) -> Option<u64> {
+    /// The cache's bytes, if on. `auto` is off when `in_memory` (every root is an in-memory
+    /// store: nothing to save) and otherwise `AUTO_READ_CACHE`, or a sixteenth of
+    /// `memory_limit` when that is less: the cache lives outside the query pool.
+    ///
+    /// A local disk gains too: one read of a whole small file instead of a footer read and a
+    /// range read per scan, each opening the file (at 10M orders `run --all` took 110.6 s
+    /// instead of 120.1 s).
+    pub fn bytes(self, in_memory: bool, memory_limit: Option<usize>) -> Option<u64> {
         match self {
-            ReadCacheSize::Auto => remote.then_some(AUTO_READ_CACHE),
+            ReadCacheSize::Auto if in_memory => None,
+            ReadCacheSize::Auto => Some(
+                memory_limit
+                    .map(|limit| AUTO_READ_CACHE.min(limit as u64 / 16))
+                    .unwrap_or(AUTO_READ_CACHE),
+            ),
             ReadCacheSize::Off => None,
             ReadCacheSize::Bytes(b) => Some(b),
         }

@@ -23,5 +23,6 @@ pub mod session;
 pub mod share_pool;
 pub mod to_char;
 pub mod udf;
+pub mod utc_date;
 pub mod window;
 pub mod worker;

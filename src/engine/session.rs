@@ -60,11 +60,11 @@ impl Engine {
             builder = builder.with_memory_limit(limit, 1.0);
         }
         let runtime = builder.build_arc()?;
-        let remote = !stores.latency().is_zero()
-            || [&project.raw, &project.curated]
+        let in_memory = stores.latency().is_zero()
+            && [&project.raw, &project.curated]
                 .iter()
-                .any(|u| !matches!(u.scheme(), "file" | "memory"));
-        stores.set_read_cache(project.read_cache.bytes(remote));
+                .all(|u| u.scheme() == "memory");
+        stores.set_read_cache(project.read_cache.bytes(in_memory, project.memory_limit));
         stores.register_with(&runtime, &[&project.raw, &project.curated])?;
         let worker_tls = match &project.worker_ca {
             Some(ca) => Some(crate::engine::cluster::TlsChannels::from_pem_file(ca)?),
@@ -262,6 +262,7 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
+            .with_optimizer_rule(Arc::new(crate::engine::utc_date::UtcDateCasts))
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
             // is sent it through engine/codec.rs.
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
@@ -313,6 +314,8 @@ pub fn register_functions(state: &mut SessionState) -> Result<()> {
     let mut scalars = crate::engine::udf::all();
     // Replaces DataFusion's to_char, with a fast path for months and days.
     scalars.push(crate::engine::to_char::udf());
+    // What `CAST(ts AS DATE)` of a UTC timestamp is planned as (engine::utc_date).
+    scalars.push(crate::engine::utc_date::udf());
     scalars.extend(crate::engine::clv::sql::scalars());
     for f in scalars {
         state.register_udf(Arc::new(f))?;

@@ -9,9 +9,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -81,24 +80,16 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
         "%Y-%m-%d" => Format::Day,
         _ => return Ok(None),
     };
-    let dated = match values.data_type() {
-        DataType::Date32 | DataType::Date64 => true,
-        DataType::Timestamp(_, tz) => tz.as_deref().is_none_or(is_utc),
-        _ => false,
-    };
-    if !dated {
+    let Some(days) = crate::engine::utc_date::utc_days(values.as_ref()) else {
         return Ok(None);
-    }
-    // Arrow's cast takes a UTC or naive timestamp to its day, flooring before 1970.
-    let days = cast(values, &DataType::Date32)?;
-    let days = days.as_primitive::<Date32Type>();
+    };
     let width = match format {
         Format::Month => 7,
         Format::Day => 10,
     };
     let mut out = StringBuilder::with_capacity(days.len(), days.len() * width);
     let mut text = String::with_capacity(width);
-    for day in days {
+    for day in &days {
         let Some(day) = day else {
             out.append_null();
             continue;
@@ -118,10 +109,6 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
         out.append_value(&text);
     }
     Ok(Some(Arc::new(out.finish())))
-}
-
-fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "utc" | "+00:00" | "Z")
 }
 
 /// `digits` decimal digits of `n`, zero-padded.
@@ -156,7 +143,7 @@ pub fn udf() -> ScalarUDF {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{
-        Date32Array, TimestampMillisecondArray, TimestampNanosecondArray,
+        AsArray, Date32Array, TimestampMillisecondArray, TimestampNanosecondArray,
     };
     use datafusion::arrow::datatypes::Field;
     use datafusion::config::ConfigOptions;

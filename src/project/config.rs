@@ -164,8 +164,8 @@ pub struct StorageSettings {
     #[arg(long, global = true, env = "RETENTION_CURATED")]
     pub curated: Option<String>,
     /// Memory that keeps small Parquet files (up to 8 MiB) for the later reads of a run, one
-    /// request per file: a size, `off`, or `auto` (storage.read_cache; default auto: 256MiB
-    /// when a root is a cloud store, off on a local disk).
+    /// request per file: a size, `off`, or `auto` (storage.read_cache; default auto: 256MiB, or
+    /// a sixteenth of the memory limit when less; off when every root is in memory).
     #[arg(long, global = true, env = "RETENTION_READ_CACHE")]
     pub read_cache: Option<String>,
 }
@@ -655,10 +655,20 @@ mod tests {
             e.contains("storage.read_cache") && e.contains("expected a size"),
             "{e}"
         );
-        // `auto` is on for a cloud store or an added latency only.
-        assert_eq!(ReadCacheSize::Auto.bytes(false), None);
-        assert_eq!(ReadCacheSize::Auto.bytes(true), Some(256 << 20));
-        assert_eq!(ReadCacheSize::Bytes(5).bytes(false), Some(5));
+        // `auto` is off when every root is in memory, else 256 MiB or a sixteenth of the
+        // memory limit, whichever is less.
+        assert_eq!(ReadCacheSize::Auto.bytes(true, None), None);
+        assert_eq!(ReadCacheSize::Auto.bytes(false, None), Some(256 << 20));
+        assert_eq!(
+            ReadCacheSize::Auto.bytes(false, Some(16 << 30)),
+            Some(256 << 20)
+        );
+        assert_eq!(
+            ReadCacheSize::Auto.bytes(false, Some(2 << 30)),
+            Some(128 << 20)
+        );
+        assert_eq!(ReadCacheSize::Bytes(5).bytes(true, Some(1 << 20)), Some(5));
+        assert_eq!(ReadCacheSize::Off.bytes(false, None), None);
     }
 
     #[test]
