@@ -262,7 +262,7 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
-            .with_optimizer_rule(Arc::new(crate::engine::utc_date::UtcDateCasts))
+            .with_optimizer_rule(Arc::new(crate::engine::utc_date::UtcDateCasts::default()))
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
             // is sent it through engine/codec.rs.
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))

@@ -32,15 +32,6 @@ fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "+00:00" | "Z")
 }
 
-/// Whether `utc_days` computes the days of values of type `t`.
-pub fn has_utc_days(t: &DataType) -> bool {
-    match t {
-        DataType::Date32 | DataType::Date64 => true,
-        DataType::Timestamp(_, tz) => tz.as_deref().is_none_or(is_utc),
-        _ => false,
-    }
-}
-
 /// The day (days since 1970-01-01, floored) of each date, or of each UTC or zoneless timestamp;
 /// `None` for other types and zones, or when a value's day is out of chrono's range.
 pub fn utc_days(values: &dyn Array) -> Option<Date32Array> {
@@ -133,9 +124,19 @@ pub fn udf() -> ScalarUDF {
     ScalarUDF::from(UtcDate::default())
 }
 
-/// The logical optimizer rule.
-#[derive(Debug, Default)]
-pub struct UtcDateCasts;
+/// The logical optimizer rule, holding the function it plans.
+#[derive(Debug)]
+pub struct UtcDateCasts {
+    udf: Arc<ScalarUDF>,
+}
+
+impl Default for UtcDateCasts {
+    fn default() -> Self {
+        UtcDateCasts {
+            udf: Arc::new(udf()),
+        }
+    }
+}
 
 impl OptimizerRule for UtcDateCasts {
     fn name(&self) -> &str {
@@ -163,10 +164,9 @@ impl OptimizerRule for UtcDateCasts {
         }
         let input = Arc::clone(plan.inputs()[0].schema());
         let names = NamePreserver::new(&plan);
-        let udf = Arc::new(udf());
         let rewritten = plan.map_expressions(|expr| {
             let name = names.save(&expr);
-            let new = expr.transform_up(|e| to_utc_date(e, &input, &udf))?;
+            let new = expr.transform_up(|e| to_utc_date(e, &input, &self.udf))?;
             Ok(new.update_data(|e| name.restore(e)))
         })?;
         if rewritten.transformed {
@@ -182,11 +182,11 @@ fn to_utc_date(e: Expr, input: &DFSchema, udf: &Arc<ScalarUDF>) -> Result<Transf
     let Expr::Cast(Cast { expr, field }) = &e else {
         return Ok(Transformed::no(e));
     };
-    if *field.data_type() != DataType::Date32 {
-        return Ok(Transformed::no(e));
-    }
-    let from = expr.get_type(input)?;
-    if !matches!(from, DataType::Timestamp(..)) || !has_utc_days(&from) {
+    let utc_timestamp = matches!(
+        expr.get_type(input)?,
+        DataType::Timestamp(_, tz) if tz.as_deref().is_none_or(is_utc)
+    );
+    if *field.data_type() != DataType::Date32 || !utc_timestamp {
         return Ok(Transformed::no(e));
     }
     Ok(Transformed::yes(udf.call(vec![expr.as_ref().clone()])))
@@ -203,7 +203,7 @@ mod tests {
     fn session(rewrite: bool) -> SessionContext {
         let mut state = SessionStateBuilder::new().with_default_features();
         if rewrite {
-            state = state.with_optimizer_rule(Arc::new(UtcDateCasts));
+            state = state.with_optimizer_rule(Arc::new(UtcDateCasts::default()));
         }
         SessionContext::new_with_state(state.build())
     }

@@ -153,12 +153,12 @@ impl TableProvider for DeltaReader {
 /// A column chunk's dictionary grows to this size at most; past it the chunk goes on in plain
 /// encoding. Low-cardinality strings (status, region, carrier, issue) stay dictionary-encoded,
 /// while ids, timestamps and amounts stop interning after a few thousand values: at 1M orders
-/// `order_experience` was written 43% faster and 15% smaller than with the 1 MiB default
-/// (docs/BENCHMARKS.md, "the writer").
+/// `order_experience` was written a quarter faster and 18% smaller than with the 1 MiB default
+/// (both at zstd 1; docs/BENCHMARKS.md, "the writer").
 pub const DICTIONARY_PAGE_LIMIT: usize = 64 << 10;
 
-/// Parquet settings for curated files: zstd level 1 (level 3 took a third longer for files 7%
-/// smaller), small dictionaries, page statistics.
+/// Parquet settings for curated files: zstd level 1 (level 3 took over a quarter longer for
+/// files 7% smaller), small dictionaries, page statistics.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
