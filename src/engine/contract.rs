@@ -88,11 +88,25 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
             ),
         ));
     }
+    // Strings are read as views when the session asks for them (`schema_force_view_types`).
+    let views = state
+        .config()
+        .options()
+        .execution
+        .parquet
+        .schema_force_view_types
+        && source.format == SourceFormat::Parquet;
     let table_schema = |nullable: fn(&Column) -> bool| {
         let data: Vec<Field> = source
             .columns
             .iter()
-            .map(|c| Field::new(&c.name, c.data_type.clone(), nullable(c)))
+            .map(|c| {
+                let data_type = match &c.data_type {
+                    DataType::Utf8 if views => DataType::Utf8View,
+                    t => t.clone(),
+                };
+                Field::new(&c.name, data_type, nullable(c))
+            })
             .collect();
         Arc::new(Schema::new(data))
     };

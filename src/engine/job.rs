@@ -86,7 +86,7 @@ impl Engine {
         let plan = materialize::plan_sql(ctx, &spec.sql, &params, materialized)
             .await
             .map_err(sql_err)?;
-        let df = DataFrame::new(ctx.state(), plan);
+        let df = plain_strings(DataFrame::new(ctx.state(), plan)).map_err(sql_err)?;
         check_output_schema(spec, df.schema().inner())?;
         let mut df = df;
         for hook in &self.hooks {
@@ -94,6 +94,30 @@ impl Engine {
         }
         Ok(df)
     }
+}
+
+/// `df` with its string views (raw sources read as Utf8View) cast to Utf8: curated tables keep
+/// plain strings, whatever the engine read.
+fn plain_strings(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Expr, cast};
+    if !df
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8View)
+    {
+        return Ok(df);
+    }
+    let columns: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(q, f)| match f.data_type() {
+            DataType::Utf8View => cast(Expr::from((q, f)), DataType::Utf8).alias(f.name()),
+            _ => Expr::from((q, f)),
+        })
+        .collect();
+    df.select(columns)
 }
 
 /// A DataFusion error while planning `spec`'s SQL, with file:line:column when known.
