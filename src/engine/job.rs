@@ -209,3 +209,52 @@ pub fn strip_context(e: &DataFusionError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plain_strings;
+    use datafusion::arrow::array::{Int64Array, StringViewArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::prelude::SessionContext;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn string_views_leave_the_job_as_plain_strings_with_their_names_and_values() {
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+            (
+                "region",
+                Arc::new(StringViewArray::from(vec![
+                    Some("north"),
+                    None,
+                    Some("a region name longer than twelve bytes"),
+                ])) as _,
+            ),
+        ])
+        .unwrap();
+        let ctx = SessionContext::new();
+        let df = plain_strings(ctx.read_batch(batch).unwrap()).unwrap();
+        let types: Vec<_> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(types, [DataType::Int64, DataType::Utf8]);
+        let text =
+            datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap())
+                .unwrap()
+                .to_string();
+        assert_eq!(
+            text,
+            "+----+----------------------------------------+\n\
+             | id | region                                 |\n\
+             +----+----------------------------------------+\n\
+             | 1  | north                                  |\n\
+             | 2  |                                        |\n\
+             | 3  | a region name longer than twelve bytes |\n\
+             +----+----------------------------------------+"
+        );
+    }
+}

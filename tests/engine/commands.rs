@@ -405,6 +405,36 @@ async fn the_read_cache_reads_each_small_file_once_per_run_with_the_same_rows() 
     cached.assert_value_marts().await;
 }
 
+/// A raw source's strings are read as views (short codes move and join as 16 bytes each), and the
+/// curated table they go into keeps plain strings.
+#[tokio::test]
+async fn raw_strings_are_read_as_views_and_published_as_plain_strings() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    write(
+        fx.dir(),
+        "jobs/by_status.toml",
+        "description = \"Channels.\"\n",
+    );
+    write(
+        fx.dir(),
+        "sql/by_status.sql",
+        "SELECT acquisition_channel, arrow_typeof(acquisition_channel) AS read_as, \
+         count(*) AS customers FROM customers GROUP BY 1, 2",
+    );
+    fx.cmd(&["run", "by_status"]).await.unwrap();
+    assert_eq!(
+        fx.rows(
+            "SELECT acquisition_channel, read_as, arrow_typeof(acquisition_channel) AS stored_as, \
+             customers FROM by_status ORDER BY 1"
+        )
+        .await,
+        "acquisition_channel|read_as|stored_as|customers\n\
+         search|Utf8View|Utf8|2\n\
+         social|Utf8View|Utf8|1"
+    );
+}
+
 #[tokio::test]
 async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
     let fx = Fixture::new(Backend::Memory).unwrap();
