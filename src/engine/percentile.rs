@@ -7,118 +7,36 @@
 //! and the job panicked (fulfillment_sla at 51.6M orders). This wrapper passes the value column
 //! alone, the one DataFusion's `update_batch` reads; everything else is DataFusion's.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{ArrayRef, BooleanArray};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::expr::AggregateFunctionParams;
-use datafusion::logical_expr::function::{
-    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
-};
-use datafusion::logical_expr::utils::AggregateOrderSensitivity;
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
-};
+use datafusion::common::Result;
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::logical_expr::{AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator};
+
+use crate::engine::udaf_override::{GroupsOverride, Overridden};
 
 /// `percentile_cont` (and `quantile_cont`) as [`AggregateUDF`], to register over DataFusion's.
 pub fn udaf() -> AggregateUDF {
-    AggregateUDF::new_from_impl(PercentileCont {
-        inner: datafusion::functions_aggregate::percentile_cont::percentile_cont_udaf(),
-    })
+    AggregateUDF::new_from_impl(Overridden::new(
+        datafusion::functions_aggregate::percentile_cont::percentile_cont_udaf(),
+        ValueOnly,
+    ))
 }
 
+/// DataFusion's groups accumulator, wrapped in [`ValueOnlyStates`].
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct PercentileCont {
-    inner: Arc<AggregateUDF>,
-}
+struct ValueOnly;
 
-impl PercentileCont {
-    fn of(&self) -> &dyn AggregateUDFImpl {
-        self.inner.inner().as_ref()
+impl GroupsOverride for ValueOnly {
+    fn supported(&self, inner: &dyn AggregateUDFImpl, args: AccumulatorArgs) -> bool {
+        inner.groups_accumulator_supported(args)
     }
-}
-
-impl AggregateUDFImpl for PercentileCont {
-    fn name(&self) -> &str {
-        self.of().name()
-    }
-    fn aliases(&self) -> &[String] {
-        self.of().aliases()
-    }
-    fn schema_name(&self, params: &AggregateFunctionParams) -> Result<String> {
-        self.of().schema_name(params)
-    }
-    fn human_display(&self, params: &AggregateFunctionParams) -> Result<String> {
-        self.of().human_display(params)
-    }
-    fn display_name(&self, params: &AggregateFunctionParams) -> Result<String> {
-        self.of().display_name(params)
-    }
-    fn signature(&self) -> &Signature {
-        self.of().signature()
-    }
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.of().return_type(arg_types)
-    }
-    fn return_field(&self, arg_fields: &[FieldRef]) -> Result<FieldRef> {
-        self.of().return_field(arg_fields)
-    }
-    fn is_nullable(&self) -> bool {
-        self.of().is_nullable()
-    }
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.of().accumulator(args)
-    }
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        self.of().state_fields(args)
-    }
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        self.of().groups_accumulator_supported(args)
-    }
-    fn create_groups_accumulator(
+    fn create(
         &self,
+        inner: &dyn AggregateUDFImpl,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        let inner = self.of().create_groups_accumulator(args)?;
+        let inner = inner.create_groups_accumulator(args)?;
         Ok(Box::new(ValueOnlyStates { inner }))
-    }
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.of().create_sliding_accumulator(args)
-    }
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        self.of().order_sensitivity()
-    }
-    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
-        self.of().simplify()
-    }
-    fn reverse_expr(&self) -> ReversedUDAF {
-        self.of().reverse_expr()
-    }
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.of().coerce_types(arg_types)
-    }
-    fn is_descending(&self) -> Option<bool> {
-        self.of().is_descending()
-    }
-    fn value_from_stats(&self, args: &StatisticsArgs) -> Option<ScalarValue> {
-        self.of().value_from_stats(args)
-    }
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.of().default_value(data_type)
-    }
-    fn supports_null_handling_clause(&self) -> bool {
-        self.of().supports_null_handling_clause()
-    }
-    fn supports_within_group_clause(&self) -> bool {
-        self.of().supports_within_group_clause()
-    }
-    fn documentation(&self) -> Option<&Documentation> {
-        self.of().documentation()
-    }
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.of().set_monotonicity(data_type)
     }
 }
 
@@ -173,10 +91,11 @@ mod tests {
     use datafusion::logical_expr::expr::AggregateFunction;
     use datafusion::physical_plan::ExecutionPlan;
     use datafusion::prelude::{SessionConfig, SessionContext};
+    use std::sync::Arc;
 
     /// Whether a planned aggregate is this `percentile_cont`.
     fn is_ours(f: &AggregateFunction) -> bool {
-        f.func.inner().is::<PercentileCont>()
+        f.func.inner().is::<Overridden<ValueOnly>>()
     }
 
     /// A session whose partial aggregates stop at once, as the spilling plan's do, over

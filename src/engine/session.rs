@@ -325,6 +325,8 @@ pub fn register_functions(state: &mut SessionState) -> Result<()> {
     let mut aggregates = crate::engine::clv::sql::aggregates();
     // Replaces DataFusion's percentile_cont, which panics when a partial aggregate stops.
     aggregates.push(crate::engine::percentile::udaf());
+    // Replace DataFusion's min and max, whose string groups allocate a value each.
+    aggregates.extend(crate::engine::min_max::udafs());
     for f in aggregates {
         state.register_udaf(Arc::new(f))?;
     }
