@@ -239,18 +239,12 @@ mod tests {
     /// `Utf8View` (`v`), in batches of two rows; partial aggregates that stop at once (each row a
     /// state) when `skipping`.
     fn session(skipping: bool) -> SessionContext {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_batch_size(2);
-        if skipping {
-            let options = config.options_mut();
-            options
-                .execution
-                .skip_partial_aggregation_probe_ratio_threshold = 0.0;
-            options
-                .execution
-                .skip_partial_aggregation_probe_rows_threshold = 1;
-        }
+        let config = match skipping {
+            true => crate::engine::udaf_override::tests::skipping_config(2, 1),
+            false => SessionConfig::new()
+                .with_target_partitions(2)
+                .with_batch_size(2),
+        };
         let ctx = SessionContext::new_with_config(config);
         for f in udafs() {
             ctx.register_udaf(f);

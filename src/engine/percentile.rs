@@ -90,7 +90,7 @@ mod tests {
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::logical_expr::expr::AggregateFunction;
     use datafusion::physical_plan::ExecutionPlan;
-    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion::prelude::SessionContext;
     use std::sync::Arc;
 
     /// Whether a planned aggregate is this `percentile_cont`.
@@ -101,16 +101,7 @@ mod tests {
     /// A session whose partial aggregates stop at once, as the spilling plan's do, over
     /// v = 0..999 with g = v % 2.
     fn skipping_session() -> SessionContext {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_batch_size(100);
-        let options = config.options_mut();
-        options
-            .execution
-            .skip_partial_aggregation_probe_ratio_threshold = 0.0;
-        options
-            .execution
-            .skip_partial_aggregation_probe_rows_threshold = 10;
+        let config = crate::engine::udaf_override::tests::skipping_config(100, 10);
         let ctx = SessionContext::new_with_config(config);
         let v: Vec<i64> = (0..1000).collect();
         let batch = RecordBatch::try_from_iter([

@@ -124,3 +124,20 @@ impl<O: GroupsOverride + PartialEq + Eq + std::hash::Hash> AggregateUDFImpl for 
         self.of().set_monotonicity(data_type)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use datafusion::prelude::SessionConfig;
+
+    /// Two partitions and batches of `batch` rows, whose partial aggregates stop after `rows` rows
+    /// and turn each row into a state, as the spilling plan's do.
+    pub(crate) fn skipping_config(batch: usize, rows: usize) -> SessionConfig {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_batch_size(batch);
+        let execution = &mut config.options_mut().execution;
+        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
+        execution.skip_partial_aggregation_probe_rows_threshold = rows;
+        config
+    }
+}
