@@ -96,28 +96,56 @@ impl Engine {
     }
 }
 
-/// `df` with its string views (raw sources read as Utf8View) cast to Utf8: curated tables keep
-/// plain strings, whatever the engine read.
+/// `df` with its string views (raw sources read as Utf8View), nested ones too, cast to Utf8:
+/// curated tables keep plain strings, whatever the engine read.
 fn plain_strings(df: DataFrame) -> datafusion::error::Result<DataFrame> {
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::logical_expr::{Expr, cast};
-    if !df
+    use datafusion::logical_expr::Expr;
+    let plain: Vec<_> = df
         .schema()
         .fields()
         .iter()
-        .any(|f| f.data_type() == &DataType::Utf8View)
-    {
+        .map(|f| without_views(f.data_type()))
+        .collect();
+    if plain.iter().all(Option::is_none) {
         return Ok(df);
     }
     let columns: Vec<Expr> = df
         .schema()
         .iter()
-        .map(|(q, f)| match f.data_type() {
-            DataType::Utf8View => cast(Expr::from((q, f)), DataType::Utf8).alias(f.name()),
-            _ => Expr::from((q, f)),
+        .zip(plain)
+        .map(|((q, f), plain)| match plain {
+            Some(t) => cast(Expr::from((q, f)), t).alias(f.name()),
+            None => Expr::from((q, f)),
         })
         .collect();
     df.select(columns)
+}
+
+/// `t` with every string view in it (in lists and structs too) a plain string; `None` when it
+/// holds none.
+fn without_views(t: &DataType) -> Option<DataType> {
+    use datafusion::arrow::datatypes::Field;
+    use std::sync::Arc;
+    let field = |f: &Arc<Field>| {
+        without_views(f.data_type()).map(|d| Arc::new(f.as_ref().clone().with_data_type(d)))
+    };
+    match t {
+        DataType::Utf8View => Some(DataType::Utf8),
+        DataType::List(f) => field(f).map(DataType::List),
+        DataType::LargeList(f) => field(f).map(DataType::LargeList),
+        DataType::Struct(fields) => {
+            let plain: Vec<_> = fields.iter().map(field).collect();
+            if plain.iter().all(Option::is_none) {
+                return None;
+            }
+            let fields = fields
+                .iter()
+                .zip(plain)
+                .map(|(f, p)| p.unwrap_or_else(|| f.clone()));
+            Some(DataType::Struct(fields.collect()))
+        }
+        _ => None,
+    }
 }
 
 /// A DataFusion error while planning `spec`'s SQL, with file:line:column when known.
@@ -242,6 +270,35 @@ mod tests {
             .map(|f| f.data_type().clone())
             .collect();
         assert_eq!(types, [DataType::Int64, DataType::Utf8]);
+        // Nested: a list and a struct of views become a list and a struct of strings.
+        let nested = ctx
+            .sql(
+                "SELECT make_array(arrow_cast('north', 'Utf8View')) AS regions, \
+                 named_struct('carrier', arrow_cast('dhl', 'Utf8View'), 'n', 1) AS shipment",
+            )
+            .await
+            .unwrap();
+        let nested = plain_strings(nested).unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(
+            &nested.clone().collect().await.unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            text.contains("| [north] | {carrier: dhl, n: 1} |"),
+            "{text}"
+        );
+        let types: Vec<_> = nested
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert!(types.iter().all(|t| !t.contains("View")), "{types:?}");
+        assert!(
+            types[0].contains("Utf8") && types[1].contains("Utf8"),
+            "{types:?}"
+        );
         let text =
             datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap())
                 .unwrap()
