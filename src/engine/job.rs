@@ -244,8 +244,19 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringViewArray};
     use datafusion::arrow::datatypes::DataType;
     use datafusion::arrow::record_batch::RecordBatch;
-    use datafusion::prelude::SessionContext;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::prelude::{DataFrame, SessionContext};
     use std::sync::Arc;
+
+    fn types(df: &DataFrame) -> Vec<DataType> {
+        let fields = df.schema().fields();
+        fields.iter().map(|f| f.data_type().clone()).collect()
+    }
+
+    async fn rendered(df: DataFrame) -> String {
+        let batches = df.collect().await.unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
 
     #[tokio::test]
     async fn string_views_leave_the_job_as_plain_strings_with_their_names_and_values() {
@@ -263,13 +274,17 @@ mod tests {
         .unwrap();
         let ctx = SessionContext::new();
         let df = plain_strings(ctx.read_batch(batch).unwrap()).unwrap();
-        let types: Vec<_> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        assert_eq!(types, [DataType::Int64, DataType::Utf8]);
+        assert_eq!(types(&df), [DataType::Int64, DataType::Utf8]);
+        assert_eq!(
+            rendered(df).await,
+            "+----+----------------------------------------+\n\
+             | id | region                                 |\n\
+             +----+----------------------------------------+\n\
+             | 1  | north                                  |\n\
+             | 2  |                                        |\n\
+             | 3  | a region name longer than twelve bytes |\n\
+             +----+----------------------------------------+"
+        );
         // Nested: a list and a struct of views become a list and a struct of strings.
         let nested = ctx
             .sql(
@@ -279,39 +294,16 @@ mod tests {
             .await
             .unwrap();
         let nested = plain_strings(nested).unwrap();
-        let text = datafusion::arrow::util::pretty::pretty_format_batches(
-            &nested.clone().collect().await.unwrap(),
-        )
-        .unwrap()
-        .to_string();
-        assert!(
-            text.contains("| [north] | {carrier: dhl, n: 1} |"),
-            "{text}"
-        );
-        let types: Vec<_> = nested
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().to_string())
-            .collect();
+        let types: Vec<_> = types(&nested).iter().map(DataType::to_string).collect();
         assert!(types.iter().all(|t| !t.contains("View")), "{types:?}");
         assert!(
             types[0].contains("Utf8") && types[1].contains("Utf8"),
             "{types:?}"
         );
-        let text =
-            datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap())
-                .unwrap()
-                .to_string();
-        assert_eq!(
-            text,
-            "+----+----------------------------------------+\n\
-             | id | region                                 |\n\
-             +----+----------------------------------------+\n\
-             | 1  | north                                  |\n\
-             | 2  |                                        |\n\
-             | 3  | a region name longer than twelve bytes |\n\
-             +----+----------------------------------------+"
+        let text = rendered(nested).await;
+        assert!(
+            text.contains("| [north] | {carrier: dhl, n: 1} |"),
+            "{text}"
         );
     }
 }

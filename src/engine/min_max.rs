@@ -49,13 +49,10 @@ impl GroupsOverride for ShortStrings {
         if !is_string(&data_type) {
             return inner.create_groups_accumulator(args);
         }
-        Ok(Box::new(StringMinMax {
-            is_min: inner.name() == "min",
+        Ok(Box::new(StringMinMax::new(
+            inner.name() == "min",
             data_type,
-            lens: Vec::new(),
-            slots: Vec::new(),
-            long: Vec::new(),
-        }))
+        )))
     }
 }
 
@@ -75,6 +72,17 @@ struct StringMinMax {
 }
 
 impl StringMinMax {
+    /// No groups yet; `data_type` is the input's (and the result's) string type.
+    fn new(is_min: bool, data_type: DataType) -> Self {
+        StringMinMax {
+            is_min,
+            data_type,
+            lens: Vec::new(),
+            slots: Vec::new(),
+            long: Vec::new(),
+        }
+    }
+
     fn value(&self, group: usize) -> Option<&[u8]> {
         let len = self.lens[group];
         if len == NONE {
@@ -341,13 +349,7 @@ mod tests {
 
     #[test]
     fn emitting_the_first_groups_keeps_the_others_long_values() {
-        let mut acc = StringMinMax {
-            is_min: false,
-            data_type: DataType::Utf8View,
-            lens: Vec::new(),
-            slots: Vec::new(),
-            long: Vec::new(),
-        };
+        let mut acc = StringMinMax::new(false, DataType::Utf8View);
         let values: ArrayRef = Arc::new(StringViewArray::from(vec![
             Some("b"),
             Some(LONG),
