@@ -215,10 +215,15 @@ impl TableProvider for CheckedParquet {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let started = std::time::Instant::now();
         self.check_files_read(state, filters)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        self.table.scan(state, projection, filters, limit).await
+        let checked = started.elapsed();
+        let scan = self.table.scan(state, projection, filters, limit).await;
+        tracing::debug!(source = %self.source.name, check_seconds = checked.as_secs_f64(),
+            scan_seconds = (started.elapsed() - checked).as_secs_f64(), "source scan planned");
+        scan
     }
 }
 

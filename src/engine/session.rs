@@ -21,6 +21,10 @@ use crate::store::Stores;
 /// Rows per batch in every session (DataFusion's default is 8,192).
 pub const BATCH_ROWS: usize = 32_768;
 
+/// The most memory one run's listings of its sources may take (about 150 bytes a file); a
+/// source whose listing does not fit is listed again by each scan.
+const RUN_LISTINGS_BYTES: usize = 64 << 20;
+
 /// Shared engine state: project settings, stores and the DataFusion runtime.
 #[derive(Clone)]
 pub struct Engine {
@@ -82,6 +86,37 @@ impl Engine {
             runtime,
             clock: crate::clock::system(),
             hooks: Vec::new(),
+        })
+    }
+
+    /// This engine for one run: its sessions list each source's files once, when the run checks
+    /// the source's contract, and every job of the run reads that listing (at 1M orders a run
+    /// walked each daily table's 730 folders 3 to 7 times). Files that land during the run are
+    /// seen by the next run; caches keyed by a file's size and ETag (footers, statistics, small
+    /// files) stay shared with the engine.
+    pub fn for_run(&self) -> Result<Engine> {
+        use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
+        let shared = &self.runtime.cache_manager;
+        let mut caches = CacheManagerConfig::default()
+            .with_list_files_cache_limit(RUN_LISTINGS_BYTES)
+            .with_file_statistics_cache_limit(shared.get_file_statistic_cache_limit())
+            .with_file_metadata_cache(Some(shared.get_file_metadata_cache()))
+            .with_metadata_cache_limit(shared.get_metadata_cache_limit());
+        if let Some(statistics) = shared.get_file_statistic_cache() {
+            caches = caches.with_file_statistics_cache(Some(statistics));
+        }
+        // Fields behind DataFusion features this build leaves off keep their defaults.
+        #[allow(clippy::needless_update)]
+        let runtime = Arc::new(RuntimeEnv {
+            memory_pool: self.runtime.memory_pool.clone(),
+            disk_manager: self.runtime.disk_manager.clone(),
+            cache_manager: CacheManager::try_new(&caches)?,
+            object_store_registry: self.runtime.object_store_registry.clone(),
+            ..RuntimeEnv::default()
+        });
+        Ok(Engine {
+            runtime,
+            ..self.clone()
         })
     }
 

@@ -208,11 +208,13 @@ impl JobAttempt<'_> {
     /// The job's SQL planned in `ctx`, logically and physically.
     async fn plan(self, ctx: &SessionContext) -> Result<(DataFrame, Arc<dyn ExecutionPlan>)> {
         let range = self.work.map(|w| w.range());
+        let started = std::time::Instant::now();
         let df = self
             .ws
             .engine
             .plan_job(ctx, self.spec, self.as_of, range)
             .await?;
+        let logical = started.elapsed();
         let physical =
             df.clone()
                 .create_physical_plan()
@@ -221,6 +223,8 @@ impl JobAttempt<'_> {
                     job: self.job.name.clone(),
                     source,
                 })?;
+        tracing::debug!(job = %self.job.name, logical_seconds = logical.as_secs_f64(),
+            physical_seconds = (started.elapsed() - logical).as_secs_f64(), "job planned");
         Ok((df, physical))
     }
 

@@ -114,6 +114,7 @@ pub fn failure_of(e: &Error) -> Failure {
 pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> Result<RunReport> {
     let span = tracing::info_span!("run", run_id = %plan.run_id, trigger = %plan.trigger);
     async move {
+        let ws = Arc::new(ws.for_run()?);
         let sources = Arc::new(ws.source_providers(needed_sources(plan)).await);
         let freshness = ws.freshness(&sources).await;
         // A slot run is as of its slot's day (`today`), whenever it runs.

@@ -34,6 +34,16 @@ pub struct Workspace {
 pub type SourceProviders = HashMap<String, std::result::Result<Arc<dyn TableProvider>, Arc<Error>>>;
 
 impl Workspace {
+    /// This workspace for one run: its engine lists each source once for the whole run
+    /// (`Engine::for_run`).
+    pub fn for_run(&self) -> Result<Workspace> {
+        Ok(Workspace {
+            engine: self.engine.for_run()?,
+            sources: self.sources.clone(),
+            graph: self.graph.clone(),
+        })
+    }
+
     /// Load sources and job specs and build the job graph; all problems reported together.
     pub fn load(engine: Engine) -> Result<Workspace> {
         let jobs_dir = engine.project.jobs_dir();

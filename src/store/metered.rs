@@ -30,6 +30,8 @@ pub struct RequestCounts {
     pub writes: AtomicU64,
     /// GETs by the table folder they read (`lake/raw/orders`: partitions and logs left out).
     pub gets_by_folder: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// LIST calls by the prefix they list.
+    pub lists_by_prefix: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A snapshot of `RequestCounts`.
@@ -113,6 +115,12 @@ impl MeteredStore {
         }
     }
 
+    fn listed(&self, prefix: Option<&StorePath>) {
+        let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let mut by_prefix = self.counts.lists_by_prefix.lock().expect("not poisoned");
+        *by_prefix.entry(prefix).or_default() += 1;
+    }
+
     fn write(&self) -> impl Future<Output = ()> + '_ {
         self.request(&self.counts.writes)
     }
@@ -191,6 +199,7 @@ impl ObjectStore for MeteredStore {
         prefix: Option<&StorePath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.counts.lists.fetch_add(1, Ordering::Relaxed);
+        self.listed(prefix);
         let inner = self.inner.list(prefix);
         let latency = self.latency;
         futures::stream::once(async move {
@@ -207,6 +216,7 @@ impl ObjectStore for MeteredStore {
         &self,
         prefix: Option<&StorePath>,
     ) -> object_store::Result<ListResult> {
+        self.listed(prefix);
         self.request(&self.counts.lists).await;
         self.inner.list_with_delimiter(prefix).await
     }

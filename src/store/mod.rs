@@ -71,6 +71,15 @@ impl Stores {
             .clone()
     }
 
+    /// LIST calls by the prefix they listed.
+    pub fn lists_by_prefix(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts
+            .lists_by_prefix
+            .lock()
+            .expect("not poisoned")
+            .clone()
+    }
+
     /// The per-request latency these stores add (zero unless a benchmark set one).
     pub fn latency(&self) -> std::time::Duration {
         self.latency

@@ -372,6 +372,45 @@ async fn a_run_counts_its_object_store_requests_by_kind_and_table() {
     assert!(query.total() > 0);
 }
 
+/// A run lists each source once, when it checks the source's contract, and every job that reads
+/// the source plans with that listing; the next run lists again and reads the file that landed
+/// in between.
+#[tokio::test]
+async fn a_run_lists_each_source_once_and_the_next_run_reads_new_files() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let lists = |fx: &Fixture, source: &str| -> u64 {
+        let by_prefix = fx.stores.lists_by_prefix();
+        let listed = by_prefix
+            .iter()
+            .filter(|(p, _)| p.ends_with(&format!("/raw/{source}")));
+        listed.map(|(_, n)| *n).sum()
+    };
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    // orders is read by daily_revenue and by customer_value.
+    assert_eq!(lists(&fx, "orders"), 1, "{:?}", fx.stores.lists_by_prefix());
+    assert_eq!(
+        lists(&fx, "customers"),
+        1,
+        "{:?}",
+        fx.stores.lists_by_prefix()
+    );
+    fx.assert_value_marts().await;
+    fx.put_raw(
+        "orders/dt=2026-02-03/part-0.parquet",
+        parquet(&orders_batch(&[(6, 2, 300, 0, "completed")])),
+    )
+    .await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    assert_eq!(lists(&fx, "orders"), 2);
+    assert_eq!(lists(&fx, "customers"), 2);
+    assert_eq!(
+        fx.rows("select * from customer_value where customer_id = 2")
+            .await,
+        "customer_id|acquisition_channel|orders|net_revenue\n2|social|2|23.50"
+    );
+}
+
 /// With the read cache on (`auto` turns it on for a cloud store), each small source file costs
 /// one GET for the whole run, however many jobs and reads touch it, and the tables are the ones a
 /// run without it publishes.
