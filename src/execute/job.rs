@@ -17,7 +17,9 @@ use crate::engine::job::date_value;
 use crate::engine::memory::{JobMemory, MemoryPlan, PlanEstimate, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
-use crate::execute::publish::{PreparedPlan, QueryFailure, distinct_partitions, leaf_metrics};
+use crate::execute::publish::{
+    PreparedPlan, QueryFailure, distinct_partitions, in_file_order, leaf_metrics,
+};
 use crate::ledger;
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan, SlotClaim};
@@ -267,10 +269,16 @@ impl JobAttempt<'_> {
                 .check(&claim.lease, ws.engine.clock.now())
                 .await?;
         }
+        // The writer runs here; only the job's query (already planned) runs on the workers.
+        let mut writer = crate::engine::session::Engine::local_state(ctx);
+        if !spec.file_layout.sort_by.is_empty() {
+            // One sorted stream, written as it comes: not spread over writers round robin.
+            let optimizer = &mut writer.config_mut().options_mut().optimizer;
+            optimizer.enable_round_robin_repartition = false;
+        }
         let published = delta::publish(
             &ws.engine.stores,
-            // The writer runs here; only the job's query (already planned) runs on the workers.
-            Arc::new(crate::engine::session::Engine::local_state(ctx)),
+            Arc::new(writer),
             logical,
             delta::Publish {
                 table: &job.table,
@@ -283,6 +291,7 @@ impl JobAttempt<'_> {
                 commit_metadata: commit_metadata(run_id, &job.name, claim),
                 base_version: claim.map(|c| c.base_version),
                 replace_where,
+                file_layout: &spec.file_layout,
             },
         )
         .await
@@ -360,6 +369,7 @@ async fn checked_result(
         source,
     };
     let failure = QueryFailure::default();
+    let physical = in_file_order(physical, &spec.file_layout).map_err(engine_err)?;
     let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
         Arc::new(PreparedPlan {
             plan: physical,

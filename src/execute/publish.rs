@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::project::spec::FileLayout;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
@@ -37,6 +38,36 @@ pub async fn distinct_partitions(
     }
     out.sort_by_key(|a| format!("{a:?}"));
     Ok(out)
+}
+
+/// `plan`'s rows in `layout.sort_by` order (ascending, nulls last), merged into one stream; `plan`
+/// itself without a `sort_by`. Sorted here, inside the sealed plan Delta's writer reads, because
+/// the writer's optimizer drops a sort that none of its own nodes asks for.
+pub fn in_file_order(
+    plan: Arc<dyn ExecutionPlan>,
+    layout: &FileLayout,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+    let schema = plan.schema();
+    let ascending = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let keys = layout.sort_by.iter().map(|c| {
+        let column = datafusion::physical_expr::expressions::col(c, &schema)?;
+        Ok(PhysicalSortExpr::new(column, ascending))
+    });
+    let Some(order) = LexOrdering::new(keys.collect::<datafusion::error::Result<Vec<_>>>()?) else {
+        return Ok(plan);
+    };
+    let sorted = SortExec::new(order.clone(), plan).with_preserve_partitioning(true);
+    Ok(Arc::new(SortPreservingMergeExec::new(
+        order,
+        Arc::new(sorted),
+    )))
 }
 
 /// Rows and bytes the leaf scans of an executed plan read.

@@ -82,15 +82,18 @@ impl Workspace {
     }
 }
 
-/// `[columns]` describes output columns only, and `output.zorder_by` names them.
+/// `[columns]` describes output columns only, and `output.zorder_by`, `sort_by` and
+/// `bloom_filter` name them.
 fn described_columns_problems(spec: &JobSpec, schema: &SchemaRef) -> Vec<Error> {
     let described = spec.columns.keys().map(|c| (format!("columns.{c}"), c));
     let zorder = spec
         .zorder_by
         .iter()
         .map(|c| ("output.zorder_by".to_string(), c));
+    let layout = (spec.file_layout.columns()).map(|(key, c)| (key.to_string(), c));
     described
         .chain(zorder)
+        .chain(layout)
         .filter(|(_, c)| schema.field_with_name(c).is_err())
         .map(|(key, c)| not_an_output_column(spec, &key, c, schema))
         .collect()

@@ -168,6 +168,38 @@ pub struct RawOutput {
     /// or join on, e.g. `customer_id`); none: it only compacts small files.
     #[serde(default)]
     pub zorder_by: Vec<String>,
+    /// Rows of each written file in this order (ascending, nulls last): the columns readers
+    /// filter, join or window on (`customer_id`, `order_ts`), so row groups hold narrow ranges of
+    /// them and readers skip the others.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    /// Rows per Parquet row group (the writer's default: 1,048,576). Smaller groups let a reader
+    /// skip more of a file by its statistics.
+    pub row_group_rows: Option<std::num::NonZeroUsize>,
+    /// Columns whose values get a Parquet bloom filter in every row group: ids readers look up
+    /// one at a time (`order_id`), where min/max statistics skip nothing.
+    #[serde(default)]
+    pub bloom_filter: Vec<String>,
+}
+
+/// How a job's rows are laid out in its table's Parquet files (`[output]` `sort_by`,
+/// `row_group_rows`, `bloom_filter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileLayout {
+    /// Rows within each file are in this order (ascending, nulls last).
+    pub sort_by: Vec<String>,
+    /// Rows per row group; `None`: the writer's default.
+    pub row_group_rows: Option<std::num::NonZeroUsize>,
+    /// Columns with a bloom filter in every row group.
+    pub bloom_filter: Vec<String>,
+}
+
+impl FileLayout {
+    /// Every column it names, with the key that names it.
+    pub fn columns(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        let sort = self.sort_by.iter().map(|c| ("output.sort_by", c));
+        sort.chain(self.bloom_filter.iter().map(|c| ("output.bloom_filter", c)))
+    }
 }
 
 /// How a job's result replaces the curated table.
@@ -210,6 +242,8 @@ pub struct JobSpec {
     pub mode: WriteMode,
     /// Columns `optimize` Z-orders the table's files by.
     pub zorder_by: Vec<String>,
+    /// How rows are laid out in the table's files.
+    pub file_layout: FileLayout,
     /// Parameter name (without `$`) and value.
     pub params: Vec<(String, ScalarValue)>,
     /// Checks run on the result before publishing.
@@ -546,6 +580,11 @@ pub fn load_one(project_root: &Path, path: &Path) -> Result<JobSpec> {
         partition_by: raw.output.partition_by,
         mode: raw.output.mode,
         zorder_by: raw.output.zorder_by,
+        file_layout: FileLayout {
+            sort_by: raw.output.sort_by,
+            row_group_rows: raw.output.row_group_rows,
+            bloom_filter: raw.output.bloom_filter,
+        },
         params,
         checks: raw
             .checks
@@ -587,6 +626,7 @@ impl JobSpec {
             partition_by: vec![],
             mode: WriteMode::Overwrite,
             zorder_by: vec![],
+            file_layout: FileLayout::default(),
             params: vec![],
             checks: vec![],
             close: None,
@@ -644,6 +684,30 @@ mod tests {
         assert!(e.contains("a.toml:1:1: unknown field `descripton`"), "{e}");
         assert!(
             e.contains("b.toml: schedule: `0 6 * * *` is not a valid schedule"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_file_layout_is_read_and_a_row_group_of_no_rows_is_refused_where_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "sql/a.sql", "select 1 as id");
+        let layout =
+            "[output]\nsort_by = [\"id\"]\nrow_group_rows = 4096\nbloom_filter = [\"id\"]\n";
+        write(dir.path(), "jobs/a.toml", layout);
+        let specs = load_all(dir.path(), &dir.path().join("jobs")).unwrap();
+        let expected = FileLayout {
+            sort_by: vec!["id".into()],
+            row_group_rows: std::num::NonZeroUsize::new(4096),
+            bloom_filter: vec!["id".into()],
+        };
+        assert_eq!(specs[0].file_layout, expected);
+        write(dir.path(), "jobs/a.toml", &layout.replace("4096", "0"));
+        let e = load_all(dir.path(), &dir.path().join("jobs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.toml:3:18: invalid value: integer `0`, expected a nonzero usize"),
             "{e}"
         );
     }

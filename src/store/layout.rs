@@ -12,7 +12,8 @@ use futures::TryStreamExt;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::store::delta::{ATTEMPT_KEY, SLOT_KEY, writer_properties};
+use crate::project::spec::FileLayout;
+use crate::store::delta::{ATTEMPT_KEY, SLOT_KEY, writer_properties_for};
 
 /// Delta's default target file size (`delta.targetFileSize`), used when a table sets none.
 pub const DEFAULT_TARGET_SIZE: u64 = 100 << 20;
@@ -24,6 +25,8 @@ pub struct Layout {
     pub zorder_by: Vec<String>,
     /// Files are compacted up to this size.
     pub target_size: NonZeroU64,
+    /// The job's row groups and bloom filters, which the rewritten files keep.
+    pub files: FileLayout,
 }
 
 /// The files a rewrite removes (planned) or removed and added (done).
@@ -94,7 +97,7 @@ pub async fn optimize(table: DeltaTable, url: &Url, layout: &Layout) -> Result<R
         .optimize()
         .with_type(kind)
         .with_target_size(layout.target_size)
-        .with_writer_properties(writer_properties())
+        .with_writer_properties(writer_properties_for(&layout.files))
         .with_commit_properties(CommitProperties::default().with_metadata(metadata))
         .await
         .map_err(|e| Error::storage(url, e))?;
@@ -192,6 +195,7 @@ mod tests {
         Layout {
             zorder_by: zorder_by.iter().map(|c| c.to_string()).collect(),
             target_size: NonZeroU64::new(DEFAULT_TARGET_SIZE).unwrap(),
+            files: FileLayout::default(),
         }
     }
 

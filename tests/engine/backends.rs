@@ -147,6 +147,7 @@ async fn overwrite_customer_value(
         commit_metadata: Default::default(),
         base_version: None,
         replace_where: None,
+        file_layout: &Default::default(),
     };
     curated::publish_to(table, Arc::new(ctx.state()), plan, publish)
         .await

@@ -411,6 +411,87 @@ async fn a_run_lists_each_source_once_and_the_next_run_reads_new_files() {
     );
 }
 
+/// `[output] sort_by`, `row_group_rows` and `bloom_filter` shape the written file: its rows in
+/// that order, row groups of at most that many rows, and a bloom filter on the named column only.
+/// A layout naming a column the output lacks is refused by `validate`, naming the key.
+#[tokio::test]
+async fn the_output_layout_orders_rows_sizes_row_groups_and_adds_bloom_filters() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let spec = "description = \"Orders.\"\n[output]\nsort_by = [\"customer_id\", \"order_id\"]\n\
+                row_group_rows = 2\nbloom_filter = [\"order_id\"]\n";
+    write(fx.dir(), "jobs/order_lines.toml", spec);
+    write(
+        fx.dir(),
+        "sql/order_lines.sql",
+        "SELECT order_id, customer_id, gmv FROM orders",
+    );
+    fx.cmd(&["run", "order_lines"]).await.unwrap();
+    let file = the_only_file(&fx, "order_lines").await;
+    assert_row_groups_and_bloom_filters(&file);
+    let batches: Vec<RecordBatch> = file.build().unwrap().map(|b| b.unwrap()).collect();
+    let ids = |name: &str| -> Vec<i64> {
+        let column = |b: &RecordBatch| b.column_by_name(name).unwrap().clone();
+        let arrays: Vec<ArrayRef> = batches.iter().map(column).collect();
+        let arrays: Vec<&dyn datafusion::arrow::array::Array> =
+            arrays.iter().map(|a| a.as_ref()).collect();
+        let all = datafusion::arrow::compute::concat(&arrays).unwrap();
+        let all = all.as_any().downcast_ref::<Int64Array>().unwrap();
+        all.values().to_vec()
+    };
+    // Orders 1 to 5 belong to customers 1, 2, 1, 3, 1.
+    assert_eq!(ids("customer_id"), [1, 1, 1, 2, 3]);
+    assert_eq!(ids("order_id"), [1, 3, 5, 2, 4]);
+
+    // A Z-order rewrite by another column keeps the row groups and bloom filters.
+    fx.cmd(&["optimize", "order_lines", "--zorder", "gmv"])
+        .await
+        .unwrap();
+    assert_eq!(fx.version("order_lines").await, Some(1), "rewritten");
+    assert_row_groups_and_bloom_filters(&the_only_file(&fx, "order_lines").await);
+
+    let bad = spec.replace("[\"order_id\"]", "[\"order_ref\"]");
+    write(fx.dir(), "jobs/order_lines.toml", &bad);
+    let e = fx.cmd(&["validate"]).await.unwrap_err().to_string();
+    assert!(
+        e.contains("order_lines.toml: output.bloom_filter: `order_ref` is not a column of the job's output (columns: order_id, customer_id, gmv)"),
+        "{e}"
+    );
+}
+
+/// The one Parquet file of `table`'s latest version, opened for reading.
+async fn the_only_file(
+    fx: &Fixture,
+    table: &str,
+) -> datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+    let url = curated::table_url(&fx.curated, table).unwrap();
+    let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let uris: Vec<String> = table.get_file_uris().unwrap().collect();
+    assert_eq!(uris.len(), 1, "{uris:?}");
+    let (store, path) = fx.stores.store_for(&Url::parse(&uris[0]).unwrap()).unwrap();
+    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+}
+
+/// Five rows in row groups of 2, 2 and 1, with a bloom filter on `order_id` only.
+fn assert_row_groups_and_bloom_filters(
+    file: &datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+) {
+    let groups = file.metadata().row_groups();
+    let rows: Vec<i64> = groups.iter().map(|g| g.num_rows()).collect();
+    assert_eq!(rows, [2, 2, 1]);
+    for group in groups {
+        let bloom: Vec<(String, bool)> = group
+            .columns()
+            .iter()
+            .map(|c| (c.column_path().string(), c.bloom_filter_offset().is_some()))
+            .collect();
+        let expected = [("order_id", true), ("customer_id", false), ("gmv", false)];
+        assert_eq!(bloom, expected.map(|(c, b)| (c.to_string(), b)));
+    }
+}
+
 /// With the read cache on (`auto` turns it on for a cloud store), each small source file costs
 /// one GET for the whole run, however many jobs and reads touch it, and the tables are the ones a
 /// run without it publishes.

@@ -66,6 +66,7 @@ async fn optimize_compacts_a_nightly_tables_files_and_keeps_its_rows() {
     let layout = retention::store::layout::Layout {
         zorder_by: vec![],
         target_size: std::num::NonZeroU64::new(100 << 20).unwrap(),
+        files: Default::default(),
     };
     let planned = retention::store::layout::plan(&table, &layout)
         .await

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::plan::workspace::Workspace;
+use crate::project::spec::JobSpec;
 use crate::store::delta;
 use crate::store::layout::{self, DEFAULT_TARGET_SIZE, Layout, Rewrite};
 
@@ -36,12 +37,14 @@ pub async fn run(ws: &Workspace, args: OptimizeArgs) -> Result<()> {
                 message: "must be more than 0 bytes".into(),
             }
         })?;
-    for (table, spec_zorder) in tables(ws, &args.tables)? {
+    for spec in tables(ws, &args.tables)? {
+        let table = spec.table.as_str();
         let layout = Layout {
-            zorder_by: args.zorder.clone().unwrap_or(spec_zorder),
+            zorder_by: args.zorder.clone().unwrap_or(spec.zorder_by.clone()),
             target_size,
+            files: spec.file_layout.clone(),
         };
-        let url = ws.table_url(&table)?;
+        let url = ws.table_url(table)?;
         let Some(delta_table) = delta::open(&ws.engine.stores, &url).await? else {
             println!("{table}: not published, nothing to optimize");
             continue;
@@ -71,14 +74,10 @@ pub async fn run(ws: &Workspace, args: OptimizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The tables to optimize and their spec's Z-order columns; a table no job writes is refused.
-fn tables(ws: &Workspace, names: &[String]) -> Result<Vec<(String, Vec<String>)>> {
-    let all: Vec<(String, Vec<String>)> = ws
-        .graph
-        .nodes
-        .iter()
-        .map(|n| (n.spec.table.clone(), n.spec.zorder_by.clone()))
-        .collect();
+/// The specs of the jobs writing the tables to optimize (every job's when none is named); a
+/// table no job writes is refused.
+fn tables<'a>(ws: &'a Workspace, names: &[String]) -> Result<Vec<&'a JobSpec>> {
+    let all: Vec<&JobSpec> = ws.graph.nodes.iter().map(|n| &n.spec).collect();
     if names.is_empty() {
         return Ok(all);
     }
@@ -86,15 +85,15 @@ fn tables(ws: &Workspace, names: &[String]) -> Result<Vec<(String, Vec<String>)>
         .iter()
         .map(|name| {
             all.iter()
-                .find(|(t, _)| t == name)
-                .cloned()
+                .find(|s| &s.table == name)
+                .copied()
                 .ok_or_else(|| Error::Argument {
                     flag: "TABLE",
                     key: name.clone(),
                     message: format!(
                         "no job writes this table (tables: {})",
                         all.iter()
-                            .map(|(t, _)| t.as_str())
+                            .map(|s| s.table.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
