@@ -202,12 +202,7 @@ pub fn check_output_schema(spec: &JobSpec, schema: &SchemaRef) -> Result<()> {
                 message: format!(
                     "{}: output.partition_by names `{p}`, which the SQL's output does not have (columns: {})",
                     spec.spec_path.display(),
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
                 ),
             });
         }
