@@ -105,15 +105,11 @@ impl Engine {
         if let Some(statistics) = shared.get_file_statistic_cache() {
             caches = caches.with_file_statistics_cache(Some(statistics));
         }
-        // Fields behind DataFusion features this build leaves off keep their defaults.
-        #[allow(clippy::needless_update)]
-        let runtime = Arc::new(RuntimeEnv {
-            memory_pool: self.runtime.memory_pool.clone(),
-            disk_manager: self.runtime.disk_manager.clone(),
-            cache_manager: CacheManager::try_new(&caches)?,
-            object_store_registry: self.runtime.object_store_registry.clone(),
-            ..RuntimeEnv::default()
-        });
+        let runtime = self.runtime_of(
+            self.runtime.memory_pool.clone(),
+            CacheManager::try_new(&caches)?,
+            self.runtime.object_store_registry.clone(),
+        );
         Ok(Engine {
             runtime,
             ..self.clone()
@@ -259,12 +255,23 @@ impl Engine {
         memory_pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
         object_stores: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry>,
     ) -> Arc<RuntimeEnv> {
+        let caches = self.runtime.cache_manager.clone();
+        self.runtime_of(memory_pool, caches, object_stores)
+    }
+
+    /// A runtime with the shared runtime's spill directory and the given pool, caches and stores.
+    fn runtime_of(
+        &self,
+        memory_pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+        cache_manager: Arc<datafusion::execution::cache::cache_manager::CacheManager>,
+        object_stores: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry>,
+    ) -> Arc<RuntimeEnv> {
         // Fields behind DataFusion features this build leaves off keep their defaults.
         #[allow(clippy::needless_update)]
         Arc::new(RuntimeEnv {
             memory_pool,
             disk_manager: self.runtime.disk_manager.clone(),
-            cache_manager: self.runtime.cache_manager.clone(),
+            cache_manager,
             object_store_registry: object_stores,
             ..RuntimeEnv::default()
         })

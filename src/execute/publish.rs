@@ -1,10 +1,9 @@
 //! Publishing a job's planned result: its distinct partitions, the physical plan shown to Delta's
 //! writer as a sealed leaf (so its scan metrics survive the write), the rows and bytes the
-//! scans read, and the bytes its operators spilled.
+//! scans read, the bytes its operators spilled, and its rows put in the job's file order.
 
 use std::sync::Arc;
 
-use crate::project::spec::FileLayout;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
@@ -18,6 +17,8 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
 };
+
+use crate::project::spec::FileLayout;
 
 /// Distinct values of the partition columns in the job's result.
 pub async fn distinct_partitions(
