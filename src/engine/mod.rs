@@ -11,6 +11,7 @@ pub mod clv;
 pub mod codec;
 pub mod contract;
 pub mod cross_join;
+pub mod date_part;
 pub mod freshness;
 pub mod guard;
 pub mod hook;

@@ -143,8 +143,14 @@ impl Engine {
     /// `config` with retention's defaults and the project's settings laid over it (a worker's
     /// sessions get them this way too, over the coordinator's distributed settings).
     pub fn tune(&self, mut config: SessionConfig) -> Result<SessionConfig> {
+        // The project's partitions, else DATAFUSION_EXECUTION_TARGET_PARTITIONS, else at least 8
+        // (project::config::default_target_partitions).
         if let Some(n) = self.project.target_partitions {
             config = config.with_target_partitions(n);
+        } else if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
+            let cores = config.target_partitions();
+            config = config
+                .with_target_partitions(crate::project::config::default_target_partitions(cores));
         }
         // Batches of 32,768 rows rather than 8,192: joins, aggregates and repartitions pass a
         // quarter as many batches (the whole DAG at 1M orders: 28.8 s -> 26.0 s). Overridable.
@@ -235,9 +241,14 @@ impl Engine {
             let mut state = state.write();
             let options = state.config_mut().options_mut();
             options.optimizer.prefer_hash_join = false;
-            // DataFusion plans a sort-merge join only over repartitioned inputs.
+            // DataFusion plans a sort-merge join only over repartitioned inputs. One partition
+            // per core unless the project says otherwise (at least 2): each partition's
+            // aggregates and sorts hold their own buffers, and with the default 8 on 2 cores
+            // order_experience at 51.6M orders could not fit 2 GiB even spilling.
             options.optimizer.repartition_joins = true;
-            options.execution.target_partitions = options.execution.target_partitions.max(2);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            options.execution.target_partitions =
+                self.project.target_partitions.unwrap_or(cores).max(2);
             // No partial aggregation: DataFusion 55.2's partial hash table keeps its doubled
             // capacity after it emits under memory pressure, and fails on it (cohort_retention
             // at 51.6M orders); the final aggregate, which spills, does the work.
@@ -312,6 +323,13 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
             // A cross join with one row keeps that row in memory (engine/cross_join.rs).
             .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow));
+        // `extract` planned as retention's date_part (engine/date_part.rs), before DataFusion's.
+        if let Some(planners) = builder.expr_planners() {
+            planners.insert(
+                0,
+                Arc::new(crate::engine::date_part::ExtractPlanner::default()),
+            );
+        }
         if let Placement::Cluster(cluster) = placement {
             builder = crate::engine::cluster::coordinator(
                 builder,
@@ -358,6 +376,9 @@ pub fn register_functions(state: &mut SessionState) -> Result<()> {
     let mut scalars = crate::engine::udf::all();
     // Replaces DataFusion's to_char, with a fast path for months and days.
     scalars.push(crate::engine::to_char::udf());
+    // Replaces DataFusion's date_part (and so `extract`), with a fast path for years, months and
+    // days of dates and UTC timestamps.
+    scalars.push(crate::engine::date_part::udf());
     // What `CAST(ts AS DATE)` of a UTC timestamp is planned as (engine::utc_date).
     scalars.push(crate::engine::utc_date::udf());
     scalars.extend(crate::engine::clv::sql::scalars());
@@ -381,6 +402,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Expr;
     use datafusion::prelude::DataFrame;
 
     use crate::project::config::{Overrides, RawProject};
@@ -416,6 +439,15 @@ mod tests {
             plain.options().execution.batch_size.to_string(),
             BATCH_ROWS.to_string()
         );
+        // At least 8 partitions, one per core beyond; the project's own number wins.
+        if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
+            let cores = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(plain.target_partitions(), cores.max(8));
+        }
+        let three = engine("[engine]\ntarget_partitions = 3\n")
+            .config()
+            .unwrap();
+        assert_eq!(three.target_partitions(), 3);
     }
 
     #[tokio::test]
@@ -448,6 +480,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(batches[0].num_rows(), 1);
+        // DataFusion's date_part and to_char are replaced by the ones with fast paths.
+        let date_part = ctx.udf("date_part").unwrap();
+        let date_part: &dyn std::any::Any = date_part.inner().as_ref();
+        assert!(date_part.is::<crate::engine::date_part::DatePart>());
+        // `extract` too, which DataFusion plans with its own function past the registry.
+        let plan = ctx
+            .sql("SELECT extract(month FROM now()) AS m")
+            .await
+            .unwrap()
+            .into_unoptimized_plan();
+        let datafusion::logical_expr::LogicalPlan::Projection(projection) = &plan else {
+            panic!("{plan}");
+        };
+        let mut planned_with = None;
+        projection.expr[0]
+            .apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.name() == "date_part"
+                {
+                    let inner: &dyn std::any::Any = f.func.inner().as_ref();
+                    planned_with = Some(inner.is::<crate::engine::date_part::DatePart>());
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(planned_with, Some(true), "{plan}");
+        let to_char = ctx.udf("to_char").unwrap();
+        let to_char: &dyn std::any::Any = to_char.inner().as_ref();
+        assert!(to_char.is::<crate::engine::to_char::ToChar>());
         e.prepare(&ctx).await.unwrap();
         e.prepare(&ctx).await.unwrap();
         assert_eq!(hook.0.load(Ordering::SeqCst), 2);

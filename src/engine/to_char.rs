@@ -94,7 +94,7 @@ fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
             out.append_null();
             continue;
         };
-        let (year, month, day_of_month) = civil_from_days(i64::from(day));
+        let (year, month, day_of_month) = crate::engine::utc_date::civil_from_days(i64::from(day));
         if !(0..=9999).contains(&year) {
             return Ok(None);
         }
@@ -117,21 +117,6 @@ fn push_digits(text: &mut String, n: u32, digits: u32) {
         let digit = (n / 10u32.pow(place)) % 10;
         text.push(char::from(b'0' + digit as u8));
     }
-}
-
-/// (year, month, day) of a day number (days since 1970-01-01), proleptic Gregorian: Howard
-/// Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `to_char` as retention's sessions have it.

@@ -26,7 +26,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The days chrono can represent, as arrow's cast checks them: beyond, the cast's own error.
-const REPRESENTABLE_DAYS: std::ops::RangeInclusive<i64> = -96_000_000..=95_000_000;
+pub const REPRESENTABLE_DAYS: std::ops::RangeInclusive<i64> = -96_000_000..=95_000_000;
 
 fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "+00:00" | "Z")
@@ -61,6 +61,21 @@ pub fn utc_days(values: &dyn Array) -> Option<Date32Array> {
         },
         _ => None,
     }
+}
+
+/// (year, month, day) of a day number (days since 1970-01-01), proleptic Gregorian: Howard
+/// Hinnant's `civil_from_days`.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `utc_date(ts)`: what `CAST(ts AS DATE)` gives for a UTC or zoneless timestamp.

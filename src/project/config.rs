@@ -178,7 +178,8 @@ pub struct EngineSettings {
     /// (engine.memory_limit; default 75%).
     #[arg(long, global = true, env = "RETENTION_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
-    /// DataFusion target partitions (engine.target_partitions; default: number of cores).
+    /// DataFusion target partitions (engine.target_partitions; default: the number of cores,
+    /// and at least 8).
     #[arg(long, global = true, env = "RETENTION_TARGET_PARTITIONS")]
     pub target_partitions: Option<usize>,
     /// Jobs run at once (engine.jobs; default 1 below 4 cores, else 2). Set per command with
@@ -622,6 +623,16 @@ fn project_params(
         }
     }
     params
+}
+
+/// DataFusion's partitions per query when the project does not say: one per core, and at least
+/// 8. With one partition per core on 2 cores, a core whose partition finishes first (a skewed
+/// key, a join that built its table) waits for the other, and each hash table holds half the
+/// keys; with 8, a free core takes the next partition and each table is a quarter the size. At
+/// 10M orders on 2 cores, five jobs run alone 3 times each took 173.9 s with 2 partitions and
+/// 160.8 s with 8 (docs/BENCHMARKS.md).
+pub fn default_target_partitions(cores: usize) -> usize {
+    cores.max(8)
 }
 
 /// Jobs run at once when the project does not say: every job already uses all the cores
