@@ -6,39 +6,20 @@
 //! (`extract(year FROM order_ts) * 12 + extract(month FROM order_ts)`) and churn_rate's month of
 //! a churn day spent 3% of their CPU there at 10M orders. The fast path takes the civil date from
 //! the day number (engine::utc_date); every other part, type, time zone, scalar or a day outside
-//! chrono's range goes to DataFusion's own `date_part`, which this function wraps (same name,
-//! aliases, signature, result type and pruning preimage). `extract` is planned as it too
+//! chrono's range goes to DataFusion's own `date_part` (engine::fast_path: same name, aliases,
+//! signature, result type and pruning preimage). `extract` is planned as it too
 //! (`ExtractPlanner`): DataFusion's own planner calls its built-in function, past the registry.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int32Array};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::Result;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult};
-use datafusion::logical_expr::preimage::PreimageResult;
-use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF};
 
+use crate::engine::fast_path::WithFastPath;
 use crate::engine::utc_date::{REPRESENTABLE_DAYS, civil_from_days, utc_days};
-
-/// The wrapped `date_part`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct DatePart {
-    builtin: Arc<ScalarUDF>,
-}
-
-impl Default for DatePart {
-    fn default() -> Self {
-        DatePart {
-            builtin: datafusion::functions::datetime::date_part(),
-        }
-    }
-}
 
 /// The parts the fast path computes.
 #[derive(Clone, Copy)]
@@ -48,50 +29,13 @@ enum Part {
     Day,
 }
 
-impl ScalarUDFImpl for DatePart {
-    fn name(&self) -> &str {
-        self.builtin.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.builtin.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.builtin.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.builtin.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.builtin.return_field_from_args(args)
-    }
-
-    fn preimage(
-        &self,
-        args: &[Expr],
-        lit_expr: &Expr,
-        info: &SimplifyContext,
-    ) -> Result<PreimageResult> {
-        self.builtin.preimage(args, lit_expr, info)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.builtin.documentation()
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if let Some(out) = fast(&args.args) {
-            return Ok(ColumnarValue::Array(out));
-        }
-        self.builtin.invoke_with_args(args)
-    }
+/// The fast path's result, or `None` when the arguments are not ones it computes.
+fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
+    Ok(fast_part(args))
 }
 
-/// The fast path's result, or `None` when the arguments are not ones it computes.
-fn fast(args: &[ColumnarValue]) -> Option<ArrayRef> {
+/// `fast`, where `None` is any argument it does not compute.
+fn fast_part(args: &[ColumnarValue]) -> Option<ArrayRef> {
     let [ColumnarValue::Scalar(part), ColumnarValue::Array(values)] = args else {
         return None;
     };
@@ -124,7 +68,7 @@ fn fast(args: &[ColumnarValue]) -> Option<ArrayRef> {
 
 /// `date_part` as retention's sessions have it.
 pub fn udf() -> ScalarUDF {
-    ScalarUDF::from(DatePart::default())
+    WithFastPath::udf(datafusion::functions::datetime::date_part(), fast)
 }
 
 /// Plans `extract(part FROM value)` as retention's `date_part`; a session puts it before
@@ -156,9 +100,10 @@ mod tests {
     use datafusion::arrow::array::{
         AsArray, Date32Array, TimestampMicrosecondArray, TimestampSecondArray,
     };
-    use datafusion::arrow::datatypes::{Field, Int32Type};
+    use datafusion::arrow::datatypes::{DataType, Field, Int32Type};
     use datafusion::common::ScalarValue;
     use datafusion::config::ConfigOptions;
+    use datafusion::logical_expr::ScalarFunctionArgs;
 
     fn part(name: &str) -> ColumnarValue {
         ColumnarValue::Scalar(ScalarValue::Utf8(Some(name.into())))
@@ -206,7 +151,7 @@ mod tests {
         ));
         for values in [&dates, &micros, &seconds] {
             for name in ["year", "MONTH", "day"] {
-                assert!(fast(&[part(name), ColumnarValue::Array(values.clone())]).is_some());
+                assert!(fast_part(&[part(name), ColumnarValue::Array(values.clone())]).is_some());
                 assert_eq!(
                     call(&ours, name, values),
                     call(&theirs, name, values),
@@ -227,13 +172,13 @@ mod tests {
             TimestampMicrosecondArray::from(vec![Some(82_800_000_000)])
                 .with_timezone("Europe/Berlin"),
         );
-        assert!(fast(&[part("day"), ColumnarValue::Array(berlin.clone())]).is_none());
+        assert!(fast_part(&[part("day"), ColumnarValue::Array(berlin.clone())]).is_none());
         // 1970-01-01T23:00Z is the 2nd in Berlin.
         assert_eq!(call(&udf(), "day", &berlin), [Some(2)]);
         let utc: ArrayRef = Arc::new(TimestampSecondArray::from(vec![Some(3_600)]));
-        assert!(fast(&[part("hour"), ColumnarValue::Array(utc.clone())]).is_none());
+        assert!(fast_part(&[part("hour"), ColumnarValue::Array(utc.clone())]).is_none());
         assert_eq!(call(&udf(), "hour", &utc), [Some(1)]);
         let far: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), Some(i32::MAX)]));
-        assert!(fast(&[part("year"), ColumnarValue::Array(far)]).is_none());
+        assert!(fast_part(&[part("year"), ColumnarValue::Array(far)]).is_none());
     }
 }

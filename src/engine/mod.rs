@@ -12,6 +12,7 @@ pub mod codec;
 pub mod contract;
 pub mod cross_join;
 pub mod date_part;
+pub mod fast_path;
 pub mod freshness;
 pub mod guard;
 pub mod hook;

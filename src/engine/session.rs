@@ -483,7 +483,7 @@ mod tests {
         // DataFusion's date_part and to_char are replaced by the ones with fast paths.
         let date_part = ctx.udf("date_part").unwrap();
         let date_part: &dyn std::any::Any = date_part.inner().as_ref();
-        assert!(date_part.is::<crate::engine::date_part::DatePart>());
+        assert!(date_part.is::<crate::engine::fast_path::WithFastPath>());
         // `extract` too, which DataFusion plans with its own function past the registry.
         let plan = ctx
             .sql("SELECT extract(month FROM now()) AS m")
@@ -500,7 +500,7 @@ mod tests {
                     && f.name() == "date_part"
                 {
                     let inner: &dyn std::any::Any = f.func.inner().as_ref();
-                    planned_with = Some(inner.is::<crate::engine::date_part::DatePart>());
+                    planned_with = Some(inner.is::<crate::engine::fast_path::WithFastPath>());
                 }
                 Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
             })
@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(planned_with, Some(true), "{plan}");
         let to_char = ctx.udf("to_char").unwrap();
         let to_char: &dyn std::any::Any = to_char.inner().as_ref();
-        assert!(to_char.is::<crate::engine::to_char::ToChar>());
+        assert!(to_char.is::<crate::engine::fast_path::WithFastPath>());
         e.prepare(&ctx).await.unwrap();
         e.prepare(&ctx).await.unwrap();
         assert_eq!(hook.0.load(Ordering::SeqCst), 2);
