@@ -147,7 +147,8 @@ impl Engine {
         // (project::config::default_target_partitions).
         if let Some(n) = self.project.target_partitions {
             config = config.with_target_partitions(n);
-        } else if std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_none() {
+        } else if !self.partitions_chosen() {
+            // DataFusion's own default: one per core.
             let cores = config.target_partitions();
             config = config
                 .with_target_partitions(crate::project::config::default_target_partitions(cores));
@@ -206,6 +207,13 @@ impl Engine {
         Ok(config)
     }
 
+    /// Whether the project or DATAFUSION_EXECUTION_TARGET_PARTITIONS chose the partitions per
+    /// query, rather than retention's default.
+    fn partitions_chosen(&self) -> bool {
+        self.project.target_partitions.is_some()
+            || std::env::var_os("DATAFUSION_EXECUTION_TARGET_PARTITIONS").is_some()
+    }
+
     /// A new session sharing the runtime, with `tables` registered by name.
     pub fn session(&self, tables: &[(String, Arc<dyn TableProvider>)]) -> Result<SessionContext> {
         self.session_with(self.config()?, tables)
@@ -242,13 +250,14 @@ impl Engine {
             let options = state.config_mut().options_mut();
             options.optimizer.prefer_hash_join = false;
             // DataFusion plans a sort-merge join only over repartitioned inputs. One partition
-            // per core unless the project says otherwise (at least 2): each partition's
-            // aggregates and sorts hold their own buffers, and with the default 8 on 2 cores
-            // order_experience at 51.6M orders could not fit 2 GiB even spilling.
+            // per core unless the project or the environment chose (at least 2): each
+            // partition's aggregates and sorts hold their own buffers, and with the default 8 on
+            // 2 cores order_experience at 51.6M orders could not fit 2 GiB even spilling.
             options.optimizer.repartition_joins = true;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            options.execution.target_partitions =
-                self.project.target_partitions.unwrap_or(cores).max(2);
+            if !self.partitions_chosen() {
+                options.execution.target_partitions = crate::project::config::cores();
+            }
+            options.execution.target_partitions = options.execution.target_partitions.max(2);
             // No partial aggregation: DataFusion 55.2's partial hash table keeps its doubled
             // capacity after it emits under memory pressure, and fails on it (cohort_retention
             // at 51.6M orders); the final aggregate, which spills, does the work.

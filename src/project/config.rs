@@ -450,9 +450,7 @@ impl Project {
         if engine.target_partitions == Some(0) {
             problems.push(bad("engine.target_partitions", "must be at least 1".into()));
         }
-        let jobs = engine.jobs.unwrap_or_else(|| {
-            default_jobs(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        });
+        let jobs = engine.jobs.unwrap_or_else(|| default_jobs(cores()));
         if jobs == 0 {
             problems.push(bad("engine.jobs", "must be at least 1".into()));
         }
@@ -623,6 +621,11 @@ fn project_params(
         }
     }
     params
+}
+
+/// The cores this process may run on (1 when the system cannot say).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// DataFusion's partitions per query when the project does not say: one per core, and at least
