@@ -3,6 +3,8 @@
 //! graph and run plan → execute (checks, publish) → run ledger, with the tools beside them.
 
 // The foundation every layer uses.
+#[cfg(not(target_env = "msvc"))]
+pub mod allocator;
 pub mod clock;
 pub mod error;
 pub mod listen;

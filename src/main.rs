@@ -11,10 +11,11 @@ use tracing_subscriber::EnvFilter;
 /// hundreds of MB across threads, and glibc's arenas kept the freed memory resident (at 51.6M
 /// orders under `--memory-limit 2GiB`, cohort_retention peaked at 3.38 GB RSS on glibc and 2.40 GB
 /// here; docs/BENCHMARKS.md). Its options are built in from .cargo/config.toml: freed pages go back
-/// to the system after a second, by a background thread.
+/// to the system after a second, by a background thread. Large zeroed allocations are made
+/// writable at once (src/allocator.rs).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: retention::allocator::Allocator = retention::allocator::Allocator;
 
 /// Our own info logs; only warnings from libraries (the Delta kernel logs expected misses as errors).
 const DEFAULT_LOG_FILTER: &str = "warn,retention=info,buoyant_kernel=off";
