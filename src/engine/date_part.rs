@@ -19,7 +19,7 @@ use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult};
 use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF};
 
 use crate::engine::fast_path::WithFastPath;
-use crate::engine::utc_date::{REPRESENTABLE_DAYS, civil_from_days, utc_days};
+use crate::engine::utc_date::{civil_from_days, utc_days};
 
 /// The parts the fast path computes.
 #[derive(Clone, Copy)]
@@ -30,12 +30,7 @@ enum Part {
 }
 
 /// The fast path's result, or `None` when the arguments are not ones it computes.
-fn fast(args: &[ColumnarValue]) -> Result<Option<ArrayRef>> {
-    Ok(fast_part(args))
-}
-
-/// `fast`, where `None` is any argument it does not compute.
-fn fast_part(args: &[ColumnarValue]) -> Option<ArrayRef> {
+fn fast(args: &[ColumnarValue]) -> Option<ArrayRef> {
     let [ColumnarValue::Scalar(part), ColumnarValue::Array(values)] = args else {
         return None;
     };
@@ -45,15 +40,8 @@ fn fast_part(args: &[ColumnarValue]) -> Option<ArrayRef> {
         "day" => Part::Day,
         _ => return None,
     };
+    // A day beyond chrono's is DataFusion's to answer.
     let days = utc_days(values.as_ref())?;
-    // A date beyond chrono's days is DataFusion's to answer (timestamps are checked already).
-    if !days
-        .values()
-        .iter()
-        .all(|d| REPRESENTABLE_DAYS.contains(&i64::from(*d)))
-    {
-        return None;
-    }
     let parts: Int32Array = days.unary(|day| {
         let (year, month, day_of_month) = civil_from_days(i64::from(day));
         match part {
@@ -151,7 +139,7 @@ mod tests {
         ));
         for values in [&dates, &micros, &seconds] {
             for name in ["year", "MONTH", "day"] {
-                assert!(fast_part(&[part(name), ColumnarValue::Array(values.clone())]).is_some());
+                assert!(fast(&[part(name), ColumnarValue::Array(values.clone())]).is_some());
                 assert_eq!(
                     call(&ours, name, values),
                     call(&theirs, name, values),
@@ -172,13 +160,13 @@ mod tests {
             TimestampMicrosecondArray::from(vec![Some(82_800_000_000)])
                 .with_timezone("Europe/Berlin"),
         );
-        assert!(fast_part(&[part("day"), ColumnarValue::Array(berlin.clone())]).is_none());
+        assert!(fast(&[part("day"), ColumnarValue::Array(berlin.clone())]).is_none());
         // 1970-01-01T23:00Z is the 2nd in Berlin.
         assert_eq!(call(&udf(), "day", &berlin), [Some(2)]);
         let utc: ArrayRef = Arc::new(TimestampSecondArray::from(vec![Some(3_600)]));
-        assert!(fast_part(&[part("hour"), ColumnarValue::Array(utc.clone())]).is_none());
+        assert!(fast(&[part("hour"), ColumnarValue::Array(utc.clone())]).is_none());
         assert_eq!(call(&udf(), "hour", &utc), [Some(1)]);
         let far: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), Some(i32::MAX)]));
-        assert!(fast_part(&[part("year"), ColumnarValue::Array(far)]).is_none());
+        assert!(fast(&[part("year"), ColumnarValue::Array(far)]).is_none());
     }
 }

@@ -15,8 +15,9 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature,
 };
 
-/// A fast path: the result for `args`, or `None` when they are not ones it answers.
-pub type FastPath = fn(args: &[ColumnarValue]) -> Result<Option<ArrayRef>>;
+/// A fast path: the result for `args`, or `None` when they are not ones it answers (DataFusion's
+/// function then answers them, errors included).
+pub type FastPath = fn(args: &[ColumnarValue]) -> Option<ArrayRef>;
 
 /// DataFusion's function `builtin`, with `fast` tried first on every call.
 #[derive(Debug)]
@@ -81,7 +82,7 @@ impl ScalarUDFImpl for WithFastPath {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if let Some(out) = (self.fast)(&args.args)? {
+        if let Some(out) = (self.fast)(&args.args) {
             return Ok(ColumnarValue::Array(out));
         }
         self.builtin.invoke_with_args(args)

@@ -26,7 +26,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The days chrono can represent, as arrow's cast checks them: beyond, the cast's own error.
-pub const REPRESENTABLE_DAYS: std::ops::RangeInclusive<i64> = -96_000_000..=95_000_000;
+const REPRESENTABLE_DAYS: std::ops::RangeInclusive<i64> = -96_000_000..=95_000_000;
 
 fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "+00:00" | "Z")
@@ -35,14 +35,15 @@ fn is_utc(tz: &str) -> bool {
 /// The day (days since 1970-01-01, floored) of each date, or of each UTC or zoneless timestamp;
 /// `None` for other types and zones, or when a value's day is out of chrono's range.
 pub fn utc_days(values: &dyn Array) -> Option<Date32Array> {
-    fn floored<T: ArrowPrimitiveType<Native = i64>>(
-        values: &dyn Array,
-        per_day: i64,
-    ) -> Option<Date32Array> {
+    /// Each value's day, `per_day` values a day, floored.
+    fn floored<T: ArrowPrimitiveType>(values: &dyn Array, per_day: i64) -> Option<Date32Array>
+    where
+        T::Native: Into<i64>,
+    {
         values
             .as_primitive::<T>()
             .try_unary(|v| {
-                let day = v.div_euclid(per_day);
+                let day = v.into().div_euclid(per_day);
                 REPRESENTABLE_DAYS
                     .contains(&day)
                     .then_some(day as i32)
@@ -51,7 +52,7 @@ pub fn utc_days(values: &dyn Array) -> Option<Date32Array> {
             .ok()
     }
     match values.data_type() {
-        DataType::Date32 => Some(values.as_primitive::<Date32Type>().clone()),
+        DataType::Date32 => floored::<Date32Type>(values, 1),
         DataType::Date64 => floored::<Date64Type>(values, 86_400_000),
         DataType::Timestamp(unit, tz) if tz.as_deref().is_none_or(is_utc) => match unit {
             TimeUnit::Second => floored::<TimestampSecondType>(values, 86_400),
@@ -296,5 +297,10 @@ mod tests {
         assert!(utc_days(&far).is_none());
         let ok = TimestampSecondArray::from(vec![Some(-1), Some(86_400)]);
         assert_eq!(utc_days(&ok).unwrap().values().to_vec(), [-1, 1]);
+        // Dates too: a day beyond chrono's is not one.
+        let far_date = Date32Array::from(vec![Some(0), Some(i32::MAX)]);
+        assert!(utc_days(&far_date).is_none());
+        let dates = Date32Array::from(vec![Some(-1), None, Some(19_000)]);
+        assert_eq!(utc_days(&dates).unwrap(), dates);
     }
 }
