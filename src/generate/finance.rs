@@ -80,8 +80,8 @@ struct Entry {
 
 impl Entry {
     /// The `spend_ledger` row.
-    fn row(&self) -> Vec<V> {
-        vec![
+    fn row(&self) -> [V; 10] {
+        [
             V::I(self.id),
             V::D(date32(self.posted)),
             V::Str(self.service_month.clone()),
@@ -151,8 +151,8 @@ struct PlanLine {
 
 impl PlanLine {
     /// The `budget_plan` row.
-    fn row(&self) -> Vec<V> {
-        vec![
+    fn row(&self) -> [V; 6] {
+        [
             V::Str(self.month.clone()),
             V::I(self.program_id),
             V::S(self.cost_center),
@@ -458,22 +458,23 @@ async fn write(
     plan: &[PlanLine],
     entries: &[Entry],
 ) -> Result<()> {
-    let fx: Rows = rates
+    let fx = rates
         .iter()
-        .map(|((month, currency), rate)| vec![V::Str(month.clone()), V::S(currency), V::M(*rate)])
-        .collect();
-    raw.write_file("fx_rates", None, fx_schema(), fx).await?;
-    let plan: Rows = plan.iter().map(PlanLine::row).collect();
-    raw.write_file("budget_plan", None, plan_schema(), plan)
+        .map(|((month, currency), rate)| [V::Str(month.clone()), V::S(currency), V::M(*rate)]);
+    raw.write_file("fx_rates", None, Rows::of(fx_schema(), fx))
         .await?;
+    let plan = Rows::of(plan_schema(), plan.iter().map(PlanLine::row));
+    raw.write_file("budget_plan", None, plan).await?;
     let mut by_day: BTreeMap<NaiveDate, Rows> = BTreeMap::new();
-    for e in entries {
-        by_day.entry(e.posted).or_default().0.push(e.row());
-    }
     let schema = ledger_schema();
+    for e in entries {
+        by_day
+            .entry(e.posted)
+            .or_insert_with(|| Rows::new(schema.clone()))
+            .push(e.row());
+    }
     for (day, rows) in by_day {
-        raw.write_file("spend_ledger", Some(day), schema.clone(), rows)
-            .await?;
+        raw.write_file("spend_ledger", Some(day), rows).await?;
     }
     raw.counts.entry("spend_ledger".into()).or_insert(0);
     Ok(())

@@ -201,7 +201,7 @@ async fn simulate(
     for (d, &n) in signups.iter().enumerate() {
         let day = start_day + d as i64;
         sim.sign_up(day, n);
-        let customers = std::mem::take(&mut sim.customer_rows);
+        let customers = sim.take_customer_rows();
         raw.write_customers(day, customers).await?;
         sim.orders_due(day);
         sim.spend_marketing(day);

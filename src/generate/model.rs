@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Duration, NaiveDate};
+
+use crate::engine::utc_date::civil_from_days;
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, Decimal128Type, DecimalType};
 use serde::{Deserialize, Serialize};
 
@@ -419,20 +421,25 @@ pub(super) fn date_of_day(day: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(day)
 }
 
+/// The month of a day number, counted in months from year 0 (civil arithmetic, no calendar).
+fn month_index(day: i64) -> i64 {
+    let (year, month, _) = civil_from_days(day);
+    year * 12 + month as i64
+}
+
 pub(super) fn months_between(a_day: i64, b_day: i64) -> i64 {
-    let (a, b) = (date_of_day(a_day), date_of_day(b_day));
-    (b.year() as i64 - a.year() as i64) * 12 + b.month() as i64 - a.month() as i64
+    month_index(b_day) - month_index(a_day)
 }
 
 /// Season and weekday weight of a day (peak in November and December, busier weekends).
 pub(super) fn day_weight(day: i64) -> f64 {
-    let d = date_of_day(day);
-    let season = if matches!(d.month(), 11 | 12) {
+    let season = if matches!(civil_from_days(day).1, 11 | 12) {
         1.3
     } else {
         1.0
     };
-    let weekend = if d.weekday().number_from_monday() >= 6 {
+    // 1970-01-01, day 0, was a Thursday: days from Monday, 5 and 6 are the weekend.
+    let weekend = if (day + 3).rem_euclid(7) >= 5 {
         1.15
     } else {
         1.0
@@ -476,6 +483,21 @@ mod tests {
         }
         let e = "r,40,0.8,2.4".parse::<PlantedBgNbd>().unwrap_err();
         assert!(e.contains("expected r,alpha_days,a,b as numbers"), "{e}");
+    }
+
+    #[test]
+    fn day_weights_and_month_distances_follow_the_calendar() {
+        let day = |text: &str| day_of_date(text.parse().unwrap());
+        // Saturday 2 November 2024: season and weekend; Monday 6 January 2025: neither.
+        assert_eq!(day_weight(day("2024-11-02")), 1.3 * 1.15);
+        assert_eq!(day_weight(day("2024-12-04")), 1.3);
+        assert_eq!(day_weight(day("2025-01-05")), 1.15);
+        assert_eq!(day_weight(day("2025-01-06")), 1.0);
+        assert_eq!(day_weight(day("1969-12-28")), 1.3 * 1.15);
+        assert_eq!(months_between(day("2024-12-31"), day("2025-01-01")), 1);
+        assert_eq!(months_between(day("2024-11-01"), day("2024-11-30")), 0);
+        assert_eq!(months_between(day("2024-11-30"), day("2026-10-01")), 23);
+        assert_eq!(months_between(day("2025-03-01"), day("2025-02-28")), -1);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! (event tables by `dt=` day, customers by sign-up day, single-file dimension tables,
 //! `truth.json`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray,
@@ -173,112 +175,185 @@ pub(super) enum V {
     B(bool),
 }
 
-/// Rows of one table, to become one Parquet file.
-#[derive(Debug, Default)]
-pub(super) struct Rows(pub(super) Vec<Vec<V>>);
+/// The event tables the simulation writes, by position in [`EVENT_TABLES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Sessions,
+    Orders,
+    Shipments,
+    Refunds,
+    Returns,
+    CsTickets,
+    Reviews,
+    Touches,
+    Vouchers,
+    MarketingSpend,
+}
 
-impl FromIterator<Vec<V>> for Rows {
-    fn from_iter<I: IntoIterator<Item = Vec<V>>>(rows: I) -> Self {
-        Rows(rows.into_iter().collect())
+impl Table {
+    pub(super) fn name(self) -> &'static str {
+        EVENT_TABLES[self as usize]
     }
+}
+
+/// One column being built: plain vectors the simulation's thread pushes to, turned into the
+/// Arrow array of the field's type by the thread that encodes the file.
+enum Column {
+    Int64(Vec<i64>, NullBufferBuilder),
+    Int32(Vec<i32>, NullBufferBuilder),
+    Utf8(Vec<Cow<'static, str>>),
+    Timestamp(Vec<i64>, NullBufferBuilder),
+    Decimal(Vec<i128>, u8, i8),
+    Date(Vec<i32>),
+    Boolean(Vec<bool>),
+}
+
+impl Column {
+    fn new(field: &Field) -> Self {
+        let nulls = || NullBufferBuilder::new(0);
+        match field.data_type() {
+            DataType::Int64 => Column::Int64(Vec::new(), nulls()),
+            DataType::Int32 => Column::Int32(Vec::new(), nulls()),
+            DataType::Utf8 => Column::Utf8(Vec::new()),
+            DataType::Timestamp(_, _) => Column::Timestamp(Vec::new(), nulls()),
+            DataType::Decimal128(p, s) => Column::Decimal(Vec::new(), *p, *s),
+            DataType::Date32 => Column::Date(Vec::new()),
+            DataType::Boolean => Column::Boolean(Vec::new()),
+            other => unreachable!("generated type {other}"),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, v: V) {
+        fn value<T: Default>(values: &mut Vec<T>, nulls: &mut NullBufferBuilder, x: Option<T>) {
+            nulls.append(x.is_some());
+            values.push(x.unwrap_or_default());
+        }
+        match (self, v) {
+            (Column::Int64(values, nulls), V::I(x)) => value(values, nulls, Some(x)),
+            (Column::Int64(values, nulls), V::OptI(x)) => value(values, nulls, x),
+            (Column::Int32(values, nulls), V::I32(x)) => value(values, nulls, Some(x)),
+            (Column::Int32(values, nulls), V::OptI32(x)) => value(values, nulls, x),
+            (Column::Utf8(values), V::S(x)) => values.push(Cow::Borrowed(x)),
+            (Column::Utf8(values), V::Str(x)) => values.push(Cow::Owned(x)),
+            (Column::Timestamp(values, nulls), V::T(x)) => value(values, nulls, Some(x)),
+            (Column::Timestamp(values, nulls), V::OptT(x)) => value(values, nulls, x),
+            (Column::Decimal(values, _, _), V::M(x)) => values.push(x),
+            (Column::Date(values), V::D(x)) => values.push(x),
+            (Column::Boolean(values), V::B(x)) => values.push(x),
+            (_, v) => unreachable!("{v:?} does not fit the column's type"),
+        }
+    }
+
+    fn finish(self) -> Result<ArrayRef> {
+        Ok(match self {
+            Column::Int64(values, mut nulls) => {
+                Arc::new(Int64Array::new(values.into(), nulls.finish()))
+            }
+            Column::Int32(values, mut nulls) => {
+                Arc::new(Int32Array::new(values.into(), nulls.finish()))
+            }
+            Column::Utf8(values) => Arc::new(StringArray::from_iter_values(values)),
+            Column::Timestamp(values, mut nulls) => Arc::new(
+                TimestampMicrosecondArray::new(values.into(), nulls.finish()).with_timezone("UTC"),
+            ),
+            Column::Decimal(values, p, s) => {
+                Arc::new(Decimal128Array::from(values).with_precision_and_scale(p, s)?)
+            }
+            Column::Date(values) => Arc::new(Date32Array::from(values)),
+            Column::Boolean(values) => Arc::new(BooleanArray::from(values)),
+        })
+    }
+}
+
+/// Rows of one table, to become one Parquet file: built column by column as they are pushed.
+pub(super) struct Rows {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    len: usize,
 }
 
 impl Rows {
-    /// The rows as a batch of `schema`: column `c` of the batch is value `c` of every row.
-    pub(super) fn to_batch(&self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let columns = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(c, field)| column(field, self.0.iter().map(|r| &r[c])))
+    pub(super) fn new(schema: SchemaRef) -> Self {
+        let columns = schema.fields().iter().map(|f| Column::new(f)).collect();
+        Rows {
+            schema,
+            columns,
+            len: 0,
+        }
+    }
+
+    /// Rows of `schema` from rows of values, one per column.
+    pub(super) fn of<const N: usize>(
+        schema: SchemaRef,
+        rows: impl IntoIterator<Item = [V; N]>,
+    ) -> Self {
+        let mut all = Rows::new(schema);
+        for row in rows {
+            all.push(row);
+        }
+        all
+    }
+
+    /// Append one row: value `c` goes to column `c`.
+    #[inline]
+    pub(super) fn push<const N: usize>(&mut self, row: [V; N]) {
+        debug_assert_eq!(N, self.columns.len(), "{}", self.schema);
+        for (column, v) in self.columns.iter_mut().zip(row) {
+            column.push(v);
+        }
+        self.len += 1;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The rows as one record batch of their schema.
+    pub(super) fn into_batch(self) -> Result<RecordBatch> {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(Column::finish)
             .collect::<Result<Vec<ArrayRef>>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(self.schema, columns)?)
     }
 }
 
-/// One column of `field`'s type from the values of the rows.
-fn column<'a>(field: &Field, col: impl Iterator<Item = &'a V>) -> Result<ArrayRef> {
-    Ok(match field.data_type() {
-        DataType::Int64 => Arc::new(Int64Array::from(
-            col.map(|v| match v {
-                V::I(x) => Some(*x),
-                V::OptI(x) => *x,
-                _ => unreachable!("int64 column"),
-            })
-            .collect::<Vec<_>>(),
-        )),
-        DataType::Int32 => Arc::new(Int32Array::from(
-            col.map(|v| match v {
-                V::I32(x) => Some(*x),
-                V::OptI32(x) => *x,
-                _ => unreachable!("int32 column"),
-            })
-            .collect::<Vec<_>>(),
-        )),
-        DataType::Utf8 => Arc::new(StringArray::from(
-            col.map(|v| match v {
-                V::S(s) => s,
-                V::Str(s) => s.as_str(),
-                _ => unreachable!("string column"),
-            })
-            .collect::<Vec<_>>(),
-        )),
-        DataType::Timestamp(_, _) => Arc::new(
-            TimestampMicrosecondArray::from(
-                col.map(|v| match v {
-                    V::T(x) => Some(*x),
-                    V::OptT(x) => *x,
-                    _ => unreachable!("timestamp column"),
-                })
-                .collect::<Vec<_>>(),
-            )
-            .with_timezone("UTC"),
-        ),
-        DataType::Decimal128(p, s) => Arc::new(
-            Decimal128Array::from(
-                col.map(|v| match v {
-                    V::M(x) => *x,
-                    _ => unreachable!("decimal column"),
-                })
-                .collect::<Vec<_>>(),
-            )
-            .with_precision_and_scale(*p, *s)?,
-        ),
-        DataType::Date32 => Arc::new(Date32Array::from(
-            col.map(|v| match v {
-                V::D(x) => *x,
-                _ => unreachable!("date column"),
-            })
-            .collect::<Vec<_>>(),
-        )),
-        DataType::Boolean => Arc::new(BooleanArray::from(
-            col.map(|v| match v {
-                V::B(x) => *x,
-                _ => unreachable!("boolean column"),
-            })
-            .collect::<Vec<_>>(),
-        )),
-        other => unreachable!("generated type {other}"),
-    })
-}
-
-/// Parquet settings of generated raw files: LZ4 (raw), page statistics. A generated lake is
-/// thousands of small files of about ten columns each, and the Parquet writer makes a fresh zstd
-/// compressor and decompressor for every column of every file: with zstd, making them was a
-/// quarter of the generator's time.
-fn raw_writer_properties() -> datafusion::parquet::file::properties::WriterProperties {
+/// Parquet settings of generated raw files of `schema`: LZ4 (raw), statistics per column chunk,
+/// and dictionaries for strings only. A generated lake is thousands of small files of about ten
+/// columns each, one page per column: the Parquet writer makes a fresh zstd compressor and
+/// decompressor for every column of every file (with zstd, making them was a quarter of the
+/// generator's time), a page index repeats the chunk's statistics, and the ids, times and
+/// amounts of a day are nearly all distinct, so a dictionary of them never pays.
+fn raw_writer_properties(
+    schema: &Schema,
+) -> datafusion::parquet::file::properties::WriterProperties {
     use datafusion::parquet::basic::Compression;
     use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
-    WriterProperties::builder()
+    use datafusion::parquet::schema::types::ColumnPath;
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::LZ4_RAW)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build()
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_dictionary_enabled(false);
+    for field in schema.fields() {
+        if field.data_type() == &DataType::Utf8 {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    props.build()
 }
 
 /// Encode batches as one Parquet file.
 pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(raw_writer_properties()))?;
+    let props = raw_writer_properties(&schema);
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
     for b in batches {
         w.write(b)?;
     }
@@ -304,10 +379,17 @@ pub async fn put(
 // Files under the raw root.
 // ---------------------------------------------------------------------------------------------
 
-/// Rows waiting for their day to close.
+/// Rows waiting for their day to close, by event table.
 #[derive(Default)]
 pub(super) struct Day {
-    pub(super) tables: BTreeMap<&'static str, Rows>,
+    tables: [Option<Rows>; EVENT_TABLES.len()],
+}
+
+impl Day {
+    /// The rows of `table` on this day.
+    pub(super) fn rows(&mut self, table: Table) -> &mut Rows {
+        self.tables[table as usize].get_or_insert_with(|| Rows::new(schema(table.name())))
+    }
 }
 
 /// Writes the generated tables under one raw root and counts the rows written per table. Each
@@ -329,7 +411,7 @@ pub(super) struct RawWriter {
 
 /// Files encoded at once beside the simulation: enough to keep a second core busy, few enough
 /// that the rows waiting stay a few days' worth.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 32;
 
 impl RawWriter {
     pub(super) fn new(
@@ -359,24 +441,19 @@ impl RawWriter {
         path.join(format!("part-{part}.parquet").as_str())
     }
 
-    /// Encode `rows` as `schema` and put them at `path`, counting them for `table`: on a
+    /// Encode `rows` and put them at `path`, counting them for `table`: on a
     /// blocking thread, while the caller simulates the next day (`finish` waits for them all).
     /// Each file's bytes depend only on its rows, so the lake is the same byte for byte.
-    async fn write_rows(
-        &mut self,
-        table: &str,
-        path: &StorePath,
-        schema: SchemaRef,
-        rows: Rows,
-    ) -> Result<()> {
-        *self.counts.entry(table.to_string()).or_default() += rows.0.len() as u64;
+    async fn write_rows(&mut self, table: &str, path: &StorePath, rows: Rows) -> Result<()> {
+        *self.counts.entry(table.to_string()).or_default() += rows.len() as u64;
         while self.pending.len() >= IN_FLIGHT {
             self.join_one().await?;
         }
         let (store, path, location) = (self.store.clone(), path.clone(), self.location.clone());
         self.pending.spawn(async move {
             let bytes = tokio::task::spawn_blocking(move || {
-                parquet_bytes(schema.clone(), &[rows.to_batch(&schema)?])
+                let batch = rows.into_batch()?;
+                parquet_bytes(batch.schema(), &[batch])
             })
             .await
             .map_err(|e| Error::storage(&location, e))??;
@@ -410,7 +487,6 @@ impl RawWriter {
         &mut self,
         table: &str,
         day: Option<NaiveDate>,
-        schema: SchemaRef,
         rows: Rows,
     ) -> Result<()> {
         if !self.writes(day.map(day_of_date)) {
@@ -418,7 +494,7 @@ impl RawWriter {
         }
         let dir = day.map(|d| format!("dt={d}"));
         let path = self.part_path(table, dir.as_deref(), "0000");
-        self.write_rows(table, &path, schema, rows).await
+        self.write_rows(table, &path, rows).await
     }
 
     /// One day of event tables, written when the day closes: one file per table with rows.
@@ -427,24 +503,23 @@ impl RawWriter {
             return Ok(());
         }
         let dir = format!("dt={}", date_of_day(day));
-        for (table, rows) in rows.tables {
-            if rows.0.is_empty() {
+        for (table, rows) in EVENT_TABLES.iter().zip(rows.tables) {
+            let Some(rows) = rows.filter(|r| !r.is_empty()) else {
                 continue;
-            }
+            };
             let path = self.part_path(table, Some(dir.as_str()), "0000");
-            self.write_rows(table, &path, schema(table), rows).await?;
+            self.write_rows(table, &path, rows).await?;
         }
         Ok(())
     }
 
     /// `customers/part-<day>.parquet`: the customers who signed up on `day`.
     pub(super) async fn write_customers(&mut self, day: i64, rows: Rows) -> Result<()> {
-        if rows.0.is_empty() || !self.writes(Some(day)) {
+        if rows.is_empty() || !self.writes(Some(day)) {
             return Ok(());
         }
         let path = self.part_path("customers", None, &date_of_day(day).to_string());
-        self.write_rows("customers", &path, schema("customers"), rows)
-            .await
+        self.write_rows("customers", &path, rows).await
     }
 
     /// The `programs` dimension: one row per program with the days it runs.
@@ -453,23 +528,19 @@ impl RawWriter {
         programs: &[ProgramTruth],
         program_days: &[(i64, i64)],
     ) -> Result<()> {
-        let rows: Rows = programs
-            .iter()
-            .zip(program_days)
-            .map(|(p, (from, to))| {
-                let holdout = (p.holdout_share * 10_000.0).round() as i128;
-                vec![
-                    V::I(p.program_id),
-                    V::Str(p.name.clone()),
-                    V::Str(p.kind.clone()),
-                    V::D(*from as i32),
-                    V::D(*to as i32),
-                    V::M(holdout),
-                ]
-            })
-            .collect();
-        self.write_file("programs", None, schema("programs"), rows)
-            .await
+        let rows = programs.iter().zip(program_days).map(|(p, (from, to))| {
+            let holdout = (p.holdout_share * 10_000.0).round() as i128;
+            [
+                V::I(p.program_id),
+                V::Str(p.name.clone()),
+                V::Str(p.kind.clone()),
+                V::D(*from as i32),
+                V::D(*to as i32),
+                V::M(holdout),
+            ]
+        });
+        let rows = Rows::of(schema("programs"), rows);
+        self.write_file("programs", None, rows).await
     }
 
     /// `truth.json` at the raw root, once every table file is written: a lake with its truth is
@@ -478,5 +549,93 @@ impl RawWriter {
         self.finish().await?;
         let path = self.root.clone().join(name);
         put(&self.store, &path, bytes, &self.location).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::basic::Encoding;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn sessions() -> Rows {
+        Rows::of(
+            schema("sessions"),
+            [
+                [
+                    V::I(1),
+                    V::OptI(Some(7)),
+                    V::T(10),
+                    V::S("ads"),
+                    V::OptI(Some(3)),
+                ],
+                [V::I(2), V::OptI(None), V::T(20), V::S("seo"), V::OptI(None)],
+                [
+                    V::I(3),
+                    V::OptI(Some(8)),
+                    V::T(30),
+                    V::S("ads"),
+                    V::OptI(None),
+                ],
+            ],
+        )
+    }
+
+    #[test]
+    fn rows_become_a_batch_of_their_schema_with_nulls_where_pushed() {
+        let rows = sessions();
+        assert_eq!(rows.len(), 3);
+        let batch = rows.into_batch().unwrap();
+        assert_eq!(batch.schema(), schema("sessions"));
+        let customer = batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(
+            customer.iter().collect::<Vec<_>>(),
+            [Some(7), None, Some(8)]
+        );
+        let converted = batch.column(4).as_primitive::<Int64Type>();
+        assert_eq!(converted.null_count(), 2);
+        assert!(batch.column(0).nulls().is_none());
+        let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.values().to_vec(), [10, 20, 30]);
+        let source = batch.column(3).as_string::<i32>();
+        assert_eq!(
+            source.iter().flatten().collect::<Vec<_>>(),
+            ["ads", "seo", "ads"]
+        );
+    }
+
+    #[test]
+    fn raw_files_keep_dictionaries_for_strings_only_and_chunk_statistics() {
+        let batch = sessions().into_batch().unwrap();
+        let bytes =
+            Bytes::from(parquet_bytes(batch.schema(), std::slice::from_ref(&batch)).unwrap());
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let group = reader.metadata().row_group(0);
+        let dictionary = |c: usize| {
+            group
+                .column(c)
+                .encodings()
+                .any(|e| e == Encoding::RLE_DICTIONARY)
+        };
+        assert!(dictionary(3), "traffic_source");
+        assert!(
+            !dictionary(0) && !dictionary(1) && !dictionary(2),
+            "ids and times"
+        );
+        let stats = group.column(0).statistics().unwrap();
+        assert_eq!(stats.min_bytes_opt(), Some(&1i64.to_le_bytes()[..]));
+        assert!(reader.metadata().column_index().is_none(), "no page index");
+        let read = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, batch);
     }
 }

@@ -4,7 +4,7 @@
 //! draw comes from one seeded ChaCha8 stream, in a fixed order.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,7 +17,7 @@ use super::model::{
     day_of, day_weight, months_between, program_days, programs,
 };
 use super::model::{GenerateOptions, PlantedBgNbd};
-use super::raw::{Day, Rows, V};
+use super::raw::{Day, EVENT_TABLES, Rows, Table, V, schema};
 use rand_distr::{Beta, Distribution, Exp, Gamma};
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[(T, f64)]) -> T {
@@ -179,6 +179,96 @@ impl DayTallies {
     }
 }
 
+/// A customer's next order: its time, the customer, and the order's id reserved when it was
+/// scheduled. Ordered as the simulation places orders: by time, ties by the larger customer id.
+struct Scheduled {
+    t: i64,
+    order_id: i64,
+    customer: Customer,
+}
+
+impl Scheduled {
+    fn key(&self) -> (Reverse<i64>, i64, i64) {
+        (Reverse(self.t), self.customer.id, self.order_id)
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The customers with a next order, by its day: the day being placed in a heap, later days in
+/// a bucket each (heaped when their day opens). Orders come out in the order one heap of them
+/// all would give.
+struct Schedule {
+    first_day: i64,
+    /// The day being placed.
+    day: i64,
+    today: BinaryHeap<Scheduled>,
+    /// The orders of day `first_day + i`, while that day is later than the one being placed.
+    later: Vec<Vec<Scheduled>>,
+}
+
+impl Schedule {
+    fn new(first_day: i64, end_day: i64) -> Self {
+        Schedule {
+            first_day,
+            day: first_day - 1,
+            today: BinaryHeap::new(),
+            later: (first_day..end_day).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Schedule `next`, whose time falls in the period.
+    fn push(&mut self, next: Scheduled) {
+        let day = day_of(next.t);
+        if day == self.day {
+            self.today.push(next);
+        } else {
+            self.later[(day - self.first_day) as usize].push(next);
+        }
+    }
+
+    /// Start placing `day`'s orders.
+    fn open(&mut self, day: i64) {
+        debug_assert!(self.today.is_empty(), "the day before was placed");
+        self.day = day;
+        let due = std::mem::take(&mut self.later[(day - self.first_day) as usize]);
+        self.today = BinaryHeap::from(due);
+    }
+
+    /// The next order of the day being placed.
+    fn pop(&mut self) -> Option<Scheduled> {
+        self.today.pop()
+    }
+
+    /// Every customer with a next order.
+    fn customers(&self) -> impl Iterator<Item = &Customer> {
+        let later = self.later.iter().flatten();
+        self.today.iter().chain(later).map(|s| &s.customer)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.customers().next().is_none()
+    }
+}
+
 /// The simulation's state. Only customers with a next order scheduled are kept; the others are
 /// tallied and dropped. It always runs the whole planned period (its draws never depend on how
 /// much of it is written); the truth is taken as of `through_day`.
@@ -192,16 +282,16 @@ pub(super) struct Sim {
     pending: BTreeMap<i64, Day>,
     /// The first day not yet written.
     open_day: i64,
-    next_id: BTreeMap<&'static str, i64>,
+    /// The last id given per event table.
+    next_id: [i64; EVENT_TABLES.len()],
     pub(super) programs: Vec<ProgramTruth>,
     pub(super) program_days: Vec<(i64, i64)>,
     truth: Truth,
     tallies: DayTallies,
     /// Per program index and month: marketing spend, and for recovery the redeemed vouchers.
     spend_by_month: MonthlySpend,
-    active: HashMap<i64, Customer>,
-    /// (Reverse(next order time), customer id, the order's id reserved when it was scheduled)
-    queue: BinaryHeap<(Reverse<i64>, i64, i64)>,
+    /// The customers with a next order; the others are tallied and dropped.
+    queue: Schedule,
     next_customer: i64,
     /// Customer rows not yet written.
     pub(super) customer_rows: Rows,
@@ -229,47 +319,45 @@ impl Sim {
             through_end: (through_day + 1) * MICROS_PER_DAY,
             pending: BTreeMap::new(),
             open_day: start_day,
-            next_id: BTreeMap::new(),
+            next_id: [0; EVENT_TABLES.len()],
             programs,
             program_days,
             truth,
             tallies: DayTallies::default(),
             spend_by_month: BTreeMap::new(),
-            active: HashMap::new(),
-            queue: BinaryHeap::new(),
+            queue: Schedule::new(start_day, end_day),
             next_customer: 0,
-            customer_rows: Rows::default(),
+            customer_rows: Rows::new(schema("customers")),
             curve: RetentionTally::new(through_day + 1),
             bgnbd: opts.bgnbd,
         }
     }
 
-    fn id(&mut self, table: &'static str) -> i64 {
-        let n = self.next_id.entry(table).or_insert(0);
+    fn id(&mut self, table: Table) -> i64 {
+        let n = &mut self.next_id[table as usize];
         *n += 1;
         *n
+    }
+
+    /// The customers signed up since the last call.
+    pub(super) fn take_customer_rows(&mut self) -> Rows {
+        std::mem::replace(&mut self.customer_rows, Rows::new(schema("customers")))
     }
 
     /// Queue a row for the day of `at` (or the first open day, when it arrives late); 2% of
     /// delivery, refund and ticket events land one to three days late on purpose. Returns the
     /// day the row lands on, or None when it falls after the period.
-    fn emit(&mut self, table: &'static str, at: i64, row: Vec<V>) -> Option<i64> {
+    fn emit<const N: usize>(&mut self, table: Table, at: i64, row: [V; N]) -> Option<i64> {
         if at >= self.end_micros {
             return None;
         }
         let mut day = day_of(at).max(self.open_day);
-        if matches!(table, "shipments" | "refunds" | "cs_tickets") && self.rng.random_bool(0.02) {
+        let late = matches!(table, Table::Shipments | Table::Refunds | Table::CsTickets);
+        if late && self.rng.random_bool(0.02) {
             day += self.rng.random_range(1..=3);
         }
         let day = day.min(self.last_day);
-        self.pending
-            .entry(day)
-            .or_default()
-            .tables
-            .entry(table)
-            .or_default()
-            .0
-            .push(row);
+        self.pending.entry(day).or_default().rows(table).push(row);
         Some(day)
     }
 
@@ -287,7 +375,7 @@ impl Sim {
             let channel = pick(&mut self.rng, &weights);
             let region = self.rng.random_range(0..REGIONS.len());
             let signup = day * MICROS_PER_DAY + self.rng.random_range(0..MICROS_PER_DAY);
-            self.customer_rows.0.push(vec![
+            self.customer_rows.push([
                 V::I(id),
                 V::T(signup),
                 V::S(REGIONS[region]),
@@ -298,8 +386,7 @@ impl Sim {
             }
             let first = signup + uniform_micros(&mut self.rng, 0.1, 72.0);
             if first < self.end_micros {
-                let order_id = self.id("orders");
-                self.queue.push((Reverse(first), id, order_id));
+                let order_id = self.id(Table::Orders);
                 let customer = Customer {
                     id,
                     channel,
@@ -309,7 +396,11 @@ impl Sim {
                     redeem: None,
                     purchase: self.bgnbd.map(|m| self.planted_purchase(m)),
                 };
-                self.active.insert(id, customer);
+                self.queue.push(Scheduled {
+                    t: first,
+                    order_id,
+                    customer,
+                });
             }
         }
     }
@@ -328,16 +419,13 @@ impl Sim {
     /// Place the orders due on `day`, in time order (ties by customer); schedule each customer's
     /// next order, or tally the customer's retention when there is none.
     pub(super) fn orders_due(&mut self, day: i64) {
-        let day_end = (day + 1) * MICROS_PER_DAY;
-        while let Some((Reverse(t), id, order_id)) = self.queue.peek().copied() {
-            if t >= day_end {
-                break;
-            }
-            self.queue.pop();
-            let mut c = self
-                .active
-                .remove(&id)
-                .expect("scheduled customers are active");
+        self.queue.open(day);
+        while let Some(Scheduled {
+            t,
+            order_id,
+            customer: mut c,
+        }) = self.queue.pop()
+        {
             let first_purchase = c.first_order_day.is_none();
             let (p, felt, vouchers) = self.order(&mut c, t, order_id);
             // Planted BG/NBD: the dropout chance alone decides, whatever the experience; a
@@ -352,10 +440,11 @@ impl Sim {
                 self.issue_voucher(&mut c, v, next_order);
             }
             match next_order {
-                Some((next, next_id)) => {
-                    self.queue.push((Reverse(next), id, next_id));
-                    self.active.insert(id, c);
-                }
+                Some((next, next_id)) => self.queue.push(Scheduled {
+                    t: next,
+                    order_id: next_id,
+                    customer: c,
+                }),
                 None => self.curve.add(&c),
             }
         }
@@ -370,7 +459,7 @@ impl Sim {
         if let Some((rate, _)) = c.purchase {
             let gap_days = Exp::new(rate).expect("positive rate").sample(&mut self.rng);
             let next = t + (gap_days * MICROS_PER_DAY as f64).min(i64::MAX as f64 / 4.0) as i64 + 1;
-            return (next < self.end_micros).then(|| (next, self.id("orders")));
+            return (next < self.end_micros).then(|| (next, self.id(Table::Orders)));
         }
         let mean = CHANNELS[c.channel].3;
         let mut next = felt.max(t);
@@ -382,7 +471,7 @@ impl Sim {
             }
         }
         if next < self.end_micros {
-            Some((next, self.id("orders")))
+            Some((next, self.id(Table::Orders)))
         } else {
             None
         }
@@ -395,7 +484,7 @@ impl Sim {
             if day < from || day > to || self.programs[pi].kind == "recovery" {
                 continue;
             }
-            let id = self.id("marketing_spend");
+            let id = self.id(Table::MarketingSpend);
             let amount = self.rng.random_range(300i128..1_500);
             let channel = ["email", "push", "paid_social"][self.rng.random_range(0..3)];
             let pid = self.programs[pi].program_id;
@@ -404,9 +493,9 @@ impl Sim {
                 .entry((pi, month_key(date_of_day(day))))
                 .or_default() += amount;
             let landed = self.emit(
-                "marketing_spend",
+                Table::MarketingSpend,
                 day * MICROS_PER_DAY,
-                vec![
+                [
                     V::I(id),
                     V::I(pid),
                     V::S(channel),
@@ -448,7 +537,7 @@ impl Sim {
         truth.gmv_total = cents_text(total(Tally::Gmv));
         truth.refund_total = cents_text(total(Tally::Refunds));
         let mut curve = self.curve.clone();
-        for c in self.active.values() {
+        for c in self.queue.customers() {
             curve.add(c);
         }
         truth.retention_active = curve.active;
@@ -459,7 +548,7 @@ impl Sim {
     /// The spend per program and month over the whole period, for the finance tables.
     pub(super) fn finish(self) -> MonthlySpend {
         assert!(
-            self.active.is_empty(),
+            self.queue.is_empty(),
             "every scheduled order falls before the end"
         );
         assert!(
@@ -520,9 +609,9 @@ impl Sim {
         }
         let category = CATEGORIES[self.rng.random_range(0..CATEGORIES.len())];
         let landed = self.emit(
-            "orders",
+            Table::Orders,
             t,
-            vec![
+            [
                 V::I(order_id),
                 V::I(c.id),
                 V::T(t),
@@ -542,12 +631,12 @@ impl Sim {
     /// The session that converted into the order, and a few that did not.
     fn sessions(&mut self, customer: i64, t: i64, order_id: i64) {
         let source = pick(&mut self.rng, &TRAFFIC);
-        let sid = self.id("sessions");
+        let sid = self.id(Table::Sessions);
         let session_ts = t - uniform_micros(&mut self.rng, 0.02, 1.0);
         self.emit(
-            "sessions",
+            Table::Sessions,
             session_ts,
-            vec![
+            [
                 V::I(sid),
                 V::OptI(Some(customer)),
                 V::T(session_ts),
@@ -557,14 +646,14 @@ impl Sim {
         );
         let browsing = self.rng.random_range(0..4);
         for _ in 0..browsing {
-            let sid = self.id("sessions");
+            let sid = self.id(Table::Sessions);
             let source = pick(&mut self.rng, &TRAFFIC);
             let anonymous = self.rng.random_bool(0.3);
             let at = t - uniform_micros(&mut self.rng, 0.0, 20.0);
             self.emit(
-                "sessions",
+                Table::Sessions,
                 at,
-                vec![
+                [
                     V::I(sid),
                     V::OptI((!anonymous).then_some(customer)),
                     V::T(at),
@@ -595,9 +684,9 @@ impl Sim {
             _ => Some(shipped + uniform_micros(&mut self.rng, 20.0, 70.0)),
         };
         self.emit(
-            "shipments",
+            Table::Shipments,
             shipped,
-            vec![
+            [
                 V::I(order_id),
                 V::S(carrier_name),
                 V::T(shipped),
@@ -670,9 +759,9 @@ impl Sim {
                 let at = arrived + uniform_micros(&mut self.rng, 12.0, 24.0 * 7.0);
                 let rating = self.rng.random_range(1..=2);
                 self.emit(
-                    "reviews",
+                    Table::Reviews,
                     at,
-                    vec![V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
+                    [V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
                 );
                 at
             }
@@ -684,11 +773,11 @@ impl Sim {
     fn return_order(&mut self, order_id: i64, arrived: i64, net: i128) -> i64 {
         let requested = arrived + uniform_micros(&mut self.rng, 24.0, 24.0 * 14.0);
         let received = requested + uniform_micros(&mut self.rng, 48.0, 24.0 * 7.0);
-        let rid = self.id("returns");
+        let rid = self.id(Table::Returns);
         self.emit(
-            "returns",
+            Table::Returns,
             requested,
-            vec![
+            [
                 V::I(rid),
                 V::I(order_id),
                 V::T(requested),
@@ -729,9 +818,9 @@ impl Sim {
             self.rng.random_range(3..=4)
         };
         self.emit(
-            "reviews",
+            Table::Reviews,
             at,
-            vec![V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
+            [V::I(order_id), V::I(customer), V::T(at), V::I32(rating)],
         );
     }
 
@@ -782,9 +871,9 @@ impl Sim {
                 continue;
             }
             let landed = self.emit(
-                "touches",
+                Table::Touches,
                 at,
-                vec![
+                [
                     V::I(customer),
                     V::I(prog.program_id),
                     V::T(at),
@@ -863,11 +952,11 @@ impl Sim {
         if at >= self.end_micros {
             return;
         }
-        let id = self.id("refunds");
+        let id = self.id(Table::Refunds);
         let landed = self.emit(
-            "refunds",
+            Table::Refunds,
             at,
-            vec![
+            [
                 V::I(id),
                 V::I(order_id),
                 V::T(at),
@@ -879,7 +968,7 @@ impl Sim {
     }
 
     fn ticket(&mut self, customer: i64, order: Option<i64>, at: i64, category: &'static str) {
-        let id = self.id("cs_tickets");
+        let id = self.id(Table::CsTickets);
         let resolved = self
             .rng
             .random_bool(0.95)
@@ -889,9 +978,9 @@ impl Sim {
             .random_bool(0.7)
             .then(|| self.rng.random_range(1..=5));
         self.emit(
-            "cs_tickets",
+            Table::CsTickets,
             at,
-            vec![
+            [
                 V::I(id),
                 V::I(customer),
                 V::OptI(order),
@@ -909,7 +998,7 @@ impl Sim {
         if v.at >= self.end_micros {
             return;
         }
-        let id = self.id("vouchers");
+        let id = self.id(Table::Vouchers);
         let expires = v.at + 60 * MICROS_PER_DAY;
         let redeemed = match next {
             Some((n, order_id))
@@ -926,9 +1015,9 @@ impl Sim {
         };
         let pid = self.programs[v.program].program_id;
         let landed = self.emit(
-            "vouchers",
+            Table::Vouchers,
             v.at,
-            vec![
+            [
                 V::I(id),
                 V::I(c.id),
                 V::I(pid),
@@ -947,5 +1036,60 @@ impl Sim {
             self.tallies
                 .add(landed, Tally::VoucherValueRedeemed(pi), v.face);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: i64, hour: i64, customer: i64, order_id: i64) -> Scheduled {
+        Scheduled {
+            t: day * MICROS_PER_DAY + hour * MICROS_PER_HOUR,
+            order_id,
+            customer: Customer {
+                id: customer,
+                channel: 0,
+                region: 0,
+                first_order_day: None,
+                active_months: 0,
+                redeem: None,
+                purchase: None,
+            },
+        }
+    }
+
+    /// (customer, order) of the orders `day` places, with `more` scheduled while it runs.
+    fn placed(queue: &mut Schedule, day: i64, mut more: Vec<Scheduled>) -> Vec<(i64, i64)> {
+        queue.open(day);
+        let mut out = Vec::new();
+        while let Some(s) = queue.pop() {
+            out.push((s.customer.id, s.order_id));
+            if let Some(next) = more.pop() {
+                queue.push(next);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_schedule_places_each_day_by_time_then_larger_customer() {
+        let mut queue = Schedule::new(100, 103);
+        for s in [
+            at(101, 5, 1, 10),
+            at(100, 9, 2, 11),
+            at(100, 9, 3, 12),
+            at(100, 2, 4, 13),
+        ] {
+            queue.push(s);
+        }
+        assert_eq!(queue.customers().count(), 4);
+        // An order scheduled while day 100 runs and falling on it is placed the same day.
+        let day_100 = placed(&mut queue, 100, vec![at(102, 1, 5, 15), at(100, 10, 4, 14)]);
+        assert_eq!(day_100, [(4, 13), (3, 12), (2, 11), (4, 14)]);
+        assert_eq!(placed(&mut queue, 101, vec![]), [(1, 10)]);
+        assert!(!queue.is_empty());
+        assert_eq!(placed(&mut queue, 102, vec![]), [(5, 15)]);
+        assert!(queue.is_empty());
     }
 }
