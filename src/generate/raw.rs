@@ -223,7 +223,7 @@ impl Column {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, v: V) {
         fn value<T: Default>(values: &mut Vec<T>, nulls: &mut NullBufferBuilder, x: Option<T>) {
             nulls.append(x.is_some());
@@ -296,7 +296,7 @@ impl Rows {
     }
 
     /// Append one row: value `c` goes to column `c`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn push<const N: usize>(&mut self, row: [V; N]) {
         debug_assert_eq!(N, self.columns.len(), "{}", self.schema);
         for (column, v) in self.columns.iter_mut().zip(row) {

@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt::Write;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -100,6 +101,27 @@ struct Shipment {
     delivered: Option<i64>,
 }
 
+/// What targeting an order's customer needs of a program.
+struct Targeting {
+    program_id: i64,
+    target_rate: f64,
+    holdout_share: f64,
+    uplift: f64,
+    voucher_cents: i64,
+}
+
+impl Targeting {
+    fn of(p: &ProgramTruth) -> Self {
+        Targeting {
+            program_id: p.program_id,
+            target_rate: p.target_rate,
+            holdout_share: p.holdout_share,
+            uplift: p.uplift,
+            voucher_cents: p.voucher_cents,
+        }
+    }
+}
+
 /// A program touch: (program id, holdout, time).
 type Touch = (i64, bool, i64);
 
@@ -133,11 +155,13 @@ impl RetentionTally {
         };
         let name = CHANNELS[c.channel].0;
         let reach = months_between(first, self.last_day);
+        let eligible = self.eligible.get_mut(name).expect("channel");
+        let active = self.active.get_mut(name).expect("channel");
         for k in 0..13usize {
             if (k as i64) <= reach {
-                self.eligible.get_mut(name).expect("channel")[k] += 1;
+                eligible[k] += 1;
                 if c.active_months & (1u128 << k) != 0 {
-                    self.active.get_mut(name).expect("channel")[k] += 1;
+                    active[k] += 1;
                 }
             }
         }
@@ -179,8 +203,17 @@ impl DayTallies {
     }
 }
 
+/// The tally of group `key` in `groups`, allocating the key only when the group is new.
+fn group<'a, T: Default>(groups: &'a mut BTreeMap<String, T>, key: &str) -> &'a mut T {
+    if !groups.contains_key(key) {
+        groups.insert(key.to_owned(), T::default());
+    }
+    groups.get_mut(key).expect("inserted")
+}
+
 /// A customer's next order: its time, the customer, and the order's id reserved when it was
-/// scheduled. Ordered as the simulation places orders: by time, ties by the larger customer id.
+/// scheduled. Ordered as the simulation places orders: by time, ties by the larger customer id
+/// (the larger value first).
 struct Scheduled {
     t: i64,
     order_id: i64,
@@ -213,14 +246,17 @@ impl Ord for Scheduled {
     }
 }
 
-/// The customers with a next order, by its day: the day being placed in a heap, later days in
-/// a bucket each (heaped when their day opens). Orders come out in the order one heap of them
-/// all would give.
+/// The customers with a next order, by its day: the day being placed sorted, later days in a
+/// bucket each (sorted when their day opens). Orders come out in the order one heap of them all
+/// would give.
 struct Schedule {
     first_day: i64,
     /// The day being placed.
     day: i64,
-    today: BinaryHeap<Scheduled>,
+    /// The day being placed, in order: the next order is the last.
+    today: Vec<Scheduled>,
+    /// Orders scheduled while the day is placed that fall on it.
+    added: BinaryHeap<Scheduled>,
     /// The orders of day `first_day + i`, while that day is later than the one being placed.
     later: Vec<Vec<Scheduled>>,
 }
@@ -230,7 +266,8 @@ impl Schedule {
         Schedule {
             first_day,
             day: first_day - 1,
-            today: BinaryHeap::new(),
+            today: Vec::new(),
+            added: BinaryHeap::new(),
             later: (first_day..end_day).map(|_| Vec::new()).collect(),
         }
     }
@@ -239,7 +276,7 @@ impl Schedule {
     fn push(&mut self, next: Scheduled) {
         let day = day_of(next.t);
         if day == self.day {
-            self.today.push(next);
+            self.added.push(next);
         } else {
             self.later[(day - self.first_day) as usize].push(next);
         }
@@ -247,21 +284,29 @@ impl Schedule {
 
     /// Start placing `day`'s orders.
     fn open(&mut self, day: i64) {
-        debug_assert!(self.today.is_empty(), "the day before was placed");
+        debug_assert!(
+            self.today.is_empty() && self.added.is_empty(),
+            "the day before was placed"
+        );
         self.day = day;
-        let due = std::mem::take(&mut self.later[(day - self.first_day) as usize]);
-        self.today = BinaryHeap::from(due);
+        self.today = std::mem::take(&mut self.later[(day - self.first_day) as usize]);
+        self.today.sort_unstable();
     }
 
     /// The next order of the day being placed.
     fn pop(&mut self) -> Option<Scheduled> {
-        self.today.pop()
+        match (self.today.last(), self.added.peek()) {
+            (Some(sorted), Some(added)) if added > sorted => self.added.pop(),
+            (Some(_), _) => self.today.pop(),
+            (None, _) => self.added.pop(),
+        }
     }
 
     /// Every customer with a next order.
     fn customers(&self) -> impl Iterator<Item = &Customer> {
         let later = self.later.iter().flatten();
-        self.today.iter().chain(later).map(|s| &s.customer)
+        let today = self.today.iter().chain(self.added.iter());
+        today.chain(later).map(|s| &s.customer)
     }
 
     fn is_empty(&self) -> bool {
@@ -298,6 +343,8 @@ pub(super) struct Sim {
     curve: RetentionTally,
     /// Planted BG/NBD parameters, when customers follow BG/NBD instead of the marketplace.
     bgnbd: Option<PlantedBgNbd>,
+    /// The key of a truth group being tallied (kept to save an allocation per order).
+    group_key: String,
 }
 
 impl Sim {
@@ -330,6 +377,7 @@ impl Sim {
             customer_rows: Rows::new(schema("customers")),
             curve: RetentionTally::new(through_day + 1),
             bgnbd: opts.bgnbd,
+            group_key: String::new(),
         }
     }
 
@@ -347,6 +395,7 @@ impl Sim {
     /// Queue a row for the day of `at` (or the first open day, when it arrives late); 2% of
     /// delivery, refund and ticket events land one to three days late on purpose. Returns the
     /// day the row lands on, or None when it falls after the period.
+    #[inline(always)]
     fn emit<const N: usize>(&mut self, table: Table, at: i64, row: [V; N]) -> Option<i64> {
         if at >= self.end_micros {
             return None;
@@ -861,7 +910,7 @@ impl Sim {
         let mut touched = Vec::new();
         for pi in 1..self.programs.len() {
             let (from, to) = self.program_days[pi];
-            let prog = self.programs[pi].clone();
+            let prog = Targeting::of(&self.programs[pi]);
             if order_day < from || order_day > to || !self.rng.random_bool(prog.target_rate) {
                 continue;
             }
@@ -913,18 +962,12 @@ impl Sim {
         let end = self.through_end;
         let long_enough = |at: i64, days: i64| (end - at) / MICROS_PER_DAY >= days;
         let truth = &mut self.truth;
+        let key = &mut self.group_key;
         if long_enough(t, SETTLED_DAYS) {
-            *truth
-                .orders_by_issue
-                .entry(issue.name().into())
-                .or_default() += 1;
+            *group(&mut truth.orders_by_issue, issue.name()) += 1;
         }
         if first_completed && long_enough(t, OBSERVED_DAYS) {
-            truth
-                .first_order_groups
-                .entry(issue.name().into())
-                .or_default()
-                .add(p);
+            group(&mut truth.first_order_groups, issue.name()).add(p);
         }
         if issue != Issue::None && long_enough(t, OBSERVED_DAYS + SETTLED_DAYS) {
             let kind = if compensated {
@@ -932,14 +975,16 @@ impl Sim {
             } else {
                 "uncompensated"
             };
-            let key = format!("{}/{kind}", issue.name());
-            truth.recovery_groups.entry(key).or_default().add(p);
+            key.clear();
+            let _ = write!(key, "{}/{kind}", issue.name());
+            group(&mut truth.recovery_groups, key).add(p);
         }
         for &(program_id, holdout, at) in touched {
             if long_enough(at, OBSERVED_DAYS + SETTLED_DAYS) {
                 let arm = if holdout { "holdout" } else { "treated" };
-                let key = format!("{program_id}/{arm}");
-                truth.program_groups.entry(key).or_default().add(p);
+                key.clear();
+                let _ = write!(key, "{program_id}/{arm}");
+                group(&mut truth.program_groups, key).add(p);
             }
         }
     }
