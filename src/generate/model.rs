@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveDate};
-
-use crate::engine::utc_date::civil_from_days;
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, Decimal128Type, DecimalType};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::utc_date::civil_from_days;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]

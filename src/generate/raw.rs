@@ -298,7 +298,7 @@ impl Rows {
     /// Append one row: value `c` goes to column `c`.
     #[inline(always)]
     pub(super) fn push<const N: usize>(&mut self, row: [V; N]) {
-        debug_assert_eq!(N, self.columns.len(), "{}", self.schema);
+        assert_eq!(N, self.columns.len(), "a row of {}", self.schema);
         for (column, v) in self.columns.iter_mut().zip(row) {
             column.push(v);
         }

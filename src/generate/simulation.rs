@@ -339,7 +339,7 @@ pub(super) struct Sim {
     queue: Schedule,
     next_customer: i64,
     /// Customer rows not yet written.
-    pub(super) customer_rows: Rows,
+    customer_rows: Rows,
     curve: RetentionTally,
     /// Planted BG/NBD parameters, when customers follow BG/NBD instead of the marketplace.
     bgnbd: Option<PlantedBgNbd>,
