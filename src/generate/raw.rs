@@ -203,7 +203,7 @@ enum Column {
     Int32(Vec<i32>, NullBufferBuilder),
     Utf8(Vec<Cow<'static, str>>),
     Timestamp(Vec<i64>, NullBufferBuilder),
-    Decimal(Vec<i128>, u8, i8),
+    Decimal(Vec<i128>),
     Date(Vec<i32>),
     Boolean(Vec<bool>),
 }
@@ -216,7 +216,7 @@ impl Column {
             DataType::Int32 => Column::Int32(Vec::new(), nulls()),
             DataType::Utf8 => Column::Utf8(Vec::new()),
             DataType::Timestamp(_, _) => Column::Timestamp(Vec::new(), nulls()),
-            DataType::Decimal128(p, s) => Column::Decimal(Vec::new(), *p, *s),
+            DataType::Decimal128(_, _) => Column::Decimal(Vec::new()),
             DataType::Date32 => Column::Date(Vec::new()),
             DataType::Boolean => Column::Boolean(Vec::new()),
             other => unreachable!("generated type {other}"),
@@ -238,14 +238,17 @@ impl Column {
             (Column::Utf8(values), V::Str(x)) => values.push(Cow::Owned(x)),
             (Column::Timestamp(values, nulls), V::T(x)) => value(values, nulls, Some(x)),
             (Column::Timestamp(values, nulls), V::OptT(x)) => value(values, nulls, x),
-            (Column::Decimal(values, _, _), V::M(x)) => values.push(x),
+            (Column::Decimal(values), V::M(x)) => values.push(x),
             (Column::Date(values), V::D(x)) => values.push(x),
             (Column::Boolean(values), V::B(x)) => values.push(x),
             (_, v) => unreachable!("{v:?} does not fit the column's type"),
         }
     }
 
-    fn finish(self) -> Result<ArrayRef> {
+    /// The column as an Arrow array of `field`'s type (a decimal's precision and scale, a
+    /// timestamp's zone).
+    fn finish(self, field: &Field) -> Result<ArrayRef> {
+        let data_type = field.data_type().clone();
         Ok(match self {
             Column::Int64(values, mut nulls) => {
                 Arc::new(Int64Array::new(values.into(), nulls.finish()))
@@ -255,10 +258,11 @@ impl Column {
             }
             Column::Utf8(values) => Arc::new(StringArray::from_iter_values(values)),
             Column::Timestamp(values, mut nulls) => Arc::new(
-                TimestampMicrosecondArray::new(values.into(), nulls.finish()).with_timezone("UTC"),
+                TimestampMicrosecondArray::new(values.into(), nulls.finish())
+                    .with_data_type(data_type),
             ),
-            Column::Decimal(values, p, s) => {
-                Arc::new(Decimal128Array::from(values).with_precision_and_scale(p, s)?)
+            Column::Decimal(values) => {
+                Arc::new(Decimal128Array::from(values).with_data_type(data_type))
             }
             Column::Date(values) => Arc::new(Date32Array::from(values)),
             Column::Boolean(values) => Arc::new(BooleanArray::from(values)),
@@ -318,7 +322,8 @@ impl Rows {
         let columns = self
             .columns
             .into_iter()
-            .map(Column::finish)
+            .zip(self.schema.fields())
+            .map(|(column, field)| column.finish(field))
             .collect::<Result<Vec<ArrayRef>>>()?;
         Ok(RecordBatch::try_new(self.schema, columns)?)
     }

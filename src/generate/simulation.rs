@@ -101,27 +101,6 @@ struct Shipment {
     delivered: Option<i64>,
 }
 
-/// What targeting an order's customer needs of a program.
-struct Targeting {
-    program_id: i64,
-    target_rate: f64,
-    holdout_share: f64,
-    uplift: f64,
-    voucher_cents: i64,
-}
-
-impl Targeting {
-    fn of(p: &ProgramTruth) -> Self {
-        Targeting {
-            program_id: p.program_id,
-            target_rate: p.target_rate,
-            holdout_share: p.holdout_share,
-            uplift: p.uplift,
-            voucher_cents: p.voucher_cents,
-        }
-    }
-}
-
 /// A program touch: (program id, holdout, time).
 type Touch = (i64, bool, i64);
 
@@ -910,11 +889,19 @@ impl Sim {
         let mut touched = Vec::new();
         for pi in 1..self.programs.len() {
             let (from, to) = self.program_days[pi];
-            let prog = Targeting::of(&self.programs[pi]);
-            if order_day < from || order_day > to || !self.rng.random_bool(prog.target_rate) {
+            // The program's numbers, copied: the rows below borrow the simulation mutably.
+            let ProgramTruth {
+                program_id,
+                target_rate,
+                holdout_share,
+                uplift,
+                voucher_cents,
+                ..
+            } = self.programs[pi];
+            if order_day < from || order_day > to || !self.rng.random_bool(target_rate) {
                 continue;
             }
-            let holdout = self.rng.random_bool(prog.holdout_share);
+            let holdout = self.rng.random_bool(holdout_share);
             let at = t + uniform_micros(&mut self.rng, 1.0, 20.0);
             if at >= self.end_micros {
                 continue;
@@ -922,25 +909,20 @@ impl Sim {
             let landed = self.emit(
                 Table::Touches,
                 at,
-                [
-                    V::I(customer),
-                    V::I(prog.program_id),
-                    V::T(at),
-                    V::B(holdout),
-                ],
+                [V::I(customer), V::I(program_id), V::T(at), V::B(holdout)],
             );
-            touched.push((prog.program_id, holdout, at));
+            touched.push((program_id, holdout, at));
             if holdout {
                 self.tallies.add(landed, Tally::Holdout(pi), 1);
                 continue;
             }
             self.tallies.add(landed, Tally::Treated(pi), 1);
-            *p = (*p + prog.uplift).min(0.97);
-            if prog.voucher_cents > 0 {
+            *p = (*p + uplift).min(0.97);
+            if voucher_cents > 0 {
                 vouchers.push(PlannedVoucher {
                     program: pi,
                     at,
-                    face: prog.voucher_cents as i128,
+                    face: voucher_cents as i128,
                     reason: "retention_offer",
                 });
             }
