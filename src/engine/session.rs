@@ -327,6 +327,9 @@ impl Engine {
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
             .with_optimizer_rule(Arc::new(crate::engine::utc_date::UtcDateCasts::default()))
+            // A join with a row of constants (a job's bound parameters) becomes a filter and
+            // columns (engine/cross_join.rs).
+            .with_optimizer_rule(Arc::new(crate::engine::cross_join::ConstantRowAsColumns))
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
             // is sent it through engine/codec.rs.
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
