@@ -23,7 +23,8 @@ bounds AS (
 -- One row per customer and day with a completed order on or before as_of (several orders on
 -- one day are one purchase day), with the customer's segment. The as-of cut is a constant
 -- predicate on the bound parameter: no join, so the large side is scanned once. The other as-of cuts are applied after
--- aggregating, where they are cheap.
+-- aggregating, where they are cheap. A join hashes its first table: the customers (5.4M rows at 10M
+-- orders), not the purchase days (10M), which DataFusion cannot size (5.6 s to 5.2 s).
 order_day AS MATERIALIZED (
   SELECT d.customer_id,
          c.acquisition_channel,
@@ -31,14 +32,14 @@ order_day AS MATERIALIZED (
          CAST(extract(epoch FROM CAST(d.order_date AS TIMESTAMP)) / 86400 AS BIGINT) AS day_num,
          CAST(date_part('year', d.order_date) AS BIGINT) * 12
            + CAST(date_part('month', d.order_date) AS BIGINT) - 1                   AS month_num
-  FROM (
+  FROM customers c
+  RIGHT JOIN (
     SELECT customer_id, order_date
     FROM order_experience
     WHERE status = 'completed'
       AND order_date <= CAST($as_of AS DATE)
     GROUP BY customer_id, order_date
-  ) d
-  LEFT JOIN customers c ON c.customer_id = d.customer_id
+  ) d ON c.customer_id = d.customer_id
 ),
 -- Each purchase day with the customer's next purchase day.
 spell AS MATERIALIZED (
