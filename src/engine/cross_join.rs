@@ -179,17 +179,19 @@ mod tests {
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::SessionContext;
 
-    /// A session with the logical rule, and `t` holding x = 0..1000.
-    fn session_with_constant_rows() -> SessionContext {
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_optimizer_rule(Arc::new(ConstantRowAsColumns))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+    /// A session of `state` (DataFusion's defaults and a rule), with `t` holding x = 0..1000.
+    fn session_with_t(state: SessionStateBuilder) -> SessionContext {
+        let ctx = SessionContext::new_with_state(state.build());
         let many = Int64Array::from_iter_values(0..1000);
         let batch = RecordBatch::try_from_iter([("x", Arc::new(many) as _)]).unwrap();
         ctx.register_batch("t", batch).unwrap();
         ctx
+    }
+
+    /// A session with the logical rule, and `t`.
+    fn session_with_constant_rows() -> SessionContext {
+        let state = SessionStateBuilder::new().with_default_features();
+        session_with_t(state.with_optimizer_rule(Arc::new(ConstantRowAsColumns)))
     }
 
     async fn plan_and_rows(ctx: &SessionContext, sql: &str) -> (String, String) {
@@ -242,19 +244,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_one_row_side_is_collected_and_the_rows_are_the_same() {
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(CollectTheSingleRow))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        let many = Int64Array::from_iter_values(0..1000);
-        let batch = RecordBatch::try_from_iter([("x", Arc::new(many) as _)]).unwrap();
-        ctx.register_batch("t", batch).unwrap();
+        let state = SessionStateBuilder::new().with_default_features();
+        let ctx = session_with_t(state.with_physical_optimizer_rule(Arc::new(CollectTheSingleRow)));
         let sql =
             "SELECT t.x, u.days FROM t CROSS JOIN (SELECT 7 AS days) u ORDER BY t.x DESC LIMIT 2";
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let text = displayable(plan.as_ref()).indent(true).to_string();
+        let (text, rows) = plan_and_rows(&ctx, sql).await;
         // The join's first (collected) input is the one-row projection, the second the table.
         let join = text.find("CrossJoinExec").expect(&text);
         let (one_row, table) = (
@@ -262,10 +256,6 @@ mod tests {
             text[join..].find("DataSourceExec"),
         );
         assert!(one_row < table, "{text}");
-        let batches = df.collect().await.unwrap();
-        let rows = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string();
         assert_eq!(
             rows,
             "+-----+------+\n| x   | days |\n+-----+------+\n| 999 | 7    |\n| 998 | 7    |\n+-----+------+"
