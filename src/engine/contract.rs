@@ -18,9 +18,11 @@ use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, pruned_
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -228,7 +230,10 @@ impl TableProvider for CheckedParquet {
 }
 
 /// Each Parquet file's footer checked against the contract (schema, and null counts of NOT NULL
-/// columns), naming the first file, in file order, that breaks it.
+/// columns), naming the first file, in file order, that breaks it. The footers land in the
+/// session's metadata cache, where the scan finds them. A source's files nearly always share one
+/// Parquet schema, so DataFusion turns each distinct schema into Arrow once, and a file's null
+/// counts are read from its row groups' statistics instead of every column's statistics.
 async fn check_footers(
     source: &Source,
     state: &dyn Session,
@@ -236,33 +241,31 @@ async fn check_footers(
     store: Arc<dyn object_store::ObjectStore>,
     files: &[ObjectMeta],
 ) -> Result<()> {
-    let format = options.format.clone();
+    let format: &dyn std::any::Any = options.format.as_ref();
+    let size_hint = format
+        .downcast_ref::<ParquetFormat>()
+        .and_then(|f| f.metadata_size_hint());
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
     let mut footers = futures::stream::iter(files.iter().cloned())
         .map(|meta| {
-            let format = format.clone();
-            let store = store.clone();
+            let (store, cache) = (store.clone(), cache.clone());
             async move {
-                let schema = format
-                    .infer_schema(state, &store, std::slice::from_ref(&meta))
+                let footer = DFParquetMetadata::new(store.as_ref(), &meta)
+                    .with_metadata_size_hint(size_hint)
+                    .with_file_metadata_cache(Some(cache))
+                    .fetch_metadata()
                     .await;
-                // Null counts from the footer's statistics, for NOT NULL columns.
-                let stats = match &schema {
-                    Ok(s) => format
-                        .infer_stats(state, &store, s.clone(), &meta)
-                        .await
-                        .ok(),
-                    Err(_) => None,
-                };
-                (meta, schema.map(|s| (s, stats)))
+                (meta, footer)
             }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
     footers.sort_by(|a, b| a.0.location.cmp(&b.0.location));
+    let mut schemas = FileSchemas::default();
     for (meta, footer) in footers {
         let location = meta.location.to_string();
-        let (schema, stats) = footer.map_err(|e| {
+        let unreadable = |e: DataFusionError| {
             contract_cause(
                 &source.name,
                 format!(
@@ -271,30 +274,83 @@ async fn check_footers(
                 ),
                 e,
             )
-        })?;
+        };
+        let footer = footer.map_err(unreadable)?;
+        let schema = schemas
+            .arrow(&footer, || {
+                options
+                    .format
+                    .infer_schema(state, &store, std::slice::from_ref(&meta))
+            })
+            .await
+            .map_err(unreadable)?;
         check_schema(source, &schema, &location)?;
-        if let Some(stats) = stats {
-            check_not_null(source, &schema, &stats, &location)?;
-        }
+        check_not_null(source, &schema, &footer, &location)?;
     }
     Ok(())
 }
 
-/// Columns declared `nullable = false` must hold no nulls (per the file's statistics).
+/// The Arrow schema DataFusion infers for each distinct Parquet schema (with its embedded Arrow
+/// schema) among a source's files, so it is inferred once per schema, not once per file.
+#[derive(Default)]
+struct FileSchemas(Vec<(Arc<ParquetMetaData>, SchemaRef)>);
+
+impl FileSchemas {
+    async fn arrow<F>(
+        &mut self,
+        footer: &Arc<ParquetMetaData>,
+        infer: impl FnOnce() -> F,
+    ) -> datafusion::error::Result<SchemaRef>
+    where
+        F: std::future::Future<Output = datafusion::error::Result<SchemaRef>>,
+    {
+        let same = |known: &ParquetMetaData| {
+            let (a, b) = (known.file_metadata(), footer.file_metadata());
+            a.schema_descr().root_schema() == b.schema_descr().root_schema()
+                && arrow_schema_text(known) == arrow_schema_text(footer)
+        };
+        if let Some((_, schema)) = self.0.iter().find(|(known, _)| same(known)) {
+            return Ok(schema.clone());
+        }
+        let schema = infer().await?;
+        self.0.push((footer.clone(), schema.clone()));
+        Ok(schema)
+    }
+}
+
+/// The Arrow schema a writer embedded in the footer, if any (it decides the inferred types).
+fn arrow_schema_text(footer: &ParquetMetaData) -> Option<&str> {
+    footer
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|kv| kv.key == datafusion::parquet::arrow::ARROW_SCHEMA_META_KEY)
+        .and_then(|kv| kv.value.as_deref())
+}
+
+/// Columns declared `nullable = false` must hold no nulls, per the null counts of the file's row
+/// groups (a column whose statistics lack a null count in some row group is not checked).
 pub fn check_not_null(
     source: &Source,
     schema: &Schema,
-    stats: &datafusion::common::Statistics,
+    footer: &ParquetMetaData,
     file: &str,
 ) -> Result<()> {
+    let descr = footer.file_metadata().schema_descr();
     for c in source.columns.iter().filter(|c| !c.nullable) {
-        let Ok(index) = schema.index_of(&c.name) else {
+        let Some((leaf, _)) = datafusion::parquet::arrow::parquet_column(descr, schema, &c.name)
+        else {
             continue;
         };
-        let nulls = stats
-            .column_statistics
-            .get(index)
-            .and_then(|s| s.null_count.get_value().copied());
+        let nulls: Option<u64> = footer
+            .row_groups()
+            .iter()
+            .map(|rg| {
+                rg.column(leaf)
+                    .statistics()
+                    .and_then(|s| s.null_count_opt())
+            })
+            .sum();
         if let Some(n) = nulls.filter(|n| *n > 0) {
             return Err(contract_error(
                 &source.name,
@@ -485,6 +541,79 @@ mod tests {
         assert_eq!(
             e,
             "source `t`: column `amount`: expected decimal(18,2) (Decimal128(18, 2)) but found Float64 in file raw/t/part-0.parquet"
+        );
+    }
+
+    /// The footer of a one-row Parquet file of `column` with values of `data_type`, nullable or
+    /// not, holding `value` (or a null).
+    fn footer(data_type: DataType, nullable: bool, value: Option<&str>) -> Arc<ParquetMetaData> {
+        use datafusion::arrow::array::{ArrayRef, LargeStringArray, StringArray};
+        use datafusion::parquet::arrow::ArrowWriter;
+        use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+        let array: ArrayRef = match data_type {
+            DataType::LargeUtf8 => Arc::new(LargeStringArray::from(vec![value])),
+            _ => Arc::new(StringArray::from(vec![value])),
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("status", data_type, nullable)]));
+        let batch =
+            datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![array])
+                .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let footer = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(bytes))
+            .unwrap();
+        Arc::new(footer)
+    }
+
+    #[tokio::test]
+    async fn each_distinct_file_schema_is_inferred_once() {
+        let mut schemas = FileSchemas::default();
+        let mut inferred = Vec::new();
+        let files = [
+            (DataType::Utf8, true),
+            (DataType::Utf8, true),
+            // The same Parquet schema, but the embedded Arrow schema says large strings.
+            (DataType::LargeUtf8, true),
+            // Required instead of optional: another Parquet schema.
+            (DataType::Utf8, false),
+            (DataType::LargeUtf8, true),
+        ];
+        for (i, (data_type, nullable)) in files.into_iter().enumerate() {
+            let footer = footer(data_type.clone(), nullable, Some("completed"));
+            let schema = schemas
+                .arrow(&footer, || {
+                    inferred.push(i);
+                    let t = data_type.clone();
+                    async move { Ok(Arc::new(Schema::new(vec![Field::new("status", t, true)]))) }
+                })
+                .await
+                .unwrap();
+            assert_eq!(schema.field(0).data_type(), &data_type, "file {i}");
+        }
+        assert_eq!(inferred, [0, 2, 3]);
+    }
+
+    #[test]
+    fn null_counts_come_from_the_row_groups() {
+        let s = parse(
+            Path::new("s.toml"),
+            "[[source]]\nname = \"t\"\ncolumns = [{ name = \"status\", type = \"string\", nullable = false }]\n",
+            &root(),
+        )
+        .unwrap();
+        let schema = Schema::new(vec![Field::new("status", DataType::Utf8, true)]);
+        let full = footer(DataType::Utf8, true, Some("completed"));
+        check_not_null(&s[0], &schema, &full, "raw/t/a.parquet").unwrap();
+        let null = footer(DataType::Utf8, true, None);
+        let e = check_not_null(&s[0], &schema, &null, "raw/t/b.parquet")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "source `t`: column `status`: declared not null but 1 value(s) are null in file raw/t/b.parquet"
         );
     }
 }
