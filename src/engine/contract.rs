@@ -249,18 +249,20 @@ async fn check_footers(
     let mut footers = futures::stream::iter(files.iter().cloned())
         .map(|meta| {
             let (store, cache) = (store.clone(), cache.clone());
-            async move {
+            // A task each, so the footers are decoded on every core while the job is planned.
+            tokio::spawn(async move {
                 let footer = DFParquetMetadata::new(store.as_ref(), &meta)
                     .with_metadata_size_hint(size_hint)
                     .with_file_metadata_cache(Some(cache))
                     .fetch_metadata()
                     .await;
                 (meta, footer)
-            }
+            })
         })
         .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| contract_cause(&source.name, "a footer read stopped".into(), e))?;
     footers.sort_by(|a, b| a.0.location.cmp(&b.0.location));
     let mut schemas = FileSchemas::default();
     for (meta, footer) in footers {

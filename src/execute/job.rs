@@ -76,7 +76,9 @@ pub async fn run_job(
         job: job.name.clone(),
         source,
     };
+    let started = std::time::Instant::now();
     let inputs = open_inputs(ws, job, sources).await?;
+    let opened = started.elapsed();
     let as_of = days
         .day_for(ws, spec, sources)
         .await
@@ -88,6 +90,8 @@ pub async fn run_job(
         (Some(range), Some(_)) => Some(Work::Intervals(range)),
         _ => incremental_work(ws, job, spec, as_of, plan.forward_only).await?,
     };
+    tracing::debug!(job = %job.name, open_seconds = opened.as_secs_f64(),
+        as_of_seconds = (started.elapsed() - opened).as_secs_f64(), "inputs opened");
     let attempt = JobAttempt {
         ws,
         job,
@@ -269,6 +273,7 @@ impl JobAttempt<'_> {
                 .check(&claim.lease, ws.engine.clock.now())
                 .await?;
         }
+        let writing = std::time::Instant::now();
         // The writer runs here; only the job's query (already planned) runs on the workers.
         let mut writer = crate::engine::session::Engine::local_state(ctx);
         if !spec.file_layout.sort_by.is_empty() {
@@ -298,6 +303,7 @@ impl JobAttempt<'_> {
         // The query itself failed (resources exhausted, a worker gone): say so, not how the writer
         // wrapped it.
         .map_err(|e| failure.take().map_or(e, engine_err))?;
+        tracing::debug!(job = %job.name, write_seconds = writing.elapsed().as_secs_f64(), "result written");
         Ok((physical, published))
     }
 }
@@ -376,15 +382,19 @@ async fn checked_result(
             failure: failure.clone(),
         })
     } else {
+        let started = std::time::Instant::now();
         let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
             .await
             .map_err(engine_err)?;
+        let collected = started.elapsed();
         let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
             physical.schema(),
             vec![batches],
         )?);
         ctx.register_table(spec.table.as_str(), result.clone())?;
         run_checks(ctx, spec, as_of).await?;
+        tracing::debug!(job = %job.name, query_seconds = collected.as_secs_f64(),
+            checks_seconds = (started.elapsed() - collected).as_secs_f64(), "result checked");
         result
     };
     let plan = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
