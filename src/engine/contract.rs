@@ -4,7 +4,7 @@
 //! columns.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -124,14 +124,17 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(file_schema);
+    // Each file's statistics are computed once and kept in the runtime's cache (keyed by path and
+    // checked against the file's size and time), not again for every scan that plans the source.
     let table = ListingTable::try_new(config)
-        .map_err(|e| contract_cause(&source.name, "cannot read".into(), e))?;
+        .map_err(|e| contract_cause(&source.name, "cannot read".into(), e))?
+        .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
     Ok(match source.format {
         SourceFormat::Csv => Arc::new(table),
         SourceFormat::Parquet => Arc::new(CheckedParquet {
             source: source.clone(),
             table,
-            checked: Mutex::new(HashSet::new()),
+            checked: tokio::sync::Mutex::new(HashSet::new()),
         }),
     })
 }
@@ -144,7 +147,9 @@ pub async fn register(source: &Source, state: &SessionState) -> Result<Arc<dyn T
 struct CheckedParquet {
     source: Source,
     table: ListingTable,
-    checked: Mutex<HashSet<object_store::path::Path>>,
+    /// The files checked so far; held while a scan checks, so that two scans of the source
+    /// planned at once (a job reading it twice) check each file once.
+    checked: tokio::sync::Mutex<HashSet<object_store::path::Path>>,
 }
 
 impl CheckedParquet {
@@ -178,16 +183,13 @@ impl CheckedParquet {
         .try_collect()
         .await
         .map_err(|e| cause("cannot list", e))?;
-        let unchecked: Vec<ObjectMeta> = {
-            let checked = self.checked.lock().expect("not poisoned");
-            files
-                .into_iter()
-                .map(|f| f.object_meta)
-                .filter(|m| !checked.contains(&m.location))
-                .collect()
-        };
+        let mut checked = self.checked.lock().await;
+        let unchecked: Vec<ObjectMeta> = files
+            .into_iter()
+            .map(|f| f.object_meta)
+            .filter(|m| !checked.contains(&m.location))
+            .collect();
         check_footers(&self.source, state, options, store, &unchecked).await?;
-        let mut checked = self.checked.lock().expect("not poisoned");
         checked.extend(unchecked.into_iter().map(|m| m.location));
         Ok(())
     }
@@ -546,12 +548,11 @@ mod tests {
         );
     }
 
-    /// The footer of a one-row Parquet file of `column` with values of `data_type`, nullable or
-    /// not, holding `value` (or a null).
-    fn footer(data_type: DataType, nullable: bool, value: Option<&str>) -> Arc<ParquetMetaData> {
+    /// A one-row Parquet file of a column `status` with values of `data_type`, nullable or not,
+    /// holding `value` (or a null).
+    fn one_row_file(data_type: DataType, nullable: bool, value: Option<&str>) -> Vec<u8> {
         use datafusion::arrow::array::{ArrayRef, LargeStringArray, StringArray};
         use datafusion::parquet::arrow::ArrowWriter;
-        use datafusion::parquet::file::metadata::ParquetMetaDataReader;
         let array: ArrayRef = match data_type {
             DataType::LargeUtf8 => Arc::new(LargeStringArray::from(vec![value])),
             _ => Arc::new(StringArray::from(vec![value])),
@@ -564,6 +565,13 @@ mod tests {
         let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
+        bytes
+    }
+
+    /// The footer of `one_row_file`.
+    fn footer(data_type: DataType, nullable: bool, value: Option<&str>) -> Arc<ParquetMetaData> {
+        use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+        let bytes = one_row_file(data_type, nullable, value);
         let footer = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes::Bytes::from(bytes))
             .unwrap();
@@ -617,5 +625,42 @@ mod tests {
             e,
             "source `t`: column `status`: declared not null but 1 value(s) are null in file raw/t/b.parquet"
         );
+    }
+
+    /// Every scan planned over a source (a job reading it twice, the jobs after it) finds each
+    /// file's statistics in the runtime's cache instead of computing them again.
+    #[tokio::test]
+    async fn file_statistics_are_kept_in_the_runtime_cache() {
+        use datafusion::prelude::SessionContext;
+        use object_store::memory::InMemory;
+        let store = Arc::new(InMemory::new());
+        let ctx = SessionContext::new();
+        ctx.runtime_env()
+            .register_object_store(&Url::parse("memory://").unwrap(), store.clone());
+        for (i, status) in ["completed", "cancelled", "completed"]
+            .into_iter()
+            .enumerate()
+        {
+            let path = object_store::path::Path::from(format!("raw/t/part-{i}.parquet"));
+            let file = one_row_file(DataType::Utf8, true, Some(status));
+            store.put(&path, file.into()).await.unwrap();
+        }
+        let s = parse(
+            Path::new("s.toml"),
+            "[[source]]\nname = \"t\"\ncolumns = [{ name = \"status\", type = \"string\" }]\n",
+            &root(),
+        )
+        .unwrap();
+        let provider = register(&s[0], &ctx.state()).await.unwrap();
+        let statistics = ctx
+            .runtime_env()
+            .cache_manager
+            .get_file_statistic_cache()
+            .expect("on by default");
+        assert_eq!(statistics.len(), 0);
+        for _ in 0..2 {
+            provider.scan(&ctx.state(), None, &[], None).await.unwrap();
+            assert_eq!(statistics.len(), 3);
+        }
     }
 }
