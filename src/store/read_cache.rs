@@ -186,7 +186,7 @@ impl CachedStore {
                     ..GetOptions::default()
                 };
                 let result = self.inner.get_opts(&meta.location, options).await?;
-                let bytes = read_payload(result).await?;
+                let bytes = result.bytes().await?;
                 if bytes.len() as u64 != meta.size {
                     return Err(object_store::Error::Precondition {
                         path: meta.location.to_string(),
@@ -207,31 +207,6 @@ impl CachedStore {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(bytes)
-    }
-}
-
-/// A local file at most this large is read on the task that opened it: a read from the page
-/// cache takes microseconds, less than handing it to a blocking thread and back.
-const READ_IN_PLACE: u64 = 1 << 20;
-
-/// A get's bytes. A small local file is read in place; anything else as its store streams it.
-async fn read_payload(result: GetResult) -> object_store::Result<Bytes> {
-    use std::io::{Read, Seek, SeekFrom};
-    let range = result.range.clone();
-    match result.payload {
-        GetResultPayload::File(mut file, path) if range.end - range.start <= READ_IN_PLACE => {
-            let failed = |source: std::io::Error| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!("cannot read {}: {source}", path.display()).into(),
-            };
-            file.seek(SeekFrom::Start(range.start)).map_err(failed)?;
-            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-            file.take(range.end - range.start)
-                .read_to_end(&mut bytes)
-                .map_err(failed)?;
-            Ok(bytes.into())
-        }
-        payload => GetResult { payload, ..result }.bytes().await,
     }
 }
 
