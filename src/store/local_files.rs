@@ -73,10 +73,8 @@ fn walk(root: &FsPath) -> Result<Vec<ObjectMeta>, Walk> {
         };
         for entry in entries {
             let entry = entry.map_err(|e| walk_error(&folder, e))?;
-            let kind = entry
-                .file_type()
-                .map_err(|e| walk_error(&entry.path(), e))?;
             let path = entry.path();
+            let kind = entry.file_type().map_err(|e| walk_error(&path, e))?;
             let metadata = if kind.is_dir() {
                 folders.push(path);
                 continue;
@@ -98,7 +96,7 @@ fn walk(root: &FsPath) -> Result<Vec<ObjectMeta>, Walk> {
             }
             let location =
                 StorePath::from_absolute_path(&path).map_err(object_store::Error::from)?;
-            if is_upload_in_progress(&location) {
+            if !is_listed(&location) {
                 continue;
             }
             files.push(object_meta(location, &metadata));
@@ -114,11 +112,15 @@ fn walk_error(path: &FsPath, source: std::io::Error) -> object_store::Error {
     }
 }
 
-/// `LocalFileSystem` stages a multipart upload as `name#<digits>` and does not list it.
-fn is_upload_in_progress(location: &StorePath) -> bool {
-    match location.filename().and_then(|name| name.split_once('#')) {
-        Some((_, suffix)) => !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()),
-        None => location.filename().is_none(),
+/// Whether `LocalFileSystem` lists a file: not one without a name, nor a multipart upload it
+/// stages as `name#<digits>`.
+fn is_listed(location: &StorePath) -> bool {
+    let Some(name) = location.filename() else {
+        return false;
+    };
+    match name.split_once('#') {
+        Some((_, suffix)) => suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
     }
 }
 
