@@ -10,6 +10,7 @@
 mod finance;
 mod model;
 mod raw;
+mod shards;
 mod simulation;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,8 @@ use crate::error::{Error, Result};
 use crate::store::Stores;
 use model::{date_of_day, day_of_date};
 use raw::RawWriter;
-use simulation::{Sim, signups_per_day};
+use shards::Shards;
+use simulation::signups_per_day;
 
 /// Row counts written per table, and the planted truth.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -130,7 +132,13 @@ pub async fn generate(
     through: Option<NaiveDate>,
 ) -> Result<Generated> {
     let through = through_day(opts, through)?;
-    write(stores, raw_root, opts, period(opts).0..=through, true).await
+    let days = period(opts).0..=through;
+    write(stores, raw_root, opts, days, true, simulation_threads()).await
+}
+
+/// Threads the shards are simulated on: one per core.
+fn simulation_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Extend the lake under `raw_root`, generated through an earlier day, through `through`: add
@@ -156,27 +164,38 @@ pub async fn extend(stores: &Stores, raw_root: &Url, through: NaiveDate) -> Resu
             ),
         });
     }
-    write(stores, raw_root, &opts, first..=through, false).await
+    write(
+        stores,
+        raw_root,
+        &opts,
+        first..=through,
+        false,
+        simulation_threads(),
+    )
+    .await
 }
 
-/// Simulate `opts`' whole period and write the files of `days` (and, when `creates`, those of
-/// no day), with the truth as of the last of them.
+/// Simulate `opts`' whole period on `threads` threads and write the files of `days` (and, when
+/// `creates`, those of no day), with the truth as of the last of them.
 async fn write(
     stores: &Stores,
     raw_root: &Url,
     opts: &GenerateOptions,
     days: RangeInclusive<i64>,
     creates: bool,
+    threads: usize,
 ) -> Result<Generated> {
     let through = *days.end();
     let mut raw = RawWriter::new(stores, raw_root, days, creates)?;
     let (start_day, end_day) = period(opts);
-    let planted = Truth::planted(opts, through + 1);
-    let mut sim = Sim::new(opts, planted, (start_day, end_day), through);
     let signups = signups_per_day(opts.customers, start_day, end_day - start_day);
-    let mut truth = simulate(&mut sim, &mut raw, start_day, &signups, through).await?;
-    raw.write_programs(&sim.programs, &sim.program_days).await?;
-    let spend_by_month = sim.finish();
+    let mut shards = Shards::start(opts, (start_day, end_day), &signups, through, threads);
+    let tally = simulate(&mut shards, &mut raw, start_day, end_day, through).await?;
+    let spend_by_month = shards.finish().await?;
+    let programs = model::programs(opts.months);
+    raw.write_programs(&programs, &model::program_days(opts.start, &programs))
+        .await?;
+    let mut truth = tally.into_truth(Truth::planted(opts, through + 1), &programs);
     // Finance: plan, ledger and FX consistent with the spend of the whole period.
     let program_ids: Vec<i64> = truth.programs.iter().map(|p| p.program_id).collect();
     truth.finance = finance::generate(&mut raw, opts, &spend_by_month, &program_ids).await?;
@@ -188,28 +207,22 @@ async fn write(
     })
 }
 
-/// Run the simulation day by day from `start_day`, with `signups[d]` sign-ups on day `d`,
-/// writing each day's rows as it closes and its sign-ups; returns the truth as of `through`.
+/// Take the shards' days from `start_day` to `end_day` in order, writing each day's rows and
+/// sign-ups as it closes; returns the truth's tallies as of `through`.
 async fn simulate(
-    sim: &mut Sim,
+    shards: &mut Shards,
     raw: &mut RawWriter,
     start_day: i64,
-    signups: &[u64],
+    end_day: i64,
     through: i64,
-) -> Result<Truth> {
+) -> Result<simulation::TruthTally> {
     let mut truth = None;
-    for (d, &n) in signups.iter().enumerate() {
-        let day = start_day + d as i64;
-        sim.sign_up(day, n);
-        let customers = sim.take_customer_rows();
-        raw.write_customers(day, customers).await?;
-        sim.orders_due(day);
-        sim.spend_marketing(day);
-        for (d, rows) in sim.close_day(day) {
-            raw.write_day(d, rows).await?;
-        }
+    for day in start_day..end_day {
+        let closed = shards.next_day().await?;
+        raw.write_customers(day, closed.customers).await?;
+        raw.write_day(day, closed.rows).await?;
         if day == through {
-            truth = Some(sim.truth());
+            truth = closed.truth;
         }
     }
     Ok(truth.expect("through lies in the period"))
@@ -251,13 +264,49 @@ mod tests {
             sb.get(&p).await.unwrap().bytes().await.unwrap()
         );
     }
+
+    /// Every object under a store: path -> bytes.
+    async fn lake(stores: &Stores, root: &Url) -> BTreeMap<String, bytes::Bytes> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let (store, _) = stores.store_for(root).unwrap();
+        let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+        let mut all = BTreeMap::new();
+        for m in metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            all.insert(m.location.to_string(), bytes);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn the_lake_is_the_same_on_any_number_of_threads() {
+        let opts = GenerateOptions {
+            customers: 500,
+            months: 3,
+            ..Default::default()
+        };
+        let root = Url::parse("memory:///raw/").unwrap();
+        let days = period(&opts).0..=period(&opts).1 - 1;
+        let mut lakes = Vec::new();
+        for threads in [1, 3, shards::SHARDS as usize] {
+            let stores = Stores::default();
+            let got = write(&stores, &root, &opts, days.clone(), true, threads)
+                .await
+                .unwrap();
+            lakes.push((got, lake(&stores, &root).await));
+        }
+        assert!(lakes[0].1.len() > 300, "{} files", lakes[0].1.len());
+        assert_eq!(lakes[0], lakes[1]);
+        assert_eq!(lakes[0], lakes[2]);
+    }
 }
 
 #[cfg(test)]
 mod extend_tests {
     use super::*;
     use bytes::Bytes;
-    use datafusion::arrow::array::{Array, Decimal128Array};
+    use datafusion::arrow::array::{Array, Decimal128Array, Int64Array};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use futures::TryStreamExt;
     use object_store::ObjectStore;
@@ -369,6 +418,58 @@ mod extend_tests {
         assert_eq!(
             bytes_only(&objects(&extended).await),
             bytes_only(&objects(&full).await)
+        );
+    }
+
+    /// Every value of an Int64 column over a table's files, in path order then row order.
+    fn ids(all: &Objects, table: &str, column: &str) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for (_, (bytes, _)) in all.range(format!("raw/{table}/")..format!("raw/{table}0")) {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .build()
+                .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name(column).unwrap();
+                let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+                ids.extend(col.iter().flatten());
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn shards_number_customers_in_signup_order_and_never_share_an_id() {
+        let stores = Stores::default();
+        let got = generate(&stores, &root(), &opts(), None).await.unwrap();
+        let all = objects(&stores).await;
+        // Customers: 1..=400 in the order they signed up, over the shards.
+        let customers = ids(&all, "customers", "customer_id");
+        assert_eq!(customers, (1..=400).collect::<Vec<_>>());
+        // Each shard's customers order: every shard has orders.
+        let mut orders = ids(&all, "orders", "order_id");
+        assert_eq!(orders.len() as u64, got.tables["orders"]);
+        let residues: std::collections::BTreeSet<i64> =
+            orders.iter().map(|id| id % shards::SHARDS as i64).collect();
+        assert_eq!(residues.len() as u64, shards::SHARDS);
+        orders.sort();
+        orders.dedup();
+        assert_eq!(
+            orders.len() as u64,
+            got.tables["orders"],
+            "an order id repeats"
+        );
+        // Every order's customer signed up.
+        let buyers = ids(&all, "orders", "customer_id");
+        assert!(buyers.iter().all(|c| (1..=400).contains(c)));
+        let mut sessions = ids(&all, "sessions", "session_id");
+        sessions.sort();
+        sessions.dedup();
+        assert_eq!(
+            sessions.len() as u64,
+            got.tables["sessions"],
+            "a session id repeats"
         );
     }
 

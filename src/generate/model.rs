@@ -389,6 +389,13 @@ impl Group {
         self.sum_p += p;
         self.mean_return_probability = self.sum_p / self.cases as f64;
     }
+
+    /// Add another shard's cases of the same kind.
+    pub(super) fn merge(&mut self, other: &Group) {
+        self.cases += other.cases;
+        self.sum_p += other.sum_p;
+        self.mean_return_probability = self.sum_p / self.cases as f64;
+    }
 }
 
 /// Days before the end an order must be placed for all its consequences to be in the data.

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::builder::NullBufferBuilder;
@@ -38,8 +38,21 @@ fn f(name: &str, t: DataType, nullable: bool) -> Field {
     Field::new(name, t, nullable)
 }
 
-/// Arrow schema of every generated table (data columns; `dt` is the Hive directory).
+/// Arrow schema of every generated table (data columns; `dt` is the Hive directory), built
+/// once: the simulation starts a table's rows thousands of times.
 pub fn schema(table: &str) -> SchemaRef {
+    static SCHEMAS: LazyLock<Vec<(&str, SchemaRef)>> = LazyLock::new(|| {
+        let tables = EVENT_TABLES.iter().chain(&["customers", "programs"]);
+        tables.map(|t| (*t, table_schema(t))).collect()
+    });
+    let known = SCHEMAS.iter().find(|(name, _)| *name == table);
+    known
+        .unwrap_or_else(|| panic!("no schema for table {table}"))
+        .1
+        .clone()
+}
+
+fn table_schema(table: &str) -> SchemaRef {
     use DataType::*;
     let fields = match table {
         "customers" => vec![
@@ -209,17 +222,54 @@ enum Column {
 }
 
 impl Column {
-    fn new(field: &Field) -> Self {
-        let nulls = || NullBufferBuilder::new(0);
+    /// An empty column of `field`'s type with room for `rows` values.
+    fn new(field: &Field, rows: usize) -> Self {
+        let nulls = || NullBufferBuilder::new(rows);
         match field.data_type() {
-            DataType::Int64 => Column::Int64(Vec::new(), nulls()),
-            DataType::Int32 => Column::Int32(Vec::new(), nulls()),
-            DataType::Utf8 => Column::Utf8(Vec::new()),
-            DataType::Timestamp(_, _) => Column::Timestamp(Vec::new(), nulls()),
-            DataType::Decimal128(_, _) => Column::Decimal(Vec::new()),
-            DataType::Date32 => Column::Date(Vec::new()),
-            DataType::Boolean => Column::Boolean(Vec::new()),
+            DataType::Int64 => Column::Int64(Vec::with_capacity(rows), nulls()),
+            DataType::Int32 => Column::Int32(Vec::with_capacity(rows), nulls()),
+            DataType::Utf8 => Column::Utf8(Vec::with_capacity(rows)),
+            DataType::Timestamp(_, _) => Column::Timestamp(Vec::with_capacity(rows), nulls()),
+            DataType::Decimal128(_, _) => Column::Decimal(Vec::with_capacity(rows)),
+            DataType::Date32 => Column::Date(Vec::with_capacity(rows)),
+            DataType::Boolean => Column::Boolean(Vec::with_capacity(rows)),
             other => unreachable!("generated type {other}"),
+        }
+    }
+
+    /// Make room for `more` values at once, so the chunks put after these are copied once.
+    fn reserve(&mut self, more: usize) {
+        match self {
+            Column::Int64(v, _) | Column::Timestamp(v, _) => v.reserve_exact(more),
+            Column::Int32(v, _) | Column::Date(v) => v.reserve_exact(more),
+            Column::Utf8(v) => v.reserve_exact(more),
+            Column::Decimal(v) => v.reserve_exact(more),
+            Column::Boolean(v) => v.reserve_exact(more),
+        }
+    }
+
+    /// Put `later`'s values (`n` of them, of the same field) after these.
+    fn extend(&mut self, later: Column, n: usize) {
+        fn nullable<T>(
+            (values, nulls): (&mut Vec<T>, &mut NullBufferBuilder),
+            (more, mut more_nulls): (Vec<T>, NullBufferBuilder),
+            n: usize,
+        ) {
+            values.extend(more);
+            match more_nulls.finish() {
+                Some(more_nulls) => nulls.append_buffer(&more_nulls),
+                None => nulls.append_n_non_nulls(n),
+            }
+        }
+        match (self, later) {
+            (Column::Int64(v, n0), Column::Int64(m, n1)) => nullable((v, n0), (m, n1), n),
+            (Column::Int32(v, n0), Column::Int32(m, n1)) => nullable((v, n0), (m, n1), n),
+            (Column::Timestamp(v, n0), Column::Timestamp(m, n1)) => nullable((v, n0), (m, n1), n),
+            (Column::Utf8(v), Column::Utf8(m)) => v.extend(m),
+            (Column::Decimal(v), Column::Decimal(m)) => v.extend(m),
+            (Column::Date(v), Column::Date(m)) => v.extend(m),
+            (Column::Boolean(v), Column::Boolean(m)) => v.extend(m),
+            _ => unreachable!("chunks of one table have the same columns"),
         }
     }
 
@@ -279,12 +329,36 @@ pub(super) struct Rows {
 
 impl Rows {
     pub(super) fn new(schema: SchemaRef) -> Self {
-        let columns = schema.fields().iter().map(|f| Column::new(f)).collect();
+        Rows::with_capacity(schema, 0)
+    }
+
+    /// No rows yet, with room for `rows` of them.
+    pub(super) fn with_capacity(schema: SchemaRef, rows: usize) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Column::new(f, rows))
+            .collect();
         Rows {
             schema,
             columns,
             len: 0,
         }
+    }
+
+    /// The chunks of one table as one set of rows, in order.
+    pub(super) fn concat(chunks: Vec<Rows>) -> Rows {
+        let more: usize = chunks.iter().skip(1).map(Rows::len).sum();
+        let mut chunks = chunks.into_iter();
+        let mut all = chunks.next().expect("at least one chunk");
+        all.columns.iter_mut().for_each(|c| c.reserve(more));
+        for more in chunks {
+            for (column, later) in all.columns.iter_mut().zip(more.columns) {
+                column.extend(later, more.len);
+            }
+            all.len += more.len;
+        }
+        all
     }
 
     /// Rows of `schema` from rows of values, one per column.
@@ -356,7 +430,9 @@ fn raw_writer_properties(
 
 /// Encode batches as one Parquet file.
 pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
+    // Room for the file at once: compressed, it is well under half the rows' memory.
+    let memory: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let mut buf = Vec::with_capacity(memory / 2 + 4096);
     let props = raw_writer_properties(&schema);
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
     for b in batches {
@@ -384,16 +460,36 @@ pub async fn put(
 // Files under the raw root.
 // ---------------------------------------------------------------------------------------------
 
-/// Rows waiting for their day to close, by event table.
+/// Rows waiting for their day to close, by event table: one chunk per customer shard that had
+/// rows for the table, in shard order, to be written as one file.
 #[derive(Default)]
 pub(super) struct Day {
-    tables: [Option<Rows>; EVENT_TABLES.len()],
+    tables: [Vec<Rows>; EVENT_TABLES.len()],
 }
 
 impl Day {
-    /// The rows of `table` on this day.
-    pub(super) fn rows(&mut self, table: Table) -> &mut Rows {
-        self.tables[table as usize].get_or_insert_with(|| Rows::new(schema(table.name())))
+    /// The rows of `table` on this day (in one shard's day, its only chunk), started with room
+    /// for `expected` rows.
+    pub(super) fn rows(&mut self, table: Table, expected: usize) -> &mut Rows {
+        let chunks = &mut self.tables[table as usize];
+        if chunks.is_empty() {
+            chunks.push(Rows::with_capacity(schema(table.name()), expected));
+        }
+        chunks.last_mut().expect("pushed")
+    }
+
+    /// How many rows of each table the day has.
+    pub(super) fn lens(&self) -> [usize; EVENT_TABLES.len()] {
+        self.tables
+            .each_ref()
+            .map(|chunks| chunks.iter().map(Rows::len).sum())
+    }
+
+    /// Put the rows of `later` (the next shard's same day) after these.
+    pub(super) fn append(&mut self, later: Day) {
+        for (chunks, more) in self.tables.iter_mut().zip(later.tables) {
+            chunks.extend(more);
+        }
     }
 }
 
@@ -446,18 +542,20 @@ impl RawWriter {
         path.join(format!("part-{part}.parquet").as_str())
     }
 
-    /// Encode `rows` and put them at `path`, counting them for `table`: on a
-    /// blocking thread, while the caller simulates the next day (`finish` waits for them all).
-    /// Each file's bytes depend only on its rows, so the lake is the same byte for byte.
-    async fn write_rows(&mut self, table: &str, path: &StorePath, rows: Rows) -> Result<()> {
-        *self.counts.entry(table.to_string()).or_default() += rows.len() as u64;
+    /// Encode the chunks of `rows` as one file and put it at `path`, counting the rows for
+    /// `table`: on a blocking thread, while the caller simulates the next day (`finish` waits
+    /// for them all). Each file's bytes depend only on its rows, so the lake is the same byte
+    /// for byte.
+    async fn write_rows(&mut self, table: &str, path: &StorePath, rows: Vec<Rows>) -> Result<()> {
+        let n: usize = rows.iter().map(Rows::len).sum();
+        *self.counts.entry(table.to_string()).or_default() += n as u64;
         while self.pending.len() >= IN_FLIGHT {
             self.join_one().await?;
         }
         let (store, path, location) = (self.store.clone(), path.clone(), self.location.clone());
         self.pending.spawn(async move {
             let bytes = tokio::task::spawn_blocking(move || {
-                let batch = rows.into_batch()?;
+                let batch = Rows::concat(rows).into_batch()?;
                 parquet_bytes(batch.schema(), &[batch])
             })
             .await
@@ -499,7 +597,7 @@ impl RawWriter {
         }
         let dir = day.map(|d| format!("dt={d}"));
         let path = self.part_path(table, dir.as_deref(), "0000");
-        self.write_rows(table, &path, rows).await
+        self.write_rows(table, &path, vec![rows]).await
     }
 
     /// One day of event tables, written when the day closes: one file per table with rows.
@@ -508,18 +606,20 @@ impl RawWriter {
             return Ok(());
         }
         let dir = format!("dt={}", date_of_day(day));
-        for (table, rows) in EVENT_TABLES.iter().zip(rows.tables) {
-            let Some(rows) = rows.filter(|r| !r.is_empty()) else {
+        for (table, mut rows) in EVENT_TABLES.iter().zip(rows.tables) {
+            rows.retain(|r| !r.is_empty());
+            if rows.is_empty() {
                 continue;
-            };
+            }
             let path = self.part_path(table, Some(dir.as_str()), "0000");
             self.write_rows(table, &path, rows).await?;
         }
         Ok(())
     }
 
-    /// `customers/part-<day>.parquet`: the customers who signed up on `day`.
-    pub(super) async fn write_customers(&mut self, day: i64, rows: Rows) -> Result<()> {
+    /// `customers/part-<day>.parquet`: the customers who signed up on `day`, by shard.
+    pub(super) async fn write_customers(&mut self, day: i64, mut rows: Vec<Rows>) -> Result<()> {
+        rows.retain(|r| !r.is_empty());
         if rows.is_empty() || !self.writes(Some(day)) {
             return Ok(());
         }
@@ -611,6 +711,37 @@ mod tests {
             source.iter().flatten().collect::<Vec<_>>(),
             ["ads", "seo", "ads"]
         );
+    }
+
+    #[test]
+    fn shards_chunks_become_one_batch_in_order_with_their_nulls() {
+        // A chunk without nulls after one with them, and one with them after one without.
+        let full = Rows::of(
+            schema("sessions"),
+            [[
+                V::I(4),
+                V::OptI(Some(9)),
+                V::T(40),
+                V::S("email"),
+                V::OptI(Some(5)),
+            ]],
+        );
+        let all = Rows::concat(vec![sessions(), full, sessions()]);
+        assert_eq!(all.len(), 7);
+        let batch = all.into_batch().unwrap();
+        let customer = batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(
+            customer.iter().collect::<Vec<_>>(),
+            [Some(7), None, Some(8), Some(9), Some(7), None, Some(8)]
+        );
+        let converted = batch.column(4).as_primitive::<Int64Type>();
+        assert_eq!(converted.null_count(), 4);
+        assert!(batch.column(0).nulls().is_none());
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), [1, 2, 3, 4, 1, 2, 3]);
+        let source = batch.column(3).as_string::<i32>();
+        assert_eq!(source.value(3), "email");
+        assert_eq!(source.value(5), "seo");
     }
 
     #[test]

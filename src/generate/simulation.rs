@@ -1,10 +1,11 @@
 //! The simulation: customers sign up, order, and order again with the planted chances. Each
 //! order brings its sessions, shipment, returns, refunds, tickets, reviews, program touches and
-//! vouchers, queued as rows for the day they happen; the truth is tallied as it goes. Every random
-//! draw comes from one seeded ChaCha8 stream, in a fixed order.
+//! vouchers, queued as rows for the day they happen; the truth is tallied as it goes. One `Sim`
+//! simulates one customer shard: every random draw comes from the shard's own stream of the
+//! seeded ChaCha8 generator, in a fixed order, and its ids are its own residue class.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write;
 
 use rand::{Rng, SeedableRng};
@@ -161,24 +162,147 @@ enum Tally {
     VoucherValueRedeemed(usize),
 }
 
-/// The truth's totals by day, so that a lake cut after any day reports exactly its own rows.
-#[derive(Debug, Default)]
-struct DayTallies(BTreeMap<(i64, Tally), i128>);
+impl Tally {
+    /// The tally's place in a day's totals: the two money totals, then six per program.
+    fn slot(self) -> usize {
+        let program = |pi: usize, k: usize| 2 + 6 * pi + k;
+        match self {
+            Tally::Gmv => 0,
+            Tally::Refunds => 1,
+            Tally::Spend(pi) => program(pi, 0),
+            Tally::Treated(pi) => program(pi, 1),
+            Tally::Holdout(pi) => program(pi, 2),
+            Tally::VouchersIssued(pi) => program(pi, 3),
+            Tally::VoucherValueIssued(pi) => program(pi, 4),
+            Tally::VoucherValueRedeemed(pi) => program(pi, 5),
+        }
+    }
+
+    /// The tally at `slot`.
+    fn of_slot(slot: usize) -> Tally {
+        let kinds = [
+            Tally::Spend,
+            Tally::Treated,
+            Tally::Holdout,
+            Tally::VouchersIssued,
+            Tally::VoucherValueIssued,
+            Tally::VoucherValueRedeemed,
+        ];
+        match slot {
+            0 => Tally::Gmv,
+            1 => Tally::Refunds,
+            _ => kinds[(slot - 2) % 6]((slot - 2) / 6),
+        }
+    }
+}
+
+/// The truth's totals by day, so that a lake cut after any day reports exactly its own rows:
+/// per day from `first_day`, the totals by [`Tally::slot`] (an order adds to them, so no map).
+#[derive(Debug)]
+struct DayTallies {
+    first_day: i64,
+    days: Vec<Vec<i128>>,
+}
 
 impl DayTallies {
-    fn add(&mut self, day: Option<i64>, tally: Tally, amount: i128) {
-        if let Some(day) = day {
-            *self.0.entry((day, tally)).or_default() += amount;
+    fn new(first_day: i64) -> Self {
+        DayTallies {
+            first_day,
+            days: Vec::new(),
         }
+    }
+
+    fn add(&mut self, day: Option<i64>, tally: Tally, amount: i128) {
+        let Some(day) = day else {
+            return;
+        };
+        let d = (day - self.first_day) as usize;
+        if d >= self.days.len() {
+            self.days.resize_with(d + 1, Vec::new);
+        }
+        let (totals, slot) = (&mut self.days[d], tally.slot());
+        if slot >= totals.len() {
+            totals.resize(slot + 1, 0);
+        }
+        totals[slot] += amount;
     }
 
     /// Every total over the days up to `last_day`.
     fn through(&self, last_day: i64) -> BTreeMap<Tally, i128> {
         let mut totals = BTreeMap::new();
-        for (&(_, tally), &amount) in self.0.range(..(last_day + 1, Tally::Gmv)) {
-            *totals.entry(tally).or_default() += amount;
+        let days = (last_day - self.first_day + 1).max(0) as usize;
+        for day in self.days.iter().take(days) {
+            for (slot, &amount) in day.iter().enumerate() {
+                *totals.entry(Tally::of_slot(slot)).or_default() += amount;
+            }
         }
         totals
+    }
+}
+
+/// One shard's part of the truth: its groups (in a `Truth` otherwise empty), its totals and its
+/// retention tallies. The shards' parts add up to the truth of the whole lake.
+pub(super) struct TruthTally {
+    groups: Truth,
+    totals: BTreeMap<Tally, i128>,
+    curve: RetentionTally,
+}
+
+impl TruthTally {
+    /// Add `other`'s counts, sums and totals to these.
+    pub(super) fn merge(&mut self, other: TruthTally) {
+        let (mine, theirs) = (&mut self.groups, other.groups);
+        for (issue, n) in theirs.orders_by_issue {
+            *mine.orders_by_issue.entry(issue).or_default() += n;
+        }
+        for (groups, more) in [
+            (&mut mine.first_order_groups, theirs.first_order_groups),
+            (&mut mine.recovery_groups, theirs.recovery_groups),
+            (&mut mine.program_groups, theirs.program_groups),
+        ] {
+            for (key, g) in more {
+                groups.entry(key).or_default().merge(&g);
+            }
+        }
+        for (tally, amount) in other.totals {
+            *self.totals.entry(tally).or_default() += amount;
+        }
+        for (mine, theirs) in [
+            (&mut self.curve.active, other.curve.active),
+            (&mut self.curve.eligible, other.curve.eligible),
+        ] {
+            for (channel, counts) in theirs {
+                let sums = mine.get_mut(&channel).expect("every channel is tallied");
+                sums.iter_mut().zip(counts).for_each(|(sum, n)| *sum += n);
+            }
+        }
+    }
+
+    /// The `planted` truth with these tallies: the groups, the programs' exact totals, the
+    /// money totals and the retention curve.
+    pub(super) fn into_truth(self, planted: Truth, programs: &[ProgramTruth]) -> Truth {
+        let total = |t: Tally| self.totals.get(&t).copied().unwrap_or(0);
+        let mut truth = Truth {
+            orders_by_issue: self.groups.orders_by_issue,
+            first_order_groups: self.groups.first_order_groups,
+            recovery_groups: self.groups.recovery_groups,
+            program_groups: self.groups.program_groups,
+            programs: programs.to_vec(),
+            gmv_total: cents_text(total(Tally::Gmv)),
+            refund_total: cents_text(total(Tally::Refunds)),
+            retention_active: self.curve.active,
+            retention_eligible: self.curve.eligible,
+            ..planted
+        };
+        for (i, p) in truth.programs.iter_mut().enumerate() {
+            p.marketing_spend = cents_text(total(Tally::Spend(i)));
+            p.treated = total(Tally::Treated(i)) as u64;
+            p.holdout = total(Tally::Holdout(i)) as u64;
+            p.vouchers_issued = total(Tally::VouchersIssued(i)) as u64;
+            p.voucher_value_issued = cents_text(total(Tally::VoucherValueIssued(i)));
+            p.voucher_value_redeemed = cents_text(total(Tally::VoucherValueRedeemed(i)));
+        }
+        truth
     }
 }
 
@@ -293,21 +417,47 @@ impl Schedule {
     }
 }
 
+/// Which of the generator's customer shards a simulation is: shard `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shard {
+    pub(super) index: u64,
+    pub(super) count: u64,
+}
+
+impl Shard {
+    /// The shard's `n`-th id (from 1) of a table: ids are `index + 1` modulo `count`, so the
+    /// shards never give the same id.
+    fn id(self, n: i64) -> i64 {
+        (n - 1) * self.count as i64 + self.index as i64 + 1
+    }
+
+    /// Of the `n` customers signing up on `day`, how many fall to this shard: an equal share,
+    /// the remainder going to the shards after the day's turn (so a small day is spread out).
+    pub(super) fn signups(self, day: i64, n: u64) -> u64 {
+        let turn = (self.index as i64 - day).rem_euclid(self.count as i64) as u64;
+        n / self.count + u64::from(turn < n % self.count)
+    }
+}
+
 /// The simulation's state. Only customers with a next order scheduled are kept; the others are
 /// tallied and dropped. It always runs the whole planned period (its draws never depend on how
 /// much of it is written); the truth is taken as of `through_day`.
 pub(super) struct Sim {
+    shard: Shard,
     rng: ChaCha8Rng,
     end_micros: i64,
     last_day: i64,
     /// The last day the truth describes, and the first instant after it.
     through_day: i64,
     through_end: i64,
-    pending: BTreeMap<i64, Day>,
+    /// Rows of the days not yet written: `pending[i]` lands on day `open_day + i`.
+    pending: VecDeque<Day>,
     /// The first day not yet written.
     open_day: i64,
     /// The last id given per event table.
     next_id: [i64; EVENT_TABLES.len()],
+    /// Rows per event table of the last day closed: the room a new day's rows start with.
+    day_rows: [usize; EVENT_TABLES.len()],
     pub(super) programs: Vec<ProgramTruth>,
     pub(super) program_days: Vec<(i64, i64)>,
     truth: Truth,
@@ -316,7 +466,6 @@ pub(super) struct Sim {
     spend_by_month: MonthlySpend,
     /// The customers with a next order; the others are tallied and dropped.
     queue: Schedule,
-    next_customer: i64,
     /// Customer rows not yet written.
     customer_rows: Rows,
     curve: RetentionTally,
@@ -327,32 +476,35 @@ pub(super) struct Sim {
 }
 
 impl Sim {
-    /// The simulation of `opts`' period, `start_day..end_day`, whose truth is taken as of
-    /// `through_day`.
+    /// The simulation of `shard` over `opts`' period, `start_day..end_day`, whose truth is taken
+    /// as of `through_day`.
     pub(super) fn new(
         opts: &GenerateOptions,
-        truth: Truth,
+        shard: Shard,
         (start_day, end_day): (i64, i64),
         through_day: i64,
     ) -> Self {
         let programs = programs(opts.months);
         let program_days = program_days(opts.start, &programs);
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        rng.set_stream(shard.index);
         Sim {
-            rng: ChaCha8Rng::seed_from_u64(opts.seed),
+            shard,
+            rng,
             end_micros: end_day * MICROS_PER_DAY,
             last_day: end_day - 1,
             through_day,
             through_end: (through_day + 1) * MICROS_PER_DAY,
-            pending: BTreeMap::new(),
+            pending: VecDeque::new(),
             open_day: start_day,
             next_id: [0; EVENT_TABLES.len()],
+            day_rows: [0; EVENT_TABLES.len()],
             programs,
             program_days,
-            truth,
-            tallies: DayTallies::default(),
+            truth: Truth::default(),
+            tallies: DayTallies::new(start_day),
             spend_by_month: BTreeMap::new(),
             queue: Schedule::new(start_day, end_day),
-            next_customer: 0,
             customer_rows: Rows::new(schema("customers")),
             curve: RetentionTally::new(through_day + 1),
             bgnbd: opts.bgnbd,
@@ -363,7 +515,7 @@ impl Sim {
     fn id(&mut self, table: Table) -> i64 {
         let n = &mut self.next_id[table as usize];
         *n += 1;
-        *n
+        self.shard.id(*n)
     }
 
     /// The customers signed up since the last call.
@@ -385,7 +537,14 @@ impl Sim {
             day += self.rng.random_range(1..=3);
         }
         let day = day.min(self.last_day);
-        self.pending.entry(day).or_default().rows(table).push(row);
+        let expected = self.day_rows[table as usize];
+        let expected = expected + expected / 8 + 8;
+        let ahead = (day - self.open_day) as usize;
+        if ahead >= self.pending.len() {
+            self.pending.resize_with(ahead + 1, Day::default);
+        }
+        let rows = self.pending[ahead].rows(table, expected);
+        rows.push(row);
         Some(day)
     }
 
@@ -393,13 +552,15 @@ impl Sim {
     // One day.
     // -----------------------------------------------------------------------------------------
 
-    /// `n` customers sign up on `day`; those who will order get their first order scheduled.
-    pub(super) fn sign_up(&mut self, day: i64, n: u64) {
+    /// Customers `ids` sign up on `day`; those who will order get their first order scheduled.
+    pub(super) fn sign_up(&mut self, day: i64, ids: std::ops::Range<i64>) {
         let weights: Vec<(usize, f64)> =
             CHANNELS.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
-        for _ in 0..n {
-            self.next_customer += 1;
-            let id = self.next_customer;
+        if self.customer_rows.is_empty() {
+            self.customer_rows =
+                Rows::with_capacity(schema("customers"), (ids.end - ids.start) as usize);
+        }
+        for id in ids {
             let channel = pick(&mut self.rng, &weights);
             let region = self.rng.random_range(0..REGIONS.len());
             let signup = day * MICROS_PER_DAY + self.rng.random_range(0..MICROS_PER_DAY);
@@ -535,42 +696,32 @@ impl Sim {
         }
     }
 
-    /// Close `day`: the rows of every day up to it, to write now, by day.
-    pub(super) fn close_day(&mut self, day: i64) -> BTreeMap<i64, Day> {
+    /// Close `day`, the open day: its rows, to write now.
+    pub(super) fn close_day(&mut self, day: i64) -> Day {
+        assert_eq!(day, self.open_day, "days close in order");
         self.open_day = day + 1;
-        let later = self.pending.split_off(&(day + 1));
-        std::mem::replace(&mut self.pending, later)
+        let closed = self.pending.pop_front().unwrap_or_default();
+        self.day_rows = closed.lens();
+        closed
     }
 
-    /// The truth as of the end of `through_day`, to take once that day is closed: the groups
-    /// tallied so far, the programs' exact totals and the money totals of the rows landed up to
-    /// it, and the retention of every customer so far, finished or not.
-    pub(super) fn truth(&self) -> Truth {
+    /// This shard's part of the truth as of the end of `through_day`, to take once that day is
+    /// closed: the groups tallied so far, the totals of the rows landed up to it, and the
+    /// retention of every customer so far, finished or not.
+    pub(super) fn tally(&self) -> TruthTally {
         debug_assert!(
             self.open_day > self.through_day,
             "taken after the day closed"
         );
-        let totals = self.tallies.through(self.through_day);
-        let total = |t: Tally| totals.get(&t).copied().unwrap_or(0);
-        let mut truth = self.truth.clone();
-        truth.programs = self.programs.clone();
-        for (i, p) in truth.programs.iter_mut().enumerate() {
-            p.marketing_spend = cents_text(total(Tally::Spend(i)));
-            p.treated = total(Tally::Treated(i)) as u64;
-            p.holdout = total(Tally::Holdout(i)) as u64;
-            p.vouchers_issued = total(Tally::VouchersIssued(i)) as u64;
-            p.voucher_value_issued = cents_text(total(Tally::VoucherValueIssued(i)));
-            p.voucher_value_redeemed = cents_text(total(Tally::VoucherValueRedeemed(i)));
-        }
-        truth.gmv_total = cents_text(total(Tally::Gmv));
-        truth.refund_total = cents_text(total(Tally::Refunds));
         let mut curve = self.curve.clone();
         for c in self.queue.customers() {
             curve.add(c);
         }
-        truth.retention_active = curve.active;
-        truth.retention_eligible = curve.eligible;
-        truth
+        TruthTally {
+            groups: self.truth.clone(),
+            totals: self.tallies.through(self.through_day),
+            curve,
+        }
     }
 
     /// The spend per program and month over the whole period, for the finance tables.
@@ -1083,6 +1234,79 @@ mod tests {
                 redeem: None,
                 purchase: None,
             },
+        }
+    }
+
+    #[test]
+    fn day_tallies_add_up_each_kind_through_a_day() {
+        let mut tallies = DayTallies::new(100);
+        tallies.add(Some(100), Tally::Gmv, 5);
+        tallies.add(Some(102), Tally::Gmv, 7);
+        tallies.add(Some(101), Tally::VoucherValueRedeemed(3), 11);
+        tallies.add(Some(101), Tally::Spend(0), 13);
+        tallies.add(None, Tally::Gmv, 1_000);
+        tallies.add(Some(103), Tally::Refunds, 17);
+        let through = |day| -> BTreeMap<Tally, i128> {
+            let totals = tallies.through(day).into_iter();
+            totals.filter(|(_, a)| *a != 0).collect()
+        };
+        let expect = |pairs: &[(Tally, i128)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+        assert_eq!(through(99), expect(&[]));
+        assert_eq!(
+            through(102),
+            expect(&[
+                (Tally::Gmv, 12),
+                (Tally::Spend(0), 13),
+                (Tally::VoucherValueRedeemed(3), 11)
+            ])
+        );
+        assert_eq!(through(200)[&Tally::Refunds], 17);
+        for pi in 0..4 {
+            for t in [
+                Tally::Spend(pi),
+                Tally::Holdout(pi),
+                Tally::VoucherValueRedeemed(pi),
+            ] {
+                assert_eq!(Tally::of_slot(t.slot()), t);
+            }
+        }
+    }
+
+    #[test]
+    fn shards_split_each_day_and_never_share_an_id() {
+        let shard = |index| Shard { index, count: 8 };
+        // The first ids of shards 0, 1 and 7: residues 1, 2 and 0 modulo 8.
+        assert_eq!(
+            (1..=3).map(|n| shard(0).id(n)).collect::<Vec<_>>(),
+            [1, 9, 17]
+        );
+        assert_eq!(
+            (1..=3).map(|n| shard(1).id(n)).collect::<Vec<_>>(),
+            [2, 10, 18]
+        );
+        assert_eq!(
+            (1..=3).map(|n| shard(7).id(n)).collect::<Vec<_>>(),
+            [8, 16, 24]
+        );
+        let mut ids: Vec<i64> = (0..8)
+            .flat_map(|s| (1..=50).map(move |n| shard(s).id(n)))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=400).collect::<Vec<_>>());
+        // A day's sign-ups: equal shares, the remainder to the shards from the day's turn on.
+        let day = 20_000;
+        let split = |n| (0..8).map(|s| shard(s).signups(day, n)).collect::<Vec<_>>();
+        assert_eq!(day % 8, 0);
+        assert_eq!(split(19), [3, 3, 3, 2, 2, 2, 2, 2]);
+        assert_eq!(split(3), [1, 1, 1, 0, 0, 0, 0, 0]);
+        let next_day = (0..8)
+            .map(|s| shard(s).signups(day + 1, 3))
+            .collect::<Vec<_>>();
+        assert_eq!(next_day, [0, 1, 1, 1, 0, 0, 0, 0]);
+        for n in 0..40 {
+            for d in day..day + 8 {
+                assert_eq!((0..8).map(|s| shard(s).signups(d, n)).sum::<u64>(), n);
+            }
         }
     }
 
