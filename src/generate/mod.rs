@@ -264,49 +264,14 @@ mod tests {
             sb.get(&p).await.unwrap().bytes().await.unwrap()
         );
     }
-
-    /// Every object under a store: path -> bytes.
-    async fn lake(stores: &Stores, root: &Url) -> BTreeMap<String, bytes::Bytes> {
-        use futures::TryStreamExt;
-        use object_store::ObjectStore;
-        let (store, _) = stores.store_for(root).unwrap();
-        let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
-        let mut all = BTreeMap::new();
-        for m in metas {
-            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-            all.insert(m.location.to_string(), bytes);
-        }
-        all
-    }
-
-    #[tokio::test]
-    async fn the_lake_is_the_same_on_any_number_of_threads() {
-        let opts = GenerateOptions {
-            customers: 500,
-            months: 3,
-            ..Default::default()
-        };
-        let root = Url::parse("memory:///raw/").unwrap();
-        let days = period(&opts).0..=period(&opts).1 - 1;
-        let mut lakes = Vec::new();
-        for threads in [1, 3, shards::SHARDS as usize] {
-            let stores = Stores::default();
-            let got = write(&stores, &root, &opts, days.clone(), true, threads)
-                .await
-                .unwrap();
-            lakes.push((got, lake(&stores, &root).await));
-        }
-        assert!(lakes[0].1.len() > 300, "{} files", lakes[0].1.len());
-        assert_eq!(lakes[0], lakes[1]);
-        assert_eq!(lakes[0], lakes[2]);
-    }
 }
 
 #[cfg(test)]
 mod extend_tests {
     use super::*;
     use bytes::Bytes;
-    use datafusion::arrow::array::{Array, Decimal128Array, Int64Array};
+    use datafusion::arrow::array::{ArrayRef, AsArray};
+    use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use futures::TryStreamExt;
     use object_store::ObjectStore;
@@ -341,22 +306,31 @@ mod extend_tests {
         }
     }
 
-    /// Sum of a money column over a table's files, in cents.
-    fn money_sum(all: &Objects, table: &str, column: &str) -> i128 {
-        let mut cents = 0;
+    /// A column over a table's files: its array in each batch, in path order.
+    fn column(all: &Objects, table: &str, column: &str) -> Vec<ArrayRef> {
+        let mut arrays = Vec::new();
         for (path, (bytes, _)) in all.range(format!("raw/{table}/")..format!("raw/{table}0")) {
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
                 .unwrap()
                 .build()
                 .unwrap();
             for batch in reader {
-                let batch = batch.unwrap();
-                let col = batch.column_by_name(column).expect(path);
-                let col = col.as_any().downcast_ref::<Decimal128Array>().unwrap();
-                cents += col.iter().flatten().sum::<i128>();
+                arrays.push(batch.unwrap().column_by_name(column).expect(path).clone());
             }
         }
-        cents
+        arrays
+    }
+
+    /// Sum of a money column over a table's files, in cents.
+    fn money_sum(all: &Objects, table: &str, name: &str) -> i128 {
+        let arrays = column(all, table, name);
+        let sums = arrays.iter().map(|a| {
+            a.as_primitive::<Decimal128Type>()
+                .iter()
+                .flatten()
+                .sum::<i128>()
+        });
+        sums.sum()
     }
 
     fn bytes_only(all: &Objects) -> BTreeMap<&String, &Bytes> {
@@ -422,21 +396,12 @@ mod extend_tests {
     }
 
     /// Every value of an Int64 column over a table's files, in path order then row order.
-    fn ids(all: &Objects, table: &str, column: &str) -> Vec<i64> {
-        let mut ids = Vec::new();
-        for (_, (bytes, _)) in all.range(format!("raw/{table}/")..format!("raw/{table}0")) {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let col = batch.column_by_name(column).unwrap();
-                let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
-                ids.extend(col.iter().flatten());
-            }
-        }
-        ids
+    fn ids(all: &Objects, table: &str, name: &str) -> Vec<i64> {
+        let arrays = column(all, table, name);
+        let values = arrays
+            .iter()
+            .flat_map(|a| a.as_primitive::<Int64Type>().iter().flatten());
+        values.collect()
     }
 
     #[tokio::test]
@@ -471,6 +436,28 @@ mod extend_tests {
             got.tables["sessions"],
             "a session id repeats"
         );
+    }
+
+    #[tokio::test]
+    async fn the_lake_is_the_same_on_any_number_of_threads() {
+        let opts = GenerateOptions {
+            customers: 500,
+            months: 3,
+            ..Default::default()
+        };
+        let days = period(&opts).0..=period(&opts).1 - 1;
+        let mut lakes = Vec::new();
+        for threads in [1, 3, shards::SHARDS as usize] {
+            let stores = Stores::default();
+            let got = write(&stores, &root(), &opts, days.clone(), true, threads)
+                .await
+                .unwrap();
+            lakes.push((got, objects(&stores).await));
+        }
+        assert!(lakes[0].1.len() > 300, "{} files", lakes[0].1.len());
+        let lakes: Vec<_> = lakes.iter().map(|(g, l)| (g, bytes_only(l))).collect();
+        assert_eq!(lakes[0], lakes[1]);
+        assert_eq!(lakes[0], lakes[2]);
     }
 
     #[tokio::test]
