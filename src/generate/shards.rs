@@ -74,15 +74,17 @@ impl Shards {
         through_day: i64,
         threads: usize,
     ) -> Shards {
-        let count = SHARDS;
-        let threads = (threads as u64).clamp(1, count);
+        let threads = threads.clamp(1, SHARDS as usize);
         let signups: Arc<[u64]> = signups.into();
         let mut days = Vec::new();
         let mut groups: Vec<Vec<ShardSim>> = (0..threads).map(|_| Vec::new()).collect();
-        for index in 0..count {
-            let shard = Shard { index, count };
+        for index in 0..SHARDS {
+            let shard = Shard {
+                index,
+                count: SHARDS,
+            };
             let (tx, rx) = mpsc::channel(DAYS_AHEAD);
-            groups[(index % threads) as usize].push(ShardSim {
+            groups[thread_of(index as usize, threads)].push(ShardSim {
                 sim: Sim::new(opts, shard, (start_day, end_day), through_day),
                 shard,
                 days: tx,
@@ -133,12 +135,17 @@ impl Shards {
 
     /// Why shard `i` stopped early: its thread panicked (a bug).
     async fn failure(&mut self, i: usize) -> Error {
-        let thread = i % self.tasks.len();
+        let thread = thread_of(i, self.tasks.len());
         match (&mut self.tasks[thread]).await {
             Err(source) => Error::TaskPanicked { source },
             Ok(()) => unreachable!("a shard sends every day and its spend before it ends"),
         }
     }
+}
+
+/// The thread, of `threads`, that simulates shard `index`.
+fn thread_of(index: usize, threads: usize) -> usize {
+    index % threads
 }
 
 /// The simulations of `shards`, day by day, each shard's day sent as it closes; it stops early
@@ -148,11 +155,7 @@ fn simulate(mut shards: Vec<ShardSim>, start_day: i64, signups: &[u64], through_
     for (d, &n) in signups.iter().enumerate() {
         let day = start_day + d as i64;
         for ShardSim { sim, shard, days } in &mut shards {
-            let before: u64 = (0..shard.index)
-                .map(|index| Shard { index, ..*shard }.signups(day, n))
-                .sum();
-            let from = first_id + before as i64;
-            sim.sign_up(day, from..from + shard.signups(day, n) as i64);
+            sim.sign_up(day, shard.signup_ids(day, first_id, n));
             sim.orders_due(day);
             if shard.index == 0 {
                 sim.spend_marketing(day);

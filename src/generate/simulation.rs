@@ -433,9 +433,19 @@ impl Shard {
 
     /// Of the `n` customers signing up on `day`, how many fall to this shard: an equal share,
     /// the remainder going to the shards after the day's turn (so a small day is spread out).
-    pub(super) fn signups(self, day: i64, n: u64) -> u64 {
+    fn signups(self, day: i64, n: u64) -> u64 {
         let turn = (self.index as i64 - day).rem_euclid(self.count as i64) as u64;
         n / self.count + u64::from(turn < n % self.count)
+    }
+
+    /// The ids of this shard's customers among the `n` who sign up on `day` with ids from
+    /// `first_id`: the shards take consecutive blocks in shard order.
+    pub(super) fn signup_ids(self, day: i64, first_id: i64, n: u64) -> std::ops::Range<i64> {
+        let before: u64 = (0..self.index)
+            .map(|index| Shard { index, ..self }.signups(day, n))
+            .sum();
+        let from = first_id + before as i64;
+        from..from + self.signups(day, n) as i64
     }
 }
 
@@ -458,8 +468,8 @@ pub(super) struct Sim {
     next_id: [i64; EVENT_TABLES.len()],
     /// Rows per event table of the last day closed: the room a new day's rows start with.
     day_rows: [usize; EVENT_TABLES.len()],
-    pub(super) programs: Vec<ProgramTruth>,
-    pub(super) program_days: Vec<(i64, i64)>,
+    programs: Vec<ProgramTruth>,
+    program_days: Vec<(i64, i64)>,
     truth: Truth,
     tallies: DayTallies,
     /// Per program index and month: marketing spend, and for recovery the redeemed vouchers.
@@ -1306,8 +1316,14 @@ mod tests {
         for n in 0..40 {
             for d in day..day + 8 {
                 assert_eq!((0..8).map(|s| shard(s).signups(d, n)).sum::<u64>(), n);
+                // The shards' ids are consecutive blocks covering the day's ids, in shard order.
+                let ids: Vec<i64> = (0..8)
+                    .flat_map(|s| shard(s).signup_ids(d, 101, n))
+                    .collect();
+                assert_eq!(ids, (101..101 + n as i64).collect::<Vec<_>>());
             }
         }
+        assert_eq!(shard(2).signup_ids(day, 101, 19), 107..110);
     }
 
     /// (customer, order) of the orders `day` places, with `more` scheduled while it runs.
