@@ -58,7 +58,6 @@ pub(super) struct Shards {
 /// One shard's simulation and where its days go.
 struct ShardSim {
     sim: Sim,
-    shard: Shard,
     days: mpsc::Sender<Message>,
 }
 
@@ -86,7 +85,6 @@ impl Shards {
             let (tx, rx) = mpsc::channel(DAYS_AHEAD);
             groups[thread_of(index as usize, threads)].push(ShardSim {
                 sim: Sim::new(opts, shard, (start_day, end_day), through_day),
-                shard,
                 days: tx,
             });
             days.push(rx);
@@ -154,12 +152,10 @@ fn simulate(mut shards: Vec<ShardSim>, start_day: i64, signups: &[u64], through_
     let mut first_id = 1;
     for (d, &n) in signups.iter().enumerate() {
         let day = start_day + d as i64;
-        for ShardSim { sim, shard, days } in &mut shards {
-            sim.sign_up(day, shard.signup_ids(day, first_id, n));
+        for ShardSim { sim, days } in &mut shards {
+            sim.sign_up(day, first_id, n);
             sim.orders_due(day);
-            if shard.index == 0 {
-                sim.spend_marketing(day);
-            }
+            sim.spend_marketing(day);
             let closed = ShardDay {
                 customers: vec![sim.take_customer_rows()],
                 rows: sim.close_day(day),
@@ -171,7 +167,7 @@ fn simulate(mut shards: Vec<ShardSim>, start_day: i64, signups: &[u64], through_
         }
         first_id += n as i64;
     }
-    for ShardSim { sim, days, .. } in shards {
+    for ShardSim { sim, days } in shards {
         let _ = days.blocking_send(Message::Done(sim.finish()));
     }
 }

@@ -442,7 +442,7 @@ impl Shard {
 
     /// The ids of this shard's customers among the `n` who sign up on `day` with ids from
     /// `first_id`: the shards take consecutive blocks in shard order.
-    pub(super) fn signup_ids(self, day: i64, first_id: i64, n: u64) -> std::ops::Range<i64> {
+    fn signup_ids(self, day: i64, first_id: i64, n: u64) -> std::ops::Range<i64> {
         let before: u64 = (0..self.index)
             .map(|index| Shard { index, ..self }.signups(day, n))
             .sum();
@@ -564,8 +564,10 @@ impl Sim {
     // One day.
     // -----------------------------------------------------------------------------------------
 
-    /// Customers `ids` sign up on `day`; those who will order get their first order scheduled.
-    pub(super) fn sign_up(&mut self, day: i64, ids: std::ops::Range<i64>) {
+    /// This shard's customers among the `n` who sign up on `day` with ids from `first_id`;
+    /// those who will order get their first order scheduled.
+    pub(super) fn sign_up(&mut self, day: i64, first_id: i64, n: u64) {
+        let ids = self.shard.signup_ids(day, first_id, n);
         let weights: Vec<(usize, f64)> =
             CHANNELS.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
         if self.customer_rows.is_empty() {
@@ -678,8 +680,12 @@ impl Sim {
         }
     }
 
-    /// Marketing spend of the programs running on `day`.
+    /// Marketing spend of the programs running on `day`: drawn by shard 0 alone, since it
+    /// belongs to no customer.
     pub(super) fn spend_marketing(&mut self, day: i64) {
+        if self.shard.index != 0 {
+            return;
+        }
         for pi in 1..self.programs.len() {
             let (from, to) = self.program_days[pi];
             if day < from || day > to || self.programs[pi].kind == "recovery" {
