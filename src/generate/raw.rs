@@ -730,8 +730,21 @@ mod tests {
     }
 
     #[test]
-    fn raw_files_delta_encode_numbers_keep_dictionaries_for_strings_compress_nothing_and_have_chunk_statistics_but_on_strings()
-     {
+    fn a_nullable_string_keeps_its_statistics_for_its_null_count() {
+        use datafusion::parquet::file::properties::EnabledStatistics;
+        use datafusion::parquet::schema::types::ColumnPath;
+        let schema = Schema::new(vec![
+            f("status", DataType::Utf8, false),
+            f("note", DataType::Utf8, true),
+        ]);
+        let props = raw_writer_properties(&schema);
+        let stats = |c: &str| props.statistics_enabled(&ColumnPath::from(c));
+        assert_eq!(stats("status"), EnabledStatistics::None);
+        assert_eq!(stats("note"), EnabledStatistics::Chunk);
+    }
+
+    #[test]
+    fn raw_files_delta_encode_numbers_and_compress_nothing() {
         let batch = sessions().into_batch().unwrap();
         let bytes =
             Bytes::from(parquet_bytes(batch.schema(), std::slice::from_ref(&batch)).unwrap());
