@@ -412,7 +412,8 @@ fn chunks_parquet_bytes(chunks: Vec<Rows>) -> Result<Vec<u8>> {
 
 /// Encode batches as one Parquet file.
 pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    // Room for the file at once: compressed, it is well under half the rows' memory.
+    // Room for the file at once: encoded (numbers delta-packed, strings as dictionary indices),
+    // it is well under half the rows' memory.
     let memory: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
     let mut buf = Vec::with_capacity(memory / 2 + 4096);
     let props = raw_writer_properties(&schema);
