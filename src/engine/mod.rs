@@ -20,6 +20,7 @@ pub mod job;
 pub mod materialize;
 pub mod memory;
 pub mod min_max;
+pub mod parallel_sort;
 pub mod percentile;
 pub mod profile;
 pub mod session;

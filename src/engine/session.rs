@@ -333,6 +333,11 @@ impl Engine {
             // Per-customer row_number/lead/lag computed run by run (engine/window.rs); a worker
             // is sent it through engine/codec.rs.
             .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
+            // A sort of one stream (a global window's) spread over the cores and merged
+            // (engine/parallel_sort.rs).
+            .with_physical_optimizer_rule(Arc::new(
+                crate::engine::parallel_sort::ParallelSorts::over(crate::project::config::cores()),
+            ))
             // A cross join with one row keeps that row in memory (engine/cross_join.rs).
             .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow));
         // `extract` planned as retention's date_part (engine/date_part.rs), before DataFusion's.

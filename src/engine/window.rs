@@ -6,9 +6,14 @@
 //! of compute for `lead()` over 1M orders. The physical optimizer rule [`SortedRunWindows`]
 //! replaces such an operator, when every function in it is one of those three, by
 //! [`SortedWindowExec`], which finds the runs of equal keys in each batch with arrow's
-//! `partition` kernel and computes the functions over the whole batch with `take`. Any other
-//! window (frames, aggregates, `IGNORE NULLS`, a reversed evaluation, no `PARTITION BY`) is left
-//! to DataFusion.
+//! `partition` kernel and computes the functions over the whole batch with `take`.
+//!
+//! `row_number()` with no `PARTITION BY` (a global ranking, as customer_summary's RFM quintiles)
+//! is one run over the whole stream: it numbers each batch on from the last one, with no copy.
+//! DataFusion's operator took 0.3-0.5 s per such window over 4.7M customers at 10M orders.
+//!
+//! Any other window (frames, aggregates, `IGNORE NULLS`, a reversed evaluation, `lead` or `lag`
+//! with no `PARTITION BY`) is left to DataFusion.
 
 use std::sync::Arc;
 
@@ -177,12 +182,11 @@ impl SortedWindowExec {
     }
 
     /// `None` unless every function of `window` is one this operator computes, over input
-    /// sorted by its `PARTITION BY` keys.
+    /// sorted by its `PARTITION BY` keys; with no `PARTITION BY`, only `row_number()`.
     pub fn try_new(window: Arc<BoundedWindowAggExec>) -> Option<SortedWindowExec> {
         let exprs = window.window_expr();
         let partition_by = exprs.first()?.partition_by().to_vec();
         if window.input_order_mode != InputOrderMode::Sorted
-            || partition_by.is_empty()
             || exprs.iter().any(|e| {
                 e.partition_by().len() != partition_by.len()
                     || e.partition_by()
@@ -197,6 +201,12 @@ impl SortedWindowExec {
             .iter()
             .map(RunFunction::of)
             .collect::<Option<Vec<_>>>()?;
+        let numbered = functions
+            .iter()
+            .all(|f| matches!(f, RunFunction::RowNumber));
+        if partition_by.is_empty() && !numbered {
+            return None;
+        }
         Some(SortedWindowExec {
             replaced: window,
             partition_by,
@@ -294,6 +304,7 @@ impl ExecutionPlan for SortedWindowExec {
             partition_by: self.partition_by.clone(),
             functions: self.functions.clone(),
             carry: Vec::new(),
+            numbered: 0,
             reservation,
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
@@ -339,6 +350,8 @@ struct Runs {
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     functions: Vec<RunFunction>,
     carry: Vec<RecordBatch>,
+    /// With no `PARTITION BY`: the rows numbered so far.
+    numbered: u64,
     reservation: MemoryReservation,
     baseline: BaselineMetrics,
 }
@@ -352,6 +365,9 @@ impl Runs {
         let _timer = elapsed.timer();
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
+        }
+        if self.partition_by.is_empty() {
+            return Ok(vec![self.number(&batch)?]);
         }
         let runs = self.runs(&batch)?;
         let mut out = Vec::new();
@@ -431,6 +447,19 @@ impl Runs {
         self.reservation.free();
         let whole = 0..run.num_rows();
         self.compute(&run, std::slice::from_ref(&whole))
+    }
+
+    /// `batch` with its row numbers in the whole stream (every function is `row_number()`).
+    fn number(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let first = self.numbered + 1;
+        self.numbered += batch.num_rows() as u64;
+        let numbers: ArrayRef = Arc::new(UInt64Array::from_iter_values(first..=self.numbered));
+        let mut columns = batch.columns().to_vec();
+        columns.extend(self.functions.iter().map(|_| numbers.clone()));
+        let out = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+        self.baseline.record_output(out.num_rows());
+        Ok(out)
     }
 
     fn runs(&self, batch: &RecordBatch) -> Result<Vec<std::ops::Range<usize>>> {
@@ -576,8 +605,8 @@ mod tests {
             "SELECT order_id, sum(amount) OVER (PARTITION BY customer ORDER BY order_id) FROM orders ORDER BY order_id",
             // IGNORE NULLS
             "SELECT order_id, lead(amount) IGNORE NULLS OVER (PARTITION BY customer ORDER BY order_id) FROM orders ORDER BY order_id",
-            // no PARTITION BY: one partition, which DataFusion computes well
-            "SELECT order_id, row_number() OVER (ORDER BY order_id) FROM orders ORDER BY order_id",
+            // no PARTITION BY: lead carries values across the whole stream
+            "SELECT order_id, lead(amount) OVER (ORDER BY order_id, customer) FROM orders ORDER BY order_id, customer",
         ] {
             let (ours, plan) = rows_and_plan(&session(true, 3), sql).await;
             assert!(!plan.contains("SortedWindowExec"), "{sql}: {plan}");
@@ -587,6 +616,43 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// `row_number()` with no `PARTITION BY` numbers on across batches, as DataFusion does.
+    #[tokio::test]
+    async fn a_global_row_number_numbers_on_across_batches() {
+        let sql = "SELECT order_id, customer, row_number() OVER (ORDER BY order_id, customer) AS n
+            FROM orders ORDER BY n";
+        for batch in [1, 2, 3, 7, 8192] {
+            let (ours, plan) = rows_and_plan(&session(true, batch), sql).await;
+            let (theirs, their_plan) = rows_and_plan(&session(false, batch), sql).await;
+            assert!(plan.contains("SortedWindowExec"), "{plan}");
+            assert!(their_plan.contains("BoundedWindowAggExec"), "{their_plan}");
+            assert_eq!(ours, theirs, "batch size {batch}");
+        }
+        // By hand: customer z's orders 0 to 39 come first, and orders 5 and 6 of the customer
+        // with no id follow z's (nulls last). There are 70 orders (1 + 2 + ... + 7 for customers a
+        // to g, 40 for z, 2 with no customer); the last is a's only order, 1000.
+        let (rows, _) = rows_and_plan(
+            &session(true, 3),
+            "SELECT order_id, customer, n FROM (SELECT order_id, customer,
+                row_number() OVER (ORDER BY order_id, customer) AS n FROM orders)
+              WHERE n BETWEEN 5 AND 9 OR n = 70 ORDER BY n",
+        )
+        .await;
+        assert_eq!(
+            rows,
+            "+----------+----------+----+
+| order_id | customer | n  |
++----------+----------+----+
+| 4        | z        | 5  |
+| 5        | z        | 6  |
+| 5        |          | 7  |
+| 6        | z        | 8  |
+| 6        |          | 9  |
+| 1000     | a        | 70 |
++----------+----------+----+"
+        );
     }
 
     /// A session with the rule over `orders` sorted by (customer, order_id): `runs` customers
