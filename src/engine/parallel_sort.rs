@@ -1,4 +1,4 @@
-//! Sorts of a single stream spread over the session's partitions: the physical optimizer rule
+//! Sorts of a single stream spread over the cores: the physical optimizer rule
 //! [`ParallelSorts`].
 //!
 //! A window with no `PARTITION BY` (a global `row_number() OVER (ORDER BY ...)`, as in
@@ -12,7 +12,9 @@
 //! session's partitions), sorts each partition on its own, and merges the sorted partitions into
 //! one stream again:
 //! `SortPreservingMergeExec <- SortExec (per partition) <- RepartitionExec (round robin)`. The
-//! result is the same single stream in the same order. The final merge runs on one core, so it
+//! result is one stream in the same order of the sort keys (rows with equal keys may come in
+//! another order, which no sort promised; the jobs break ties with an id). The final merge runs
+//! on one core, so it
 //! merges as few streams as there are cores to sort them. A sort with a `fetch`
 //! (top-k) keeps only k rows and is left alone, and so is one whose input is known to fit in one
 //! batch.
