@@ -14,10 +14,9 @@
 //! `SortPreservingMergeExec <- SortExec (per partition) <- RepartitionExec (round robin)`. The
 //! result is one stream in the same order of the sort keys (rows with equal keys may come in
 //! another order, which no sort promised; the jobs break ties with an id). The final merge runs
-//! on one core, so it
-//! merges as few streams as there are cores to sort them. A sort with a `fetch`
-//! (top-k) keeps only k rows and is left alone, and so is one whose input is known to fit in one
-//! batch.
+//! on one core, so it merges as few streams as there are cores to sort them. A sort with a
+//! `fetch` (top-k) keeps only k rows and is left alone, and so is one whose input is known to fit
+//! in one batch.
 
 use std::sync::Arc;
 

@@ -454,12 +454,7 @@ impl Runs {
         let first = self.numbered + 1;
         self.numbered += batch.num_rows() as u64;
         let numbers: ArrayRef = Arc::new(UInt64Array::from_iter_values(first..=self.numbered));
-        let mut columns = batch.columns().to_vec();
-        columns.extend(self.functions.iter().map(|_| numbers.clone()));
-        let out = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
-        self.baseline.record_output(out.num_rows());
-        Ok(out)
+        self.output(batch, vec![numbers; self.functions.len()])
     }
 
     fn runs(&self, batch: &RecordBatch) -> Result<Vec<std::ops::Range<usize>>> {
@@ -472,10 +467,18 @@ impl Runs {
     }
 
     fn compute(&self, batch: &RecordBatch, runs: &[std::ops::Range<usize>]) -> Result<RecordBatch> {
+        let computed = self
+            .functions
+            .iter()
+            .map(|f| f.evaluate(batch, runs))
+            .collect::<Result<Vec<_>>>()?;
+        self.output(batch, computed)
+    }
+
+    /// `batch` with the functions' columns after its own, counted as the operator's output.
+    fn output(&self, batch: &RecordBatch, computed: Vec<ArrayRef>) -> Result<RecordBatch> {
         let mut columns = batch.columns().to_vec();
-        for f in &self.functions {
-            columns.push(f.evaluate(batch, runs)?);
-        }
+        columns.extend(computed);
         let out = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
         self.baseline.record_output(out.num_rows());
