@@ -1,6 +1,7 @@
-//! How retention's own physical operators travel to a cluster's workers: a `SortedWindowExec` is
-//! sent as the `BoundedWindowAggExec` it replaces (which DataFusion's codec knows), and the worker
-//! rebuilds the same operator from it.
+//! How retention's own physical operators travel to a cluster's workers: each is sent as the
+//! DataFusion operator it replaces (which DataFusion's codec knows), and the worker rebuilds the
+//! same operator from it. A `SortedWindowExec` travels as its `BoundedWindowAggExec`, a
+//! `LookupJoinExec` as its `HashJoinExec`.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
@@ -16,6 +18,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use prost::Message;
 
+use crate::engine::lookup_join::LookupJoinExec;
 use crate::engine::window::SortedWindowExec;
 
 /// The codec for the operators retention's optimizer rules put in a plan.
@@ -29,18 +32,24 @@ impl PhysicalExtensionCodec for RetentionCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(window) = node.downcast_ref::<SortedWindowExec>() else {
-            return Err(DataFusionError::NotImplemented(format!(
-                "no codec for {}",
-                node.name()
-            )));
-        };
-        // The input travels as the node's child: only its schema is kept here.
-        let replaced: Arc<dyn ExecutionPlan> = window.replaced().clone();
-        let alone = replaced.replace_children(
-            vec![Arc::new(EmptyExec::new(window.replaced().input().schema()))],
-            recompute(),
-        )?;
+        let replaced: Arc<dyn ExecutionPlan> =
+            if let Some(window) = node.downcast_ref::<SortedWindowExec>() {
+                window.replaced().clone()
+            } else if let Some(join) = node.downcast_ref::<LookupJoinExec>() {
+                join.replaced().clone()
+            } else {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "no codec for {}",
+                    node.name()
+                )));
+            };
+        // The inputs travel as the node's children: only their schemas are kept here.
+        let stand_ins = replaced
+            .children()
+            .into_iter()
+            .map(|child| Arc::new(EmptyExec::new(child.schema())) as Arc<dyn ExecutionPlan>)
+            .collect();
+        let alone = replaced.replace_children(stand_ins, recompute())?;
         proto_converter
             .execution_plan_to_proto(&alone, self)?
             .encode(buf)
@@ -58,22 +67,36 @@ impl PhysicalExtensionCodec for RetentionCodec {
             PhysicalPlanNode::decode(buf).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let alone = proto_converter
             .proto_to_execution_plan(&node, &PhysicalPlanDecodeContext::new(ctx, self))?;
-        let [input] = inputs else {
+        if alone.children().len() != inputs.len() {
             return Err(DataFusionError::Internal(format!(
-                "SortedWindowExec has one input, got {}",
+                "{} has {} inputs, got {}",
+                alone.name(),
+                alone.children().len(),
                 inputs.len()
             )));
-        };
-        let window = alone.replace_children(vec![input.clone()], recompute())?;
-        window
-            .downcast_ref::<BoundedWindowAggExec>()
-            .and_then(|w| SortedWindowExec::try_new(Arc::new(w.clone())))
-            .map(|exec| Arc::new(exec) as Arc<dyn ExecutionPlan>)
-            .ok_or_else(|| {
-                DataFusionError::Internal(
-                    "a SortedWindowExec sent to this worker could not be rebuilt".into(),
-                )
-            })
+        }
+        let replaced = alone.replace_children(inputs.to_vec(), recompute())?;
+        if let Some(window) = replaced.downcast_ref::<BoundedWindowAggExec>() {
+            return SortedWindowExec::try_new(Arc::new(window.clone()))
+                .map(|exec| Arc::new(exec) as Arc<dyn ExecutionPlan>)
+                .ok_or_else(|| {
+                    DataFusionError::Internal(
+                        "a SortedWindowExec sent to this worker could not be rebuilt".into(),
+                    )
+                });
+        }
+        if replaced.is::<HashJoinExec>() {
+            // A join whose build side the worker sees behind a network boundary, where its keys
+            // are not known to be distinct, stays DataFusion's: the same rows.
+            return Ok(match LookupJoinExec::try_new(replaced.clone()) {
+                Some(exec) => Arc::new(exec),
+                None => replaced,
+            });
+        }
+        Err(DataFusionError::Internal(format!(
+            "{} is not an operator retention sends",
+            replaced.name()
+        )))
     }
 }
 
@@ -143,6 +166,49 @@ mod tests {
             "| 1           | 30 | 3 | 20   |",
             "| 2           | 5  | 1 | -1   |",
             "| 3           | 1  | 1 | -1   |",
+        ] {
+            assert!(got.iter().any(|l| l == row), "{row} not in {got:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_join_travels_and_computes_the_same_rows() {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::engine::lookup_join::UniqueKeyJoins))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for table in [
+            "CREATE TABLE orders (order_id BIGINT, gmv INT) AS VALUES (1, 10), (2, 20), (3, 30)",
+            "CREATE TABLE refunds (order_id BIGINT, amount INT) AS VALUES (1, 4), (1, 5), (3, 7)",
+        ] {
+            ctx.sql(table).await.unwrap().collect().await.unwrap();
+        }
+        let sql = "WITH r AS (SELECT order_id, sum(amount) AS refunded FROM refunds GROUP BY order_id) \
+                   SELECT o.order_id, o.gmv, r.refunded FROM orders o LEFT JOIN r ON r.order_id = o.order_id";
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        assert!(shown(&plan).contains("LookupJoinExec"), "{}", shown(&plan));
+        assert!(physical_plan_to_bytes(plan.clone()).is_err());
+        let bytes =
+            physical_plan_to_bytes_with_extension_codec(plan.clone(), &RetentionCodec).unwrap();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &RetentionCodec)
+                .unwrap();
+        assert_eq!(shown(&decoded), shown(&plan));
+        let got = rows(decoded, &ctx).await;
+        assert_eq!(got, rows(plan, &ctx).await);
+        for row in [
+            "| 1        | 10  | 9        |",
+            "| 2        | 20  |          |",
+            "| 3        | 30  | 7        |",
         ] {
             assert!(got.iter().any(|l| l == row), "{row} not in {got:#?}");
         }

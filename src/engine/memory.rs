@@ -207,7 +207,12 @@ impl<'a> EstimateWalk<'a> {
             let bytes = self.estimated(sort.input()).map_or(0, |(bytes, _)| bytes);
             self.sort_input_bytes = self.sort_input_bytes.max(bytes);
         }
-        let own = match plan.downcast_ref::<HashJoinExec>() {
+        // A join the engine looks up holds the same build side as DataFusion's would.
+        let join = plan.downcast_ref::<HashJoinExec>().or_else(|| {
+            plan.downcast_ref::<crate::engine::lookup_join::LookupJoinExec>()
+                .and_then(|l| l.replaced().downcast_ref::<HashJoinExec>())
+        });
+        let own = match join {
             Some(join) => self
                 .estimated(join.left())
                 .map_or(0, |(bytes, rows)| bytes + rows * 24),

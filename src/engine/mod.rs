@@ -17,6 +17,7 @@ pub mod freshness;
 pub mod guard;
 pub mod hook;
 pub mod job;
+pub mod lookup_join;
 pub mod materialize;
 pub mod memory;
 pub mod min_max;

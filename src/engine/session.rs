@@ -339,7 +339,11 @@ impl Engine {
                 crate::engine::parallel_sort::ParallelSorts::over(crate::project::config::cores()),
             ))
             // A cross join with one row keeps that row in memory (engine/cross_join.rs).
-            .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow));
+            .with_physical_optimizer_rule(Arc::new(crate::engine::cross_join::CollectTheSingleRow))
+            // A join with an aggregate grouped by its key looks each probe row up, with no copy
+            // of the probe side (engine/lookup_join.rs); a worker is sent it through
+            // engine/codec.rs.
+            .with_physical_optimizer_rule(Arc::new(crate::engine::lookup_join::UniqueKeyJoins));
         // `extract` planned as retention's date_part (engine/date_part.rs), before DataFusion's.
         if let Some(planners) = builder.expr_planners() {
             planners.insert(
