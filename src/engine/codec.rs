@@ -124,6 +124,25 @@ mod tests {
         lines
     }
 
+    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
+        displayable(plan.as_ref()).indent(false).to_string()
+    }
+
+    /// `plan` sent with our codec (DataFusion's own does not know retention's operators) and
+    /// rebuilt: the same plan, and its rows, which are the original's.
+    async fn round_trip(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<String> {
+        assert!(physical_plan_to_bytes(plan.clone()).is_err());
+        let bytes =
+            physical_plan_to_bytes_with_extension_codec(plan.clone(), &RetentionCodec).unwrap();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &RetentionCodec)
+                .unwrap();
+        assert_eq!(shown(&decoded), shown(&plan));
+        let got = rows(decoded, ctx).await;
+        assert_eq!(got, rows(plan, ctx).await);
+        got
+    }
+
     #[tokio::test]
     async fn a_sorted_window_travels_and_computes_the_same_rows() {
         let state = SessionStateBuilder::new()
@@ -146,22 +165,12 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
         assert!(
             shown(&plan).contains("SortedWindowExec"),
             "{}",
             shown(&plan)
         );
-        // DataFusion's own codec does not know the operator; ours sends it and rebuilds it.
-        assert!(physical_plan_to_bytes(plan.clone()).is_err());
-        let bytes =
-            physical_plan_to_bytes_with_extension_codec(plan.clone(), &RetentionCodec).unwrap();
-        let decoded =
-            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &RetentionCodec)
-                .unwrap();
-        assert_eq!(shown(&decoded), shown(&plan));
-        let got = rows(decoded, &ctx).await;
-        assert_eq!(got, rows(plan, &ctx).await);
+        let got = round_trip(plan, &ctx).await;
         for row in [
             "| 1           | 30 | 3 | 20   |",
             "| 2           | 5  | 1 | -1   |",
@@ -194,17 +203,8 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
         assert!(shown(&plan).contains("LookupJoinExec"), "{}", shown(&plan));
-        assert!(physical_plan_to_bytes(plan.clone()).is_err());
-        let bytes =
-            physical_plan_to_bytes_with_extension_codec(plan.clone(), &RetentionCodec).unwrap();
-        let decoded =
-            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &RetentionCodec)
-                .unwrap();
-        assert_eq!(shown(&decoded), shown(&plan));
-        let got = rows(decoded, &ctx).await;
-        assert_eq!(got, rows(plan, &ctx).await);
+        let got = round_trip(plan, &ctx).await;
         for row in [
             "| 1        | 10  | 9        |",
             "| 2        | 20  |          |",
