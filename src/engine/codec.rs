@@ -124,6 +124,23 @@ mod tests {
         lines
     }
 
+    /// Two partitions, with `rule` after DataFusion's physical optimizer rules.
+    fn session_with(
+        rule: Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>,
+    ) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features()
+            .with_physical_optimizer_rule(rule)
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    async fn planned(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let frame = ctx.sql(sql).await.unwrap();
+        frame.create_physical_plan().await.unwrap()
+    }
+
     fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
         displayable(plan.as_ref()).indent(false).to_string()
     }
@@ -145,12 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sorted_window_travels_and_computes_the_same_rows() {
-        let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(2))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(crate::engine::window::SortedRunWindows))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = session_with(Arc::new(crate::engine::window::SortedRunWindows));
         ctx.sql("CREATE TABLE t (customer_id BIGINT, ts BIGINT) AS VALUES (1, 10), (2, 5), (1, 30), (1, 20), (2, 7), (3, 1)")
             .await
             .unwrap();
@@ -158,13 +170,7 @@ mod tests {
                    row_number() OVER (PARTITION BY customer_id ORDER BY ts) AS n, \
                    lag(ts, 1, -1) OVER (PARTITION BY customer_id ORDER BY ts) AS prev \
                    FROM t";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = planned(&ctx, sql).await;
         assert!(
             shown(&plan).contains("SortedWindowExec"),
             "{}",
@@ -182,12 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lookup_join_travels_and_computes_the_same_rows() {
-        let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(2))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(crate::engine::lookup_join::UniqueKeyJoins))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = session_with(Arc::new(crate::engine::lookup_join::UniqueKeyJoins));
         for table in [
             "CREATE TABLE orders (order_id BIGINT, gmv INT) AS VALUES (1, 10), (2, 20), (3, 30)",
             "CREATE TABLE refunds (order_id BIGINT, amount INT) AS VALUES (1, 4), (1, 5), (3, 7)",
@@ -196,13 +197,7 @@ mod tests {
         }
         let sql = "WITH r AS (SELECT order_id, sum(amount) AS refunded FROM refunds GROUP BY order_id) \
                    SELECT o.order_id, o.gmv, r.refunded FROM orders o LEFT JOIN r ON r.order_id = o.order_id";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = planned(&ctx, sql).await;
         assert!(shown(&plan).contains("LookupJoinExec"), "{}", shown(&plan));
         let got = round_trip(plan, &ctx).await;
         for row in [
