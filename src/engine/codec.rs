@@ -9,7 +9,6 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion_proto::physical_plan::{
@@ -19,6 +18,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use prost::Message;
 
 use crate::engine::lookup_join::LookupJoinExec;
+use crate::engine::stand_in::{self, recompute};
 use crate::engine::window::SortedWindowExec;
 
 /// The codec for the operators retention's optimizer rules put in a plan.
@@ -75,6 +75,16 @@ impl PhysicalExtensionCodec for RetentionCodec {
                 inputs.len()
             )));
         }
+        if alone.is::<HashJoinExec>() {
+            // A join whose build side the worker sees behind a network boundary, where its keys
+            // are not known to be distinct, stays DataFusion's: the same rows.
+            return stand_in::over_children(
+                alone,
+                inputs.to_vec(),
+                recompute(),
+                LookupJoinExec::replacing,
+            );
+        }
         let replaced = alone.replace_children(inputs.to_vec(), recompute())?;
         if let Some(window) = replaced.downcast_ref::<BoundedWindowAggExec>() {
             return SortedWindowExec::try_new(Arc::new(window.clone()))
@@ -85,23 +95,11 @@ impl PhysicalExtensionCodec for RetentionCodec {
                     )
                 });
         }
-        if replaced.is::<HashJoinExec>() {
-            // A join whose build side the worker sees behind a network boundary, where its keys
-            // are not known to be distinct, stays DataFusion's: the same rows.
-            return Ok(match LookupJoinExec::try_new(replaced.clone()) {
-                Some(exec) => Arc::new(exec),
-                None => replaced,
-            });
-        }
         Err(DataFusionError::Internal(format!(
             "{} is not an operator retention sends",
             replaced.name()
         )))
     }
-}
-
-fn recompute() -> ReplaceChildrenOptions {
-    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@
 //!
 //! The build side becomes an index from key to row: a dense array when the keys are dense enough,
 //! else a hash map. A right join's probe columns are passed on as they are, and an inner join's
-//! are filtered; only the build side's columns are taken. The
-//! rows are the same as DataFusion's, in the probe side's order (which `HashJoinExec` promises
-//! too). Any other join is left to DataFusion.
+//! are filtered; only the build side's columns are taken. The rows are the same as DataFusion's,
+//! in the probe side's order (which `HashJoinExec` promises too). Any other join is left to
+//! DataFusion.
 
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{cast, concat_batches, filter, take};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::{RecordBatchMemoryCounter, get_record_batch_memory_size};
 use datafusion::common::{HashMap, JoinType, NullEquality, Statistics};
 use datafusion::error::{DataFusionError, Result};
@@ -58,6 +58,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use crate::engine::stand_in;
+
 /// The physical optimizer rule: each eligible `HashJoinExec` becomes a [`LookupJoinExec`] with
 /// the same inputs and output.
 #[derive(Debug, Default)]
@@ -69,11 +71,7 @@ impl PhysicalOptimizerRule for UniqueKeyJoins {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| match LookupJoinExec::replacing(&node) {
-            Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
-            None => Ok(Transformed::no(node)),
-        })
-        .map(|t| t.data)
+        stand_in::everywhere(plan, LookupJoinExec::replacing)
     }
 
     fn name(&self) -> &str {
@@ -111,7 +109,7 @@ pub struct LookupJoinExec {
 
 impl LookupJoinExec {
     /// The operator that replaces `plan`, when it is a `HashJoinExec` this one computes.
-    fn replacing(plan: &Arc<dyn ExecutionPlan>) -> Option<LookupJoinExec> {
+    pub fn replacing(plan: &Arc<dyn ExecutionPlan>) -> Option<LookupJoinExec> {
         LookupJoinExec::try_new(plan.clone())
     }
 
@@ -280,23 +278,19 @@ impl ExecutionPlan for LookupJoinExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let replaced = self.replaced.clone().replace_children(children, options)?;
-        Ok(match LookupJoinExec::replacing(&replaced) {
-            Some(exec) => Arc::new(exec),
-            None => replaced,
-        })
+        stand_in::over_children(
+            self.replaced.clone(),
+            children,
+            options,
+            LookupJoinExec::replacing,
+        )
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(
-                datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
-            ),
-        )
+        self.replace_children(children, stand_in::recompute())
     }
 
     fn execute(
@@ -386,8 +380,8 @@ impl RowIndex {
         (n * 8 / 7 + 1).next_power_of_two() * 17
     }
 
-    /// The index of `keys` (nulls left out) and the bytes it takes, within `reservation`; an
-    /// error when a key comes twice (the build side is not what the rule saw).
+    /// The index of `keys` (nulls left out), its bytes grown in `reservation`; an error when a
+    /// key comes twice (the build side is not what the rule saw).
     fn build(
         keys: &datafusion::arrow::array::Int64Array,
         reservation: &MemoryReservation,
@@ -410,10 +404,12 @@ impl RowIndex {
                 "LookupJoinExec: the build side has key {key} twice"
             ))
         };
-        let span = max.checked_sub(min).and_then(|s| usize::try_from(s).ok());
-        if let Some(span) = span.filter(|s| s.saturating_add(1).saturating_mul(4) <= 2 * hashed) {
-            reservation.try_grow((span + 1) * 4)?;
-            let mut rows = vec![NO_ROW; span + 1];
+        let slots = max
+            .checked_sub(min)
+            .and_then(|span| usize::try_from(span).ok()?.checked_add(1));
+        if let Some(slots) = slots.filter(|&n| n.saturating_mul(4) <= 2 * hashed) {
+            reservation.try_grow(slots * 4)?;
+            let mut rows = vec![NO_ROW; slots];
             for (key, row) in present {
                 let slot = &mut rows[(key - min) as usize];
                 if *slot != NO_ROW {

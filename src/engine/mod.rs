@@ -26,6 +26,7 @@ pub mod percentile;
 pub mod profile;
 pub mod session;
 pub mod share_pool;
+pub mod stand_in;
 pub mod to_char;
 pub mod udaf_override;
 pub mod udf;

@@ -22,7 +22,7 @@ use datafusion::arrow::compute::{concat_batches, is_null, partition, take, take_
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -41,6 +41,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::engine::stand_in;
+
 /// The physical optimizer rule: each eligible `BoundedWindowAggExec` becomes a
 /// [`SortedWindowExec`] with the same input, requirements and output.
 #[derive(Debug, Default)]
@@ -52,11 +54,7 @@ impl PhysicalOptimizerRule for SortedRunWindows {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| match SortedWindowExec::replacing(&node) {
-            Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
-            None => Ok(Transformed::no(node)),
-        })
-        .map(|t| t.data)
+        stand_in::everywhere(plan, SortedWindowExec::replacing)
     }
 
     fn name(&self) -> &str {
@@ -272,23 +270,15 @@ impl ExecutionPlan for SortedWindowExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let replaced = self.replaced.clone().replace_children(children, options)?;
-        Ok(match SortedWindowExec::replacing(&replaced) {
-            Some(exec) => Arc::new(exec),
-            None => replaced,
-        })
+        let replaced: Arc<dyn ExecutionPlan> = self.replaced.clone();
+        stand_in::over_children(replaced, children, options, SortedWindowExec::replacing)
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(
-                datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
-            ),
-        )
+        self.replace_children(children, stand_in::recompute())
     }
 
     fn execute(
@@ -570,15 +560,21 @@ mod tests {
             lag(order_id, 3) OVER (PARTITION BY customer ORDER BY order_id) AS third_previous
         FROM orders ORDER BY customer NULLS FIRST, order_id";
 
-    #[tokio::test]
-    async fn runs_across_batch_boundaries_give_datafusions_rows() {
+    /// `sql` computed by `SortedWindowExec` gives DataFusion's rows at batch sizes that cut runs
+    /// anywhere (1, 2, 3, 7) and at the default.
+    async fn computed_as_datafusion_does_at_every_batch_size(sql: &str) {
         for batch in [1, 2, 3, 7, 8192] {
-            let (ours, plan) = rows_and_plan(&session(true, batch), WINDOWS).await;
-            let (theirs, their_plan) = rows_and_plan(&session(false, batch), WINDOWS).await;
+            let (ours, plan) = rows_and_plan(&session(true, batch), sql).await;
+            let (theirs, their_plan) = rows_and_plan(&session(false, batch), sql).await;
             assert!(plan.contains("SortedWindowExec"), "{plan}");
             assert!(their_plan.contains("BoundedWindowAggExec"), "{their_plan}");
             assert_eq!(ours, theirs, "batch size {batch}");
         }
+    }
+
+    #[tokio::test]
+    async fn runs_across_batch_boundaries_give_datafusions_rows() {
+        computed_as_datafusion_does_at_every_batch_size(WINDOWS).await;
         // Hand-checked rows: customer c's three orders (ids 978, 979, 980; amount null for 979).
         let (rows, _) = rows_and_plan(
             &session(true, 2),
@@ -626,13 +622,7 @@ mod tests {
     async fn a_global_row_number_numbers_on_across_batches() {
         let sql = "SELECT order_id, customer, row_number() OVER (ORDER BY order_id, customer) AS n
             FROM orders ORDER BY n";
-        for batch in [1, 2, 3, 7, 8192] {
-            let (ours, plan) = rows_and_plan(&session(true, batch), sql).await;
-            let (theirs, their_plan) = rows_and_plan(&session(false, batch), sql).await;
-            assert!(plan.contains("SortedWindowExec"), "{plan}");
-            assert!(their_plan.contains("BoundedWindowAggExec"), "{their_plan}");
-            assert_eq!(ours, theirs, "batch size {batch}");
-        }
+        computed_as_datafusion_does_at_every_batch_size(sql).await;
         // By hand: customer z's orders 0 to 39 come first, and orders 5 and 6 of the customer
         // with no id follow z's (nulls last). There are 70 orders (1 + 2 + ... + 7 for customers a
         // to g, 40 for z, 2 with no customer); the last is a's only order, 1000.
