@@ -435,7 +435,7 @@ impl ExecutionPlan for MaterializedCteExec {
 }
 
 /// `batch` copied into buffers that hold just its rows.
-fn owned(batch: &RecordBatch) -> Result<RecordBatch> {
+pub fn owned(batch: &RecordBatch) -> Result<RecordBatch> {
     let rows = datafusion::arrow::array::UInt32Array::from_iter_values(0..batch.num_rows() as u32);
     Ok(datafusion::arrow::compute::take_record_batch(batch, &rows)?)
 }

@@ -17,6 +17,7 @@ use crate::engine::job::date_value;
 use crate::engine::memory::{JobMemory, MemoryPlan, PlanEstimate, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
+use crate::execute::kept::{Capture, KeptTables, writes_whole_table};
 use crate::execute::publish::{
     PreparedPlan, QueryFailure, distinct_partitions, in_file_order, leaf_metrics,
 };
@@ -69,6 +70,7 @@ pub async fn run_job(
     plan: &RunPlan,
     days: &RunDays,
     (memory, start): (&Arc<JobMemory>, MemoryPlan),
+    kept: &KeptTables,
 ) -> Result<JobDone> {
     let (run_id, claim) = (plan.run_id.as_str(), plan.claim.as_ref());
     let spec = &ws.graph.node(&job.name).expect("planned from graph").spec;
@@ -77,7 +79,7 @@ pub async fn run_job(
         source,
     };
     let started = std::time::Instant::now();
-    let inputs = open_inputs(ws, job, sources).await?;
+    let inputs = open_inputs(ws, job, sources, kept).await?;
     let opened = started.elapsed();
     let as_of = days
         .day_for(ws, spec, sources)
@@ -100,6 +102,7 @@ pub async fn run_job(
         work,
         run_id,
         claim,
+        kept,
     };
     let first = match start {
         MemoryPlan::Default => attempt.with_defaults(&inputs, memory).await?,
@@ -147,6 +150,8 @@ struct JobAttempt<'a> {
     work: Option<Work>,
     run_id: &'a str,
     claim: Option<&'a SlotClaim>,
+    /// Where the run keeps the published table for its later readers.
+    kept: &'a KeptTables,
 }
 
 impl JobAttempt<'_> {
@@ -249,6 +254,7 @@ impl JobAttempt<'_> {
             work,
             run_id,
             claim,
+            kept,
         } = self;
         let engine_err = |source| Error::JobEngine {
             job: job.name.clone(),
@@ -267,7 +273,10 @@ impl JobAttempt<'_> {
         } else {
             vec![]
         };
-        let (logical, failure) = checked_result(ctx, spec, job, physical.clone(), as_of).await?;
+        let whole = writes_whole_table(spec, replace_where.is_some());
+        let capture = kept.capture(&job.table, whole);
+        let (logical, failure) =
+            checked_result(ctx, (spec, job), physical.clone(), as_of, capture.clone()).await?;
         if let Some(claim) = claim {
             Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
                 .check(&claim.lease, ws.engine.clock.now())
@@ -304,6 +313,9 @@ impl JobAttempt<'_> {
         // wrapped it.
         .map_err(|e| failure.take().map_or(e, engine_err))?;
         tracing::debug!(job = %job.name, write_seconds = writing.elapsed().as_secs_f64(), "result written");
+        if let Some(capture) = capture {
+            kept.keep(&job.table, published.version, capture);
+        }
         Ok((physical, published))
     }
 }
@@ -365,10 +377,10 @@ fn interval_predicate(
 /// checks, the whole result collected and checked first (nothing is published if one fails).
 async fn checked_result(
     ctx: &SessionContext,
-    spec: &JobSpec,
-    job: &PlannedJob,
+    (spec, job): (&JobSpec, &PlannedJob),
     physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     as_of: Option<chrono::NaiveDate>,
+    capture: Option<Capture>,
 ) -> Result<(LogicalPlan, QueryFailure)> {
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
@@ -380,6 +392,7 @@ async fn checked_result(
         Arc::new(PreparedPlan {
             plan: physical,
             failure: failure.clone(),
+            capture,
         })
     } else {
         let started = std::time::Instant::now();
@@ -387,6 +400,9 @@ async fn checked_result(
             .await
             .map_err(engine_err)?;
         let collected = started.elapsed();
+        if let Some(capture) = &capture {
+            batches.iter().for_each(|b| capture.push(b));
+        }
         let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
             physical.schema(),
             vec![batches],
@@ -409,6 +425,7 @@ async fn open_inputs(
     ws: &Workspace,
     job: &PlannedJob,
     sources: &SourceProviders,
+    kept: &KeptTables,
 ) -> Result<OpenedInputs> {
     let job_err = |message: String| Error::Job {
         job: job.name.clone(),
@@ -457,7 +474,11 @@ async fn open_inputs(
                 let provider = if ws.engine.is_distributed() {
                     crate::store::delta_files::provider(&t).await?
                 } else {
-                    delta::provider(&t).await?
+                    let files = delta::provider(&t).await?;
+                    // The version this run published, when it kept the rows it wrote.
+                    let partitions = ws.engine.config()?.target_partitions();
+                    kept.provider(table, version, &files.schema(), partitions)
+                        .unwrap_or(files)
                 };
                 opened.tables.push((table.clone(), provider));
             }

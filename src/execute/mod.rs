@@ -5,6 +5,7 @@
 pub mod as_of;
 pub mod backfill;
 pub mod job;
+pub mod kept;
 pub mod publish;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,7 @@ use crate::engine::memory::{JobMemory, MemoryPlan, limit_bytes};
 use crate::error::{Error, Result};
 use crate::execute::as_of::RunDays;
 use crate::execute::job::{JobDone, run_job};
+use crate::execute::kept::KeptTables;
 use crate::ledger::{self, RunRecord, Status};
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan};
@@ -123,6 +125,11 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
             None => ws.engine.today(),
         };
         let days = Arc::new(RunDays::new(plan.as_of, today));
+        // A daemon's slot run publishes under a lease, and a cluster's workers read files.
+        let kept = Arc::new(match plan.claim.is_none() && !ws.engine.is_distributed() {
+            true => KeptTables::for_run(plan, ws.engine.runtime.memory_pool.clone()),
+            false => KeptTables::none(),
+        });
         let spilling = spilling_starts(&ws).await;
         let mut outcomes: BTreeMap<String, JobOutcome> = BTreeMap::new();
         let mut records: Vec<RunRecord> = Vec::new();
@@ -152,6 +159,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                         ..RunFacts::default()
                     };
                     records.push(record(plan, &outcome, (now, now), facts));
+                    kept.finished(job);
                     outcomes.insert(job.name.clone(), outcome);
                     pending.remove(i);
                     continue;
@@ -159,7 +167,7 @@ pub async fn execute(ws: Arc<Workspace>, plan: &RunPlan, concurrency: usize) -> 
                 if running.len() < concurrency && ups.iter().all(|s| *s == Some(Status::Succeeded))
                 {
                     let job = pending.remove(i).clone();
-                    let run = (sources.clone(), days.clone());
+                    let run = (sources.clone(), days.clone(), kept.clone());
                     let start = match spilling.contains(&job.name) {
                         true => MemoryPlan::Spilling,
                         false => MemoryPlan::Default,
@@ -284,7 +292,7 @@ fn skipped(job: &PlannedJob, msg: String) -> JobOutcome {
 fn spawn_job(
     running: &mut JoinSet<(JobOutcome, RunRecord)>,
     ws: Arc<Workspace>,
-    (sources, days): (Arc<SourceProviders>, Arc<RunDays>),
+    (sources, days, kept): (Arc<SourceProviders>, Arc<RunDays>, Arc<KeptTables>),
     plan: &RunPlan,
     (job, start): (PlannedJob, MemoryPlan),
 ) {
@@ -299,7 +307,8 @@ fn spawn_job(
             let clock = Instant::now();
             tracing::info!("job started");
             let memory = JobMemory::over(ws.engine.runtime.memory_pool.clone());
-            let result = run_job(&ws, &job, &sources, &plan, &days, (&memory, start)).await;
+            let result = run_job(&ws, &job, &sources, &plan, &days, (&memory, start), &kept).await;
+            kept.finished(&job);
             let seconds = clock.elapsed().as_secs_f64();
             let finished = ws.engine.clock.now();
             let (outcome, mut facts) = outcome_of(&job, result, seconds, memory.peak());

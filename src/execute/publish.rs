@@ -18,6 +18,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
 };
 
+use crate::execute::kept::Capture;
 use crate::project::spec::FileLayout;
 
 /// Distinct values of the partition columns in the job's result.
@@ -119,6 +120,8 @@ impl QueryFailure {
 pub struct PreparedPlan {
     pub plan: Arc<dyn ExecutionPlan>,
     pub failure: QueryFailure,
+    /// Sees every batch written, for the run's later readers of the table.
+    pub capture: Option<Capture>,
 }
 
 #[async_trait]
@@ -150,16 +153,20 @@ impl TableProvider for PreparedPlan {
                     .collect();
                 Ok(Arc::new(ProjectionExec::try_new(
                     exprs,
-                    Arc::new(SealedPlan {
-                        inner: self.plan.clone(),
-                        failure: self.failure.clone(),
-                    }),
+                    Arc::new(self.sealed()),
                 )?))
             }
-            _ => Ok(Arc::new(SealedPlan {
-                inner: self.plan.clone(),
-                failure: self.failure.clone(),
-            })),
+            _ => Ok(Arc::new(self.sealed())),
+        }
+    }
+}
+
+impl PreparedPlan {
+    fn sealed(&self) -> SealedPlan {
+        SealedPlan {
+            inner: self.plan.clone(),
+            failure: self.failure.clone(),
+            capture: self.capture.clone(),
         }
     }
 }
@@ -170,6 +177,7 @@ impl TableProvider for PreparedPlan {
 struct SealedPlan {
     inner: Arc<dyn ExecutionPlan>,
     failure: QueryFailure,
+    capture: Option<Capture>,
 }
 
 impl DisplayAs for SealedPlan {
@@ -219,13 +227,18 @@ impl ExecutionPlan for SealedPlan {
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         use futures::StreamExt;
-        let failure = self.failure.clone();
+        let (failure, capture) = (self.failure.clone(), self.capture.clone());
         let stream = self
             .inner
             .execute(partition, context)
             .map_err(|e| failure.record(e))?;
         let schema = stream.schema();
-        let recorded = stream.map(move |batch| batch.map_err(|e| failure.record(e)));
+        let recorded = stream.map(move |batch| {
+            if let (Ok(b), Some(capture)) = (&batch, &capture) {
+                capture.push(b);
+            }
+            batch.map_err(|e| failure.record(e))
+        });
         Ok(Box::pin(
             datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, recorded),
         ))

@@ -555,6 +555,31 @@ async fn raw_strings_are_read_as_views_and_published_as_plain_strings() {
     );
 }
 
+/// channel_value reads customer_value, which the same run published: from the batches the run
+/// kept (no Parquet read), and, run alone later, from the table's files; the same rows both ways.
+#[tokio::test]
+async fn a_later_job_reads_the_table_its_run_published_from_memory() {
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    fx.cmd(&["run", "--all"]).await.unwrap();
+    fx.assert_value_marts().await;
+    fx.cmd(&["run", "channel_value"]).await.unwrap();
+    fx.assert_value_marts().await;
+    let rows = fx
+        .rows(
+            "SELECT job, bytes_read > 0 AS read_files, output_version FROM _runs \
+             WHERE job IN ('customer_value', 'channel_value') ORDER BY job, output_version",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        "job|read_files|output_version\n\
+         channel_value|false|0\n\
+         channel_value|true|1\n\
+         customer_value|true|0"
+    );
+}
+
 #[tokio::test]
 async fn a_run_records_each_jobs_peak_memory_and_spilled_bytes() {
     let fx = Fixture::new(Backend::Memory).unwrap();
