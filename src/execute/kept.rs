@@ -6,13 +6,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
 
 use crate::engine::memory::limit_bytes;
 use crate::plan::graph::Input;
@@ -166,8 +176,11 @@ impl KeptTables {
         for (i, batch) in kept.batches.iter().enumerate() {
             parts[i % n].push(batch.clone());
         }
-        let table = MemTable::try_new(schema.clone(), parts).ok()?;
-        Some(Arc::new(table))
+        let rows = MemTable::try_new(schema.clone(), parts).ok()?;
+        Some(Arc::new(KeptTable {
+            name: format!("{table} v{version}"),
+            rows,
+        }))
     }
 
     /// `job` has finished (or was skipped): a table none of the run's remaining jobs reads is let go.
@@ -188,6 +201,111 @@ impl KeptTables {
                 state.held -= gone.reservation.size();
             }
         }
+    }
+}
+
+/// A kept table as a job's input: its batches, scanned by `KeptScan`.
+#[derive(Debug)]
+struct KeptTable {
+    /// The table and version, for `explain`.
+    name: String,
+    rows: MemTable,
+}
+
+#[async_trait]
+impl TableProvider for KeptTable {
+    fn schema(&self) -> SchemaRef {
+        self.rows.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(KeptScan {
+            name: self.name.clone(),
+            inner: self.rows.scan(state, projection, filters, limit).await?,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+}
+
+/// The scan of a kept table: DataFusion's scan of its batches, counting the rows it passes on (the
+/// job's `_runs.rows_read`), which a memory scan does not.
+#[derive(Debug)]
+struct KeptScan {
+    name: String,
+    inner: Arc<dyn ExecutionPlan>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DisplayAs for KeptScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "KeptTableExec: {} in memory", self.name)
+    }
+}
+
+impl ExecutionPlan for KeptScan {
+    fn name(&self) -> &'static str {
+        "KeptTableExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        use futures::StreamExt;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = self.inner.execute(partition, context)?;
+        let schema = stream.schema();
+        let counted = stream.inspect(move |batch| {
+            if let Ok(b) = batch {
+                baseline.record_output(b.num_rows());
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> datafusion::error::Result<Arc<Statistics>> {
+        StatisticsContext::new().compute(self.inner.as_ref(), args)
     }
 }
 
