@@ -249,9 +249,12 @@ impl TableProvider for MaterializedCte {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
+        // The computed batches dealt over the session's partitions, so that a reader's repartition
+        // hashes them on every core.
+        let partitions = state.config().target_partitions().max(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(projected),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         );
@@ -335,8 +338,10 @@ impl MaterializedCteExec {
         })
     }
 
-    /// A stream of the computed CTE's batches, projected.
-    fn read(&self, done: &Computed) -> Result<SendableRecordBatchStream> {
+    /// A stream of `partition`'s share of the computed CTE's batches, projected: every
+    /// `partitions`th batch held, or the whole spill file for the first partition.
+    fn read(&self, done: &Computed, partition: usize) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count();
         let schema = self.properties.eq_properties.schema().clone();
         let projection = self.projection.clone();
         let project = move |b: RecordBatch| match &projection {
@@ -345,16 +350,22 @@ impl MaterializedCteExec {
         };
         let batches: futures::stream::BoxStream<'static, Result<RecordBatch>> = match done {
             Computed::Held { batches, .. } => {
-                futures::stream::iter(batches.clone().into_iter().map(project)).boxed()
+                let share: Vec<RecordBatch> = batches
+                    .iter()
+                    .skip(partition)
+                    .step_by(partitions)
+                    .cloned()
+                    .collect();
+                futures::stream::iter(share.into_iter().map(project)).boxed()
             }
             Computed::Spilled {
                 file: Some(file),
                 spill,
-            } => spill
+            } if partition == 0 => spill
                 .read_spill_as_stream(file.clone(), None)?
                 .map(move |b| b.and_then(&project))
                 .boxed(),
-            Computed::Spilled { file: None, .. } => futures::stream::empty().boxed(),
+            Computed::Spilled { .. } => futures::stream::empty().boxed(),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
@@ -395,7 +406,7 @@ impl ExecutionPlan for MaterializedCteExec {
 
     fn execute(
         &self,
-        _partition: usize,
+        partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let this = self.clone();
@@ -404,7 +415,7 @@ impl ExecutionPlan for MaterializedCteExec {
                 .computed
                 .get_or_try_init(|| this.compute(context))
                 .await?;
-            this.read(done)
+            this.read(done, partition)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.properties.eq_properties.schema().clone(),
@@ -421,9 +432,12 @@ impl ExecutionPlan for MaterializedCteExec {
     fn statistics_from_inputs(
         &self,
         _input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
+        args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        // One partition, which holds every row: its statistics are the whole CTE's.
+        if args.partition().is_some() {
+            // A partition's share is known only once the CTE is computed.
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema())));
+        }
         let all = StatisticsContext::new().compute(self.query.as_ref(), &StatisticsArgs::new())?;
         let mut stats = all.as_ref().clone().to_inexact();
         if let Some(projection) = &self.projection {
@@ -483,6 +497,41 @@ pub(crate) mod tests {
                 "{with}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_materialized_ctes_batches_are_dealt_over_the_partitions_each_once() {
+        // 10 batches of 3 rows (the batch size) over 4 partitions: 3, 3, 2 and 2 batches.
+        let config = datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(4)
+            .with_batch_size(3);
+        let ctx = SessionContext::new_with_config(config);
+        let sql = "WITH r AS MATERIALIZED (SELECT unnest(range(0, 30)) AS v) SELECT v FROM r";
+        let mut leaf = physical_plan(&ctx, sql).await;
+        while let Some(child) = leaf.children().first() {
+            leaf = (*child).clone();
+        }
+        assert_eq!(leaf.name(), "MaterializedCteExec");
+        assert_eq!(leaf.properties().partitioning.partition_count(), 4);
+        let mut per_partition = Vec::new();
+        let mut values = Vec::new();
+        for partition in 0..4 {
+            let stream = leaf.execute(partition, ctx.task_ctx()).unwrap();
+            let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+            per_partition.push(batches.iter().map(|b| b.num_rows()).sum::<usize>());
+            for b in &batches {
+                values.extend(
+                    b.column(0)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
+            }
+        }
+        values.sort();
+        assert_eq!(per_partition, vec![9, 9, 6, 6]);
+        assert_eq!(values, (0..30).collect::<Vec<i64>>());
     }
 
     #[tokio::test]
