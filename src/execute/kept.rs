@@ -11,20 +11,15 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Statistics;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
 
 use crate::engine::memory::limit_bytes;
+use crate::execute::sealed::{Sealed, Watch};
 use crate::plan::graph::Input;
 use crate::plan::run_plan::{PlannedJob, RunPlan};
 use crate::project::spec::{JobSpec, WriteMode};
@@ -204,7 +199,7 @@ impl KeptTables {
     }
 }
 
-/// A kept table as a job's input: its batches, scanned by `KeptScan`.
+/// A kept table as a job's input: its batches, scanned as a `KeptTableExec`.
 #[derive(Debug)]
 struct KeptTable {
     /// The table and version, for `explain`.
@@ -229,10 +224,12 @@ impl TableProvider for KeptTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(KeptScan {
-            name: self.name.clone(),
+        Ok(Arc::new(Sealed {
             inner: self.rows.scan(state, projection, filters, limit).await?,
-            metrics: ExecutionPlanMetricsSet::new(),
+            watch: Counted {
+                name: self.name.clone(),
+                metrics: ExecutionPlanMetricsSet::new(),
+            },
         }))
     }
 }
@@ -240,72 +237,37 @@ impl TableProvider for KeptTable {
 /// The scan of a kept table: DataFusion's scan of its batches, counting the rows it passes on (the
 /// job's `_runs.rows_read`), which a memory scan does not.
 #[derive(Debug)]
-struct KeptScan {
+struct Counted {
+    /// The table and version.
     name: String,
-    inner: Arc<dyn ExecutionPlan>,
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl DisplayAs for KeptScan {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "KeptTableExec: {} in memory", self.name)
-    }
-}
+impl Watch for Counted {
+    const NAME: &'static str = "KeptTableExec";
+    const STATISTICS: bool = true;
 
-impl ExecutionPlan for KeptScan {
-    fn name(&self) -> &'static str {
-        "KeptTableExec"
+    fn describe(&self, _inner: &dyn ExecutionPlan) -> String {
+        format!("{} in memory", self.name)
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
+    fn partition(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
-    ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        use futures::StreamExt;
+    ) -> impl FnMut(datafusion::error::Result<RecordBatch>) -> datafusion::error::Result<RecordBatch>
+    + Send
+    + 'static {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let stream = self.inner.execute(partition, context)?;
-        let schema = stream.schema();
-        let counted = stream.inspect(move |batch| {
-            if let Ok(b) = batch {
+        move |batch| {
+            if let Ok(b) = &batch {
                 baseline.record_output(b.num_rows());
             }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+            batch
+        }
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        args: &StatisticsArgs,
-    ) -> datafusion::error::Result<Arc<Statistics>> {
-        StatisticsContext::new().compute(self.inner.as_ref(), args)
     }
 }
 

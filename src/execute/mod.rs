@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod job;
 pub mod kept;
 pub mod publish;
+pub mod sealed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,24 +1,21 @@
 //! Publishing a job's planned result: its distinct partitions, the physical plan shown to Delta's
-//! writer as a sealed leaf (so its scan metrics survive the write), the rows and bytes the
-//! scans read, the bytes its operators spilled, and its rows put in the job's file order.
+//! writer as a sealed leaf (execute/sealed.rs: its scan metrics survive the write), the rows and
+//! bytes the scans read, the bytes its operators spilled, and its rows put in the job's file order.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
-};
 
 use crate::execute::kept::Capture;
+use crate::execute::sealed::{Sealed, Watch};
 use crate::project::spec::FileLayout;
 
 /// Distinct values of the partition columns in the job's result.
@@ -162,85 +159,49 @@ impl TableProvider for PreparedPlan {
 }
 
 impl PreparedPlan {
-    fn sealed(&self) -> SealedPlan {
-        SealedPlan {
+    fn sealed(&self) -> Sealed<Written> {
+        Sealed {
             inner: self.plan.clone(),
-            failure: self.failure.clone(),
-            capture: self.capture.clone(),
+            watch: Written {
+                failure: self.failure.clone(),
+                capture: self.capture.clone(),
+            },
         }
     }
 }
 
-/// Shows an already-optimized plan to an outer plan as a leaf, so the outer plan's optimizer
-/// cannot rebuild (and so detach the metrics of) the nodes inside it.
+/// The job's result as Delta's writer reads it: the query's first error is recorded, and each
+/// batch is captured for the run's later readers when the table is kept.
 #[derive(Debug)]
-struct SealedPlan {
-    inner: Arc<dyn ExecutionPlan>,
+struct Written {
     failure: QueryFailure,
     capture: Option<Capture>,
 }
 
-impl DisplayAs for SealedPlan {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "SealedPlan: {}", self.inner.name())
-    }
-}
+impl Watch for Written {
+    const NAME: &'static str = "SealedPlan";
+    const STATISTICS: bool = false;
 
-impl ExecutionPlan for SealedPlan {
-    fn name(&self) -> &'static str {
-        "SealedPlan"
+    fn describe(&self, inner: &dyn ExecutionPlan) -> String {
+        inner.name().to_string()
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
+    fn partition(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
-    ) -> datafusion::error::Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        use futures::StreamExt;
+        _partition: usize,
+    ) -> impl FnMut(datafusion::error::Result<RecordBatch>) -> datafusion::error::Result<RecordBatch>
+    + Send
+    + 'static {
         let (failure, capture) = (self.failure.clone(), self.capture.clone());
-        let stream = self
-            .inner
-            .execute(partition, context)
-            .map_err(|e| failure.record(e))?;
-        let schema = stream.schema();
-        let recorded = stream.map(move |batch| {
+        move |batch| {
             if let (Ok(b), Some(capture)) = (&batch, &capture) {
                 capture.push(b);
             }
             batch.map_err(|e| failure.record(e))
-        });
-        Ok(Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, recorded),
-        ))
+        }
+    }
+
+    fn failed(&self, e: datafusion::error::DataFusionError) -> datafusion::error::DataFusionError {
+        self.failure.record(e)
     }
 }
