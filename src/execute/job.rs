@@ -476,8 +476,7 @@ async fn open_inputs(
                 } else {
                     let files = delta::provider(&t).await?;
                     // The version this run published, when it kept the rows it wrote.
-                    let partitions = ws.engine.config()?.target_partitions();
-                    kept.provider(table, version, &files.schema(), partitions)
+                    kept.provider(table, version, &files.schema())
                         .unwrap_or(files)
                 };
                 opened.tables.push((table.clone(), provider));

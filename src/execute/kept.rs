@@ -46,11 +46,24 @@ pub struct KeptTables {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bytes held by kept tables.
-    held: usize,
     /// Per table published in this run: the jobs of the run that read it and have not finished.
     readers: HashMap<String, usize>,
     kept: HashMap<String, Kept>,
+}
+
+impl State {
+    /// Bytes held by kept tables.
+    fn held(&self) -> usize {
+        self.kept.values().map(|k| k.reservation.size()).sum()
+    }
+}
+
+/// The tables `job` reads that a job before it in the same run publishes.
+fn read_from_run(job: &PlannedJob) -> impl Iterator<Item = &String> {
+    job.inputs.iter().filter_map(|input| match input {
+        Input::Job { job: up, table } if job.upstream_in_run.contains(up) => Some(table),
+        _ => None,
+    })
 }
 
 /// One kept table: its batches, and the Delta version they are the rows of.
@@ -78,14 +91,8 @@ impl KeptTables {
             return Self::none();
         };
         let mut readers = HashMap::new();
-        for job in &plan.jobs {
-            for input in &job.inputs {
-                if let Input::Job { job: up, table } = input
-                    && job.upstream_in_run.contains(up)
-                {
-                    *readers.entry(table.clone()).or_insert(0) += 1;
-                }
-            }
+        for table in plan.jobs.iter().flat_map(read_from_run) {
+            *readers.entry(table.clone()).or_insert(0) += 1;
         }
         KeptTables {
             pool: Some(pool),
@@ -105,7 +112,7 @@ impl KeptTables {
         if !whole || state.readers.get(table).is_none_or(|n| *n == 0) {
             return None;
         }
-        let room = self.budget.saturating_sub(state.held);
+        let room = self.budget.saturating_sub(state.held());
         let reservation = MemoryConsumer::new(format!("kept table {table}")).register(pool);
         Some(Capture(Arc::new(Mutex::new(Some(Captured {
             batches: Vec::new(),
@@ -123,10 +130,12 @@ impl KeptTables {
         };
         let mut state = self.state.lock().expect("not poisoned");
         let bytes = captured.reservation.size();
-        if state.held + bytes > self.budget || state.readers.get(table).is_none_or(|n| *n == 0) {
+        let unread = state.readers.get(table).is_none_or(|n| *n == 0);
+        // A table kept before under this name (a job run twice) is replaced, not added to.
+        let others = state.held() - state.kept.get(table).map_or(0, |k| k.reservation.size());
+        if unread || others + bytes > self.budget {
             return;
         }
-        state.held += bytes;
         tracing::debug!(
             table,
             version,
@@ -138,62 +147,71 @@ impl KeptTables {
             batches: captured.batches,
             reservation: captured.reservation,
         };
-        if let Some(old) = state.kept.insert(table.to_string(), kept) {
-            state.held -= old.reservation.size();
-        }
+        state.kept.insert(table.to_string(), kept);
     }
 
     /// A provider over `table` at `version` as `schema` (the Delta reader's: the kept columns are
-    /// taken by name and cast to it once), spread over `partitions`; `None` when that version is
-    /// not kept or its columns do not fit `schema`.
+    /// taken by name and cast to it once, and what the cast batches hold is counted again);
+    /// `None` when that version is not kept, or its columns do not fit `schema`, or the cast
+    /// batches do not fit the budget or the pool (the table is let go: its files are read).
     pub fn provider(
         &self,
         table: &str,
         version: i64,
         schema: &SchemaRef,
-        partitions: usize,
     ) -> Option<Arc<dyn TableProvider>> {
         let mut state = self.state.lock().expect("not poisoned");
-        let kept = state.kept.get_mut(table).filter(|k| k.version == version)?;
+        let kept = state.kept.get(table).filter(|k| k.version == version)?;
         if kept.batches.first().is_some_and(|b| b.schema() != *schema) {
-            let cast: Result<Vec<RecordBatch>, _> =
-                kept.batches.iter().map(|b| as_schema(b, schema)).collect();
-            match cast {
-                Ok(batches) => kept.batches = batches,
+            let others = state.held() - kept.reservation.size();
+            let mut kept = state.kept.remove(table).expect("found above");
+            match self.cast(&mut kept, schema, others) {
+                Ok(()) => state.kept.insert(table.to_string(), kept),
                 Err(e) => {
-                    tracing::debug!(table, error = %e, "kept table does not fit its Delta schema; reading its files");
+                    tracing::debug!(table, error = %e, "kept table not read: reading its files");
                     return None;
                 }
-            }
+            };
         }
-        let n = partitions.max(1);
-        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-        for (i, batch) in kept.batches.iter().enumerate() {
-            parts[i % n].push(batch.clone());
-        }
-        let rows = MemTable::try_new(schema.clone(), parts).ok()?;
         Some(Arc::new(KeptTable {
             name: format!("{table} v{version}"),
-            rows,
+            schema: schema.clone(),
+            batches: state.kept[table].batches.clone(),
         }))
+    }
+
+    /// `kept`'s batches as `schema`, counted again, within the budget beside `others` bytes.
+    fn cast(
+        &self,
+        kept: &mut Kept,
+        schema: &SchemaRef,
+        others: usize,
+    ) -> datafusion::error::Result<()> {
+        let batches = kept
+            .batches
+            .iter()
+            .map(|b| as_schema(b, schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let mut counter = RecordBatchMemoryCounter::new();
+        let bytes: usize = batches.iter().map(|b| counter.count_batch(b)).sum();
+        if others + bytes > self.budget {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                format!("cast to the Delta schema it holds {bytes} bytes, past the budget"),
+            ));
+        }
+        kept.reservation.try_resize(bytes)?;
+        kept.batches = batches;
+        Ok(())
     }
 
     /// `job` has finished (or was skipped): a table none of the run's remaining jobs reads is let go.
     pub fn finished(&self, job: &PlannedJob) {
         let mut state = self.state.lock().expect("not poisoned");
-        for input in &job.inputs {
-            let Input::Job { job: up, table } = input else {
-                continue;
-            };
-            if !job.upstream_in_run.contains(up) {
-                continue;
-            }
+        for table in read_from_run(job) {
             let left = state.readers.entry(table.clone()).or_insert(1);
             *left = left.saturating_sub(1);
-            if *left == 0
-                && let Some(gone) = state.kept.remove(table)
-            {
-                state.held -= gone.reservation.size();
+            if *left == 0 {
+                state.kept.remove(table);
             }
         }
     }
@@ -204,13 +222,14 @@ impl KeptTables {
 struct KeptTable {
     /// The table and version, for `explain`.
     name: String,
-    rows: MemTable,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
 }
 
 #[async_trait]
 impl TableProvider for KeptTable {
     fn schema(&self) -> SchemaRef {
-        self.rows.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -224,8 +243,15 @@ impl TableProvider for KeptTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        // The batches dealt over the scanning session's partitions.
+        let n = state.config().target_partitions().max(1);
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for (i, batch) in self.batches.iter().enumerate() {
+            parts[i % n].push(batch.clone());
+        }
+        let rows = MemTable::try_new(self.schema.clone(), parts)?;
         Ok(Arc::new(Sealed {
-            inner: self.rows.scan(state, projection, filters, limit).await?,
+            inner: rows.scan(state, projection, filters, limit).await?,
             watch: Counted {
                 name: self.name.clone(),
                 metrics: ExecutionPlanMetricsSet::new(),
@@ -455,20 +481,32 @@ mod tests {
         assert!(pool.reserved() > 0, "counted in the pool");
         let schema = delta_schema();
         assert!(
-            kept.provider("orders", 3, &schema, 2).is_none(),
+            kept.provider("orders", 3, &schema).is_none(),
             "another version"
         );
-        let provider = kept.provider("orders", 4, &schema, 2).unwrap();
+        let provider = kept.provider("orders", 4, &schema).unwrap();
         assert_eq!(provider.schema(), schema);
+        // The pool holds what the cast batches hold, not what the captured ones did.
+        let cast_bytes = {
+            let state = kept.state.lock().unwrap();
+            let mut counter = RecordBatchMemoryCounter::new();
+            let batches = &state.kept["orders"].batches;
+            assert_eq!(batches[0].schema(), schema);
+            batches
+                .iter()
+                .map(|b| counter.count_batch(b))
+                .sum::<usize>()
+        };
+        assert_eq!(pool.reserved(), cast_bytes);
         let expected = vec![(1, "a".to_string()), (2, "b".into()), (3, "c".into())];
         assert_eq!(rows(provider).await, expected);
         kept.finished(&plan.jobs[1]);
         assert!(
-            kept.provider("orders", 4, &schema, 2).is_some(),
+            kept.provider("orders", 4, &schema).is_some(),
             "monthly still reads it"
         );
         kept.finished(&plan.jobs[2]);
-        assert!(kept.provider("orders", 4, &schema, 2).is_none());
+        assert!(kept.provider("orders", 4, &schema).is_none());
         assert_eq!(pool.reserved(), 0);
     }
 
@@ -481,7 +519,7 @@ mod tests {
         let ids: Vec<i64> = (0..10_000).collect();
         capture.push(&orders(&ids, &vec!["x"; ids.len()]));
         kept.keep("orders", 0, capture);
-        assert!(kept.provider("orders", 0, &delta_schema(), 1).is_none());
+        assert!(kept.provider("orders", 0, &delta_schema()).is_none());
         assert_eq!(pool.reserved(), 0);
     }
 
