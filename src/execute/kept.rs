@@ -25,9 +25,10 @@ use crate::plan::run_plan::{PlannedJob, RunPlan};
 use crate::project::spec::{JobSpec, WriteMode};
 
 /// Whether a job's table will hold exactly the rows its writer is given: a whole overwrite, not
-/// an incremental job's intervals (`replacing_some`) nor a table whose closed months stay frozen.
+/// an incremental job's intervals (`replacing_some`). A `[close]` table is one too: its closed
+/// months' frozen rows are put into the job's result before it is written (`close::overlay`).
 pub fn writes_whole_table(spec: &JobSpec, replacing_some: bool) -> bool {
-    spec.mode == WriteMode::Overwrite && spec.close.is_none() && !replacing_some
+    spec.mode == WriteMode::Overwrite && !replacing_some
 }
 
 /// The share of the memory limit that kept tables may hold at once: what is kept is memory the
@@ -546,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_whole_overwrite_without_frozen_months_writes_the_whole_table() {
+    fn only_a_whole_overwrite_writes_the_whole_table() {
         let spec = JobSpec::test_spec("orders");
         assert!(writes_whole_table(&spec, false));
         assert!(
@@ -566,6 +567,9 @@ mod tests {
             }),
             ..JobSpec::test_spec("orders")
         };
-        assert!(!writes_whole_table(&frozen, false));
+        assert!(
+            writes_whole_table(&frozen, false),
+            "frozen months are in the written result"
+        );
     }
 }
