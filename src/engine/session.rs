@@ -326,7 +326,10 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
-            .with_optimizer_rule(Arc::new(crate::engine::utc_date::UtcDateCasts::default()))
+            .with_optimizer_rule(Arc::new(crate::engine::utc_date::rule()))
+            // A CASE of columns and comparisons computed on every row and zipped, not filtered
+            // branch by branch (engine/eager_case.rs).
+            .with_optimizer_rule(Arc::new(crate::engine::eager_case::rule()))
             // A join with a row of constants (a job's bound parameters) becomes a filter and
             // columns (engine/cross_join.rs).
             .with_optimizer_rule(Arc::new(crate::engine::cross_join::ConstantRowAsColumns))
@@ -402,6 +405,8 @@ pub fn register_functions(state: &mut SessionState) -> Result<()> {
     scalars.push(crate::engine::date_part::udf());
     // What `CAST(ts AS DATE)` of a UTC timestamp is planned as (engine::utc_date).
     scalars.push(crate::engine::utc_date::udf());
+    // What a CASE of columns and comparisons is planned as (engine::eager_case).
+    scalars.push(crate::engine::eager_case::udf());
     scalars.extend(crate::engine::clv::sql::scalars());
     for f in scalars {
         state.register_udf(Arc::new(f))?;

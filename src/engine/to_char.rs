@@ -42,11 +42,18 @@ fn fast(args: &[ColumnarValue]) -> Option<ArrayRef> {
     };
     let mut out = StringBuilder::with_capacity(days.len(), days.len() * width);
     let mut text = String::with_capacity(width);
+    // Rows come mostly day by day: a day's text is written once for its run of rows.
+    let mut written_day = None;
     for day in &days {
         let Some(day) = day else {
             out.append_null();
             continue;
         };
+        if written_day == Some(day) {
+            out.append_value(&text);
+            continue;
+        }
+        written_day = Some(day);
         let (year, month, day_of_month) = crate::engine::utc_date::civil_from_days(i64::from(day));
         if !(0..=9999).contains(&year) {
             return None;
@@ -149,13 +156,21 @@ mod tests {
                 );
             }
         }
-        let leap: ArrayRef = Arc::new(Date32Array::from(vec![11_016, 11_017]));
+        // A day repeated, around a null, is written again for each row.
+        let leap: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(11_016),
+            Some(11_016),
+            None,
+            Some(11_016),
+            Some(11_017),
+        ]));
+        let (feb, mar) = (
+            Some("2000-02-29".to_string()),
+            Some("2000-03-01".to_string()),
+        );
         assert_eq!(
             texts(&call(&ours, leap, "%Y-%m-%d")),
-            [
-                Some("2000-02-29".to_string()),
-                Some("2000-03-01".to_string())
-            ]
+            [feb.clone(), feb.clone(), None, feb, mar]
         );
     }
 

@@ -14,16 +14,13 @@ use datafusion::arrow::datatypes::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::Cast;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::optimizer::optimizer::ApplyOrder;
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The days chrono can represent, as arrow's cast checks them: beyond, the cast's own error.
 const REPRESENTABLE_DAYS: std::ops::RangeInclusive<i64> = -96_000_000..=95_000_000;
@@ -140,57 +137,9 @@ pub fn udf() -> ScalarUDF {
     ScalarUDF::from(UtcDate::default())
 }
 
-/// The logical optimizer rule, holding the function it plans.
-#[derive(Debug)]
-pub struct UtcDateCasts {
-    udf: Arc<ScalarUDF>,
-}
-
-impl Default for UtcDateCasts {
-    fn default() -> Self {
-        UtcDateCasts {
-            udf: Arc::new(udf()),
-        }
-    }
-}
-
-impl OptimizerRule for UtcDateCasts {
-    fn name(&self) -> &str {
-        "utc_date_casts"
-    }
-
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let evaluated_on_one_input = matches!(
-            plan,
-            LogicalPlan::Projection(_)
-                | LogicalPlan::Aggregate(_)
-                | LogicalPlan::Window(_)
-                | LogicalPlan::Sort(_)
-        );
-        if !evaluated_on_one_input || plan.inputs().len() != 1 {
-            return Ok(Transformed::no(plan));
-        }
-        let input = Arc::clone(plan.inputs()[0].schema());
-        let names = NamePreserver::new(&plan);
-        let rewritten = plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let new = expr.transform_up(|e| to_utc_date(e, &input, &self.udf))?;
-            Ok(new.update_data(|e| name.restore(e)))
-        })?;
-        if rewritten.transformed {
-            rewritten.map_data(|p| p.recompute_schema())
-        } else {
-            Ok(rewritten)
-        }
-    }
+/// The logical optimizer rule: `CAST(ts AS DATE)` of a UTC or zoneless timestamp planned as `utc_date(ts)`.
+pub fn rule() -> crate::engine::rewrite::FunctionRule {
+    crate::engine::rewrite::FunctionRule::new("utc_date_casts", udf(), to_utc_date)
 }
 
 /// `e` as `utc_date(ts)` when it is a cast of a UTC or zoneless timestamp to a date.
@@ -213,15 +162,10 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray, TimestampSecondArray};
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
 
     fn session(rewrite: bool) -> SessionContext {
-        let mut state = SessionStateBuilder::new().with_default_features();
-        if rewrite {
-            state = state.with_optimizer_rule(Arc::new(UtcDateCasts::default()));
-        }
-        SessionContext::new_with_state(state.build())
+        crate::engine::rewrite::test_session(Some(rule()).filter(|_| rewrite))
     }
 
     /// Instants around midnight, before 1970 and in a leap year, with a null: as UTC
