@@ -148,7 +148,8 @@ pub fn udf() -> ScalarUDF {
     ScalarUDF::from(EagerCase::default())
 }
 
-/// The logical optimizer rule: A searched `CASE` of columns and comparisons planned as `eager_case(...)`.
+/// The logical optimizer rule: a searched `CASE` of columns and comparisons planned as
+/// `eager_case(...)`.
 pub fn rule() -> crate::engine::rewrite::FunctionRule {
     crate::engine::rewrite::FunctionRule::new("eager_cases", udf(), to_eager_case)
 }

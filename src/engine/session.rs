@@ -327,8 +327,8 @@ impl Engine {
             // count(DISTINCT day) on the integers behind it (engine/aggregate.rs).
             .with_optimizer_rule(Arc::new(crate::engine::aggregate::DistinctCountOnIntegers))
             .with_optimizer_rule(Arc::new(crate::engine::utc_date::rule()))
-            // A CASE of columns and comparisons computed on every row and zipped, not filtered
-            // branch by branch (engine/eager_case.rs).
+            // A CASE of columns and comparisons computed on every row, each row's value taken in
+            // one pass, not filtered branch by branch (engine/eager_case.rs).
             .with_optimizer_rule(Arc::new(crate::engine::eager_case::rule()))
             // A join with a row of constants (a job's bound parameters) becomes a filter and
             // columns (engine/cross_join.rs).

@@ -137,7 +137,8 @@ pub fn udf() -> ScalarUDF {
     ScalarUDF::from(UtcDate::default())
 }
 
-/// The logical optimizer rule: `CAST(ts AS DATE)` of a UTC or zoneless timestamp planned as `utc_date(ts)`.
+/// The logical optimizer rule: `CAST(ts AS DATE)` of a UTC or zoneless timestamp planned as
+/// `utc_date(ts)`.
 pub fn rule() -> crate::engine::rewrite::FunctionRule {
     crate::engine::rewrite::FunctionRule::new("utc_date_casts", udf(), to_utc_date)
 }
