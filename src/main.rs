@@ -17,10 +17,30 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: retention::allocator::Allocator = retention::allocator::Allocator;
 
+/// Delta's writer tasks per partitioned write (store/delta.rs, `default_concurrent_writers`),
+/// unless the environment sets them. deltalake reads the variable only from the environment.
+#[allow(unsafe_code)]
+fn writers_per_partitioned_write() {
+    use retention::store::delta::{CONCURRENT_WRITERS_VAR, default_concurrent_writers};
+    if std::env::var_os(CONCURRENT_WRITERS_VAR).is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: called first in `main`, before any other thread exists, so nothing reads the
+    // environment while it is written.
+    unsafe {
+        std::env::set_var(
+            CONCURRENT_WRITERS_VAR,
+            default_concurrent_writers(cores).to_string(),
+        )
+    };
+}
+
 /// Our own info logs; only warnings from libraries (the Delta kernel logs expected misses as errors).
 const DEFAULT_LOG_FILTER: &str = "warn,retention=info,buoyant_kernel=off";
 
 fn main() {
+    writers_per_partitioned_write();
     let cli = Cli::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));

@@ -64,9 +64,15 @@ pub async fn run_checks(
     spec: &JobSpec,
     as_of: Option<NaiveDate>,
 ) -> Result<()> {
-    let mut failures = Vec::new();
-    for check in &spec.checks {
+    // The checks are independent queries over the same result: run at once, reported in order.
+    let results = futures::future::join_all(spec.checks.iter().map(|check| async move {
         let batches = plan_check(ctx, spec, check, as_of).await?.collect().await?;
+        Ok::<_, Error>((check, batches))
+    }))
+    .await;
+    let mut failures = Vec::new();
+    for result in results {
+        let (check, batches) = result?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > 0 {
             let mut sample = Vec::new();

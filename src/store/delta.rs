@@ -195,6 +195,20 @@ fn target_file_size(limit: MemoryLimit) -> std::num::NonZeroU64 {
     std::num::NonZeroU64::new(bytes).expect("at least 8 MiB")
 }
 
+/// The variable deltalake reads, once per process, for the most writer tasks of a partitioned
+/// write: it hashes each row's partition values to one of that many tasks (default: one per core).
+pub const CONCURRENT_WRITERS_VAR: &str = "DELTARS_MAX_CONCURRENT_WRITERS";
+
+/// Writer tasks of a partitioned write when the environment does not say: as many as the query's
+/// partitions (`default_target_partitions`, at least 8). With one task per core, two cores split
+/// `order_experience`'s 24 months by a hash, unevenly, and the core whose months are done first
+/// waits; with 8 tasks it takes the next. At 1M orders, order_experience alone took 1.40 s
+/// (median of 4) with 2 tasks and 1.32 s with 8 (docs/BENCHMARKS.md). Each month still goes to
+/// one task, so the files written are the same.
+pub fn default_concurrent_writers(cores: usize) -> usize {
+    crate::project::config::default_target_partitions(cores)
+}
+
 /// What a publish should do.
 pub struct Publish<'a> {
     /// Table name (for messages and the Delta metadata).

@@ -78,6 +78,47 @@ async fn count_files(fx: &Fixture) -> usize {
         .count()
 }
 
+/// The binary gives Delta's writer one task per query partition (at least 8) unless the
+/// environment sets `DELTARS_MAX_CONCURRENT_WRITERS`; each month of a partitioned table still goes
+/// to one task, so it is written to one file, with the hand-computed rows.
+#[tokio::test]
+async fn the_binary_writes_each_partition_to_one_file_with_many_writer_tasks() {
+    use futures::TryStreamExt;
+    let fx = Fixture::new(Backend::Local).unwrap();
+    fx.write_hand_data().await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_retention"))
+        .args(["-C", &fx.dir().display().to_string()])
+        .args(["--raw", fx.raw.as_str(), "--curated", fx.curated.as_str()])
+        .args(["run", "daily_revenue"])
+        .env_remove(retention::store::delta::CONCURRENT_WRITERS_VAR)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fx.rows("select * from daily_revenue").await, EXPECTED_DAILY);
+    let url = curated::table_url(&fx.curated, "daily_revenue").unwrap();
+    let (store, path) = fx.stores.store_for(&url).unwrap();
+    let listed: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
+    let mut folders: Vec<String> = listed
+        .iter()
+        .map(|m| m.location.as_ref().to_string())
+        .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
+        .map(|p| {
+            p.rsplit_once('/')
+                .unwrap()
+                .0
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    folders.sort();
+    assert_eq!(folders, ["order_month=2026-01", "order_month=2026-02"]);
+    assert_eq!(retention::store::delta::default_concurrent_writers(2), 8);
+}
+
 /// `retention query` is read-only: COPY, DDL and SET are refused (exit code 2) and write nothing;
 /// `--allow-write` lets an operator run them on purpose.
 #[tokio::test]
