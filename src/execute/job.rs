@@ -275,7 +275,7 @@ impl JobAttempt<'_> {
         };
         let whole = writes_whole_table(spec, replace_where.is_some());
         let capture = kept.capture(&job.table, whole);
-        let (logical, failure) =
+        let (logical, failure, known_bytes) =
             checked_result(ctx, (spec, job), physical.clone(), as_of, capture.clone()).await?;
         if let Some(claim) = claim {
             Leases::new(&ws.engine.stores, &ws.engine.project.curated)?
@@ -306,6 +306,7 @@ impl JobAttempt<'_> {
                 base_version: claim.map(|c| c.base_version),
                 replace_where,
                 file_layout: &spec.file_layout,
+                known_bytes,
             },
         )
         .await
@@ -374,26 +375,28 @@ fn interval_predicate(
 }
 
 /// The plan Delta's writer reads: the result streamed straight through, or, when the job has
-/// checks, the whole result collected and checked first (nothing is published if one fails).
+/// checks, the whole result collected and checked first (nothing is published if one fails), with
+/// its size in memory.
 async fn checked_result(
     ctx: &SessionContext,
     (spec, job): (&JobSpec, &PlannedJob),
     physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     as_of: Option<chrono::NaiveDate>,
     capture: Option<Capture>,
-) -> Result<(LogicalPlan, QueryFailure)> {
+) -> Result<(LogicalPlan, QueryFailure, Option<usize>)> {
     let engine_err = |source| Error::JobEngine {
         job: job.name.clone(),
         source,
     };
     let failure = QueryFailure::default();
     let physical = in_file_order(physical, &spec.file_layout).map_err(engine_err)?;
-    let source: Arc<dyn TableProvider> = if spec.checks.is_empty() {
-        Arc::new(PreparedPlan {
+    let (source, known_bytes): (Arc<dyn TableProvider>, _) = if spec.checks.is_empty() {
+        let streamed = PreparedPlan {
             plan: physical,
             failure: failure.clone(),
             capture,
-        })
+        };
+        (Arc::new(streamed), None)
     } else {
         let started = std::time::Instant::now();
         let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
@@ -403,6 +406,7 @@ async fn checked_result(
         if let Some(capture) = &capture {
             batches.iter().for_each(|b| capture.push(b));
         }
+        let bytes = delta::rows_bytes(&batches);
         let result: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
             physical.schema(),
             vec![batches],
@@ -411,12 +415,12 @@ async fn checked_result(
         run_checks(ctx, spec, as_of).await?;
         tracing::debug!(job = %job.name, query_seconds = collected.as_secs_f64(),
             checks_seconds = (started.elapsed() - collected).as_secs_f64(), "result checked");
-        result
+        (result, Some(bytes))
     };
     let plan = LogicalPlanBuilder::scan(job.table.as_str(), provider_as_source(source), None)
         .and_then(|b| b.build())
         .map_err(engine_err)?;
-    Ok((plan, failure))
+    Ok((plan, failure, known_bytes))
 }
 
 /// Open every input of `job`. The close log first: a close that commits while this job opens its

@@ -158,18 +158,38 @@ impl TableProvider for DeltaReader {
 /// (both at zstd 1; docs/BENCHMARKS.md, "the writer").
 pub const DICTIONARY_PAGE_LIMIT: usize = 64 << 10;
 
+/// Rows known to take less memory than this before they are written (a result collected for its
+/// checks, a ledger append) are compressed with Snappy instead of zstd. Parquet's writer makes a
+/// zstd compressor and decompressor for every column chunk, and each asks the CPU for its
+/// features (`cpuid`), which a virtual machine traps: about 49 µs a chunk on the benchmark
+/// machine. budget_reconciliation writes 24 months of 20 columns for 62 rows, and those 480 chunks
+/// cost 23 ms of its 33 ms write, to save under 1% of a few kilobytes (docs/BENCHMARKS.md).
+pub const SMALL_ROWS_BYTES: usize = 1 << 20;
+
+/// The bytes `batches`' rows take, counting only the part of each buffer they use (a few rows
+/// sliced from an aggregate's large buffers count as just those rows).
+pub fn rows_bytes(batches: &[datafusion::arrow::array::RecordBatch]) -> usize {
+    let columns = batches.iter().flat_map(|b| b.columns());
+    columns
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(usize::MAX))
+        .fold(0, usize::saturating_add)
+}
+
 /// Parquet settings for curated files: zstd level 1 (level 3 took over a quarter longer for
 /// files 7% smaller), small dictionaries, page statistics.
 pub fn writer_properties() -> WriterProperties {
-    writer_properties_for(&FileLayout::default())
+    writer_properties_for(&FileLayout::default(), None)
 }
 
-/// `writer_properties` with a job's row group size and bloom filters.
-pub fn writer_properties_for(layout: &FileLayout) -> WriterProperties {
+/// `writer_properties` with a job's row group size and bloom filters, for rows of
+/// `known_bytes` in memory when that is known before they are written ([`SMALL_ROWS_BYTES`]).
+pub fn writer_properties_for(layout: &FileLayout, known_bytes: Option<usize>) -> WriterProperties {
+    let compression = match known_bytes {
+        Some(bytes) if bytes < SMALL_ROWS_BYTES => Compression::SNAPPY,
+        _ => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")),
+    };
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("valid zstd level"),
-        ))
+        .set_compression(compression)
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
         .set_statistics_enabled(EnabledStatistics::Page);
     if let Some(rows) = layout.row_group_rows {
@@ -231,6 +251,8 @@ pub struct Publish<'a> {
     pub replace_where: Option<Expr>,
     /// Row group size and bloom filters of the written files (the rows come in order already).
     pub file_layout: &'a FileLayout,
+    /// The rows' size in memory, when they were collected before the write (a job with checks).
+    pub known_bytes: Option<usize>,
 }
 
 /// Commits between checkpoints of the tables retention creates (Delta's default is 100): an
@@ -301,7 +323,7 @@ pub async fn publish_to(
         .with_input_plan(plan)
         .with_session_state(session)
         .with_target_file_size(Some(target_file_size))
-        .with_writer_properties(writer_properties_for(p.file_layout))
+        .with_writer_properties(writer_properties_for(p.file_layout, p.known_bytes))
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(commit_properties(&p));
     if !p.partition_by.is_empty() {
@@ -384,10 +406,11 @@ pub async fn append(
         source: Some(Box::new(e)),
     };
     let exists = table.version().is_some();
+    let bytes = rows_bytes(&batches);
     let mut write = table
         .write(batches)
         .with_save_mode(SaveMode::Append)
-        .with_writer_properties(writer_properties())
+        .with_writer_properties(writer_properties_for(&FileLayout::default(), Some(bytes)))
         .with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
     if !partition_by.is_empty() {
         write = write.with_partition_columns(partition_by.iter().map(|c| c.to_string()));
@@ -497,6 +520,32 @@ mod tests {
             table_url(&root, "orders").unwrap().as_str(),
             "s3://bucket/curated/orders/"
         );
+    }
+
+    /// Rows known to be small are compressed with Snappy; rows of unknown or larger size with zstd.
+    #[test]
+    fn small_rows_known_before_the_write_are_compressed_with_snappy() {
+        use datafusion::parquet::schema::types::ColumnPath;
+        let codec = |known| {
+            writer_properties_for(&FileLayout::default(), known)
+                .compression(&ColumnPath::from("amount"))
+        };
+        let zstd = Compression::ZSTD(ZstdLevel::try_new(1).unwrap());
+        assert_eq!(codec(Some(62 * 200)), Compression::SNAPPY);
+        assert_eq!(codec(Some(SMALL_ROWS_BYTES - 1)), Compression::SNAPPY);
+        assert_eq!(codec(Some(SMALL_ROWS_BYTES)), zstd);
+        assert_eq!(codec(None), zstd);
+        assert_eq!(
+            writer_properties().compression(&ColumnPath::from("x")),
+            zstd
+        );
+        // 62 rows sliced from an aggregate's buffer of 100,000 count as 62 rows.
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        let ids: Arc<dyn datafusion::arrow::array::Array> =
+            Arc::new(Int64Array::from_iter_values(0..100_000));
+        let batch = RecordBatch::try_from_iter([("id", ids)]).unwrap();
+        assert_eq!(rows_bytes(&[batch.slice(10, 62)]), 62 * 8);
+        assert!(batch.slice(10, 62).get_array_memory_size() >= 800_000);
     }
 
     /// Low-cardinality strings stay dictionary-encoded; a column of unique ids stops growing its

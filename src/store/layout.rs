@@ -97,7 +97,7 @@ pub async fn optimize(table: DeltaTable, url: &Url, layout: &Layout) -> Result<R
         .optimize()
         .with_type(kind)
         .with_target_size(layout.target_size)
-        .with_writer_properties(writer_properties_for(&layout.files))
+        .with_writer_properties(writer_properties_for(&layout.files, None))
         .with_commit_properties(CommitProperties::default().with_metadata(metadata))
         .await
         .map_err(|e| Error::storage(url, e))?;

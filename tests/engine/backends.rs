@@ -149,6 +149,7 @@ async fn overwrite_customer_value(
         base_version: None,
         replace_where: None,
         file_layout: &Default::default(),
+        known_bytes: None,
     };
     curated::publish_to(table, Arc::new(ctx.state()), plan, publish)
         .await

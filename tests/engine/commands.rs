@@ -119,6 +119,46 @@ async fn the_binary_writes_each_partition_to_one_file_with_many_writer_tasks() {
     assert_eq!(retention::store::delta::default_concurrent_writers(2), 8);
 }
 
+/// A job's result collected for its checks is known to be small before it is written, and its
+/// file is compressed with Snappy; a result streamed to the writer, of unknown size, with zstd.
+/// The rows are the same.
+#[tokio::test]
+async fn a_small_result_collected_for_its_checks_is_written_with_snappy() {
+    use datafusion::parquet::basic::Compression;
+    let fx = Fixture::new(Backend::Memory).unwrap();
+    fx.write_hand_data().await;
+    let spec = "description = \"Orders.\"\n[output]\nsort_by = [\"order_id\"]\n";
+    write(fx.dir(), "jobs/order_lines.toml", spec);
+    write(
+        fx.dir(),
+        "sql/order_lines.sql",
+        "SELECT order_id, customer_id, gmv FROM orders",
+    );
+    // The codec of each column chunk, and the rows, of the table's one file.
+    let written = || async {
+        let file = the_only_file(&fx, "order_lines").await;
+        let group = file.metadata().row_group(0);
+        let codecs: Vec<Compression> = group.columns().iter().map(|c| c.compression()).collect();
+        let batches: Vec<RecordBatch> = file.build().unwrap().map(|b| b.unwrap()).collect();
+        let rows = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        (codecs, rows)
+    };
+    fx.cmd(&["run", "order_lines"]).await.unwrap();
+    let (codecs, streamed) = written().await;
+    assert_eq!(codecs, [Compression::ZSTD(Default::default()); 3]);
+    assert_eq!(streamed.lines().count(), 4 + 5, "{streamed}");
+
+    let check =
+        "[[checks]]\nname = \"positive\"\nsql = \"SELECT * FROM order_lines WHERE gmv <= 0\"\n";
+    write(fx.dir(), "jobs/order_lines.toml", &format!("{spec}{check}"));
+    fx.cmd(&["run", "order_lines"]).await.unwrap();
+    let (codecs, checked) = written().await;
+    assert_eq!(codecs, [Compression::SNAPPY; 3]);
+    assert_eq!(checked, streamed);
+}
+
 /// `retention query` is read-only: COPY, DDL and SET are refused (exit code 2) and write nothing;
 /// `--allow-write` lets an operator run them on purpose.
 #[tokio::test]
