@@ -343,12 +343,8 @@ impl Capture {
         // A small batch sliced out of large buffers (an aggregate's output, a partition's last
         // rows) is copied, so that it holds only its rows.
         let whole = batch.get_array_memory_size();
-        let rows: usize = batch
-            .columns()
-            .iter()
-            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(whole))
-            .sum();
-        let batch = match whole > 2 * rows + SLACK {
+        let rows = crate::store::delta::rows_bytes(std::slice::from_ref(batch));
+        let batch = match whole > 2 * rows.min(whole) + SLACK {
             true => match crate::engine::materialize::owned(batch) {
                 Ok(copy) => copy,
                 Err(_) => {

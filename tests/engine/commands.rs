@@ -83,7 +83,6 @@ async fn count_files(fx: &Fixture) -> usize {
 /// to one task, so it is written to one file, with the hand-computed rows.
 #[tokio::test]
 async fn the_binary_writes_each_partition_to_one_file_with_many_writer_tasks() {
-    use futures::TryStreamExt;
     let fx = Fixture::new(Backend::Local).unwrap();
     fx.write_hand_data().await;
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_retention"))
@@ -97,22 +96,13 @@ async fn the_binary_writes_each_partition_to_one_file_with_many_writer_tasks() {
         .unwrap();
     assert!(status.success());
     assert_eq!(fx.rows("select * from daily_revenue").await, EXPECTED_DAILY);
+    // The partition folder of each file the table's log lists.
     let url = curated::table_url(&fx.curated, "daily_revenue").unwrap();
-    let (store, path) = fx.stores.store_for(&url).unwrap();
-    let listed: Vec<_> = store.list(Some(&path)).try_collect().await.unwrap();
-    let mut folders: Vec<String> = listed
-        .iter()
-        .map(|m| m.location.as_ref().to_string())
-        .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
-        .map(|p| {
-            p.rsplit_once('/')
-                .unwrap()
-                .0
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+    let table = curated::open(&fx.stores, &url).await.unwrap().unwrap();
+    let mut folders: Vec<String> = table
+        .get_file_uris()
+        .unwrap()
+        .map(|uri| uri.rsplit('/').nth(1).unwrap().to_string())
         .collect();
     folders.sort();
     assert_eq!(folders, ["order_month=2026-01", "order_month=2026-02"]);
